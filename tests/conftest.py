@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny real H.264 videos written on the fly (nothing is downloaded)."""
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from orchestrator.data.video_io import decode_all_pyav, write_video
+
+
+class TinyVideo(NamedTuple):
+    path: Path
+    frames: np.ndarray  # uint8 (T, H, W, 3), exactly as PyAV decodes the file
+
+
+def make_frames(num_frames: int = 24, height: int = 32, width: int = 48, seed: int = 0) -> np.ndarray:
+    """A moving bright square on a smooth, frame-dependent background: every frame differs."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    base = rng.integers(30, 200, size=3)
+    for t in range(num_frames):
+        frames[t] = (base + 2 * t) % 256
+        x = (3 * t) % (width - 8)
+        frames[t, 8:16, x:x + 8] = 255
+    return frames
+
+
+@pytest.fixture(scope="session")
+def tiny_video(tmp_path_factory) -> TinyVideo:
+    path = write_video(tmp_path_factory.mktemp("video") / "tiny.mp4", make_frames())
+    return TinyVideo(path, decode_all_pyav(path))
