@@ -1,0 +1,99 @@
+"""Offline late fusion of two streams' saved per-video scores.
+
+Two-stream networks (and TSN, ActionVLAD, ...) train each modality separately and fuse the
+class scores at test time. Saving every stream's per-video scores once means the fusion weight
+can be swept afterwards with no retraining and no second pass over the videos.
+
+Simonyan & Zisserman, "Two-Stream Convolutional Networks for Action Recognition in Videos",
+NeurIPS 2014 (score averaging); Wang et al., TSN, ECCV 2016 (weighted fusion, RGB : flow = 1 : 1.5).
+"""
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+FUSION_MODES = ("softmax", "logits")
+
+
+class VideoScores(NamedTuple):
+    video_ids: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N, K) float32: per-video logits, averaged over the test views
+
+
+def save_scores(path: str | Path, scores: VideoScores) -> None:
+    """Write `scores` to an .npz file (plain arrays, loadable without pickle)."""
+    np.savez(path, video_ids=np.asarray(scores.video_ids, dtype=str),
+             labels=np.asarray(scores.labels, dtype=np.int64),
+             scores=np.asarray(scores.scores, dtype=np.float32))
+
+
+def load_scores(path: str | Path) -> VideoScores:
+    """Read a file written by `save_scores`."""
+    with np.load(path, allow_pickle=False) as data:
+        return VideoScores(data["video_ids"], data["labels"], data["scores"])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)  # exp of large logits would overflow
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _align(a: VideoScores, b: VideoScores) -> VideoScores:
+    """`b` reordered to `a`'s video order; ValueError if the videos or their labels differ."""
+    for name, s in (("a", a), ("b", b)):
+        ids, counts = np.unique(s.video_ids, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"stream {name} lists {int((counts > 1).sum())} videos more than once "
+                             f"(e.g. {ids[counts > 1][:5].tolist()})")
+    only_a = sorted(set(a.video_ids.tolist()) - set(b.video_ids.tolist()))
+    only_b = sorted(set(b.video_ids.tolist()) - set(a.video_ids.tolist()))
+    if only_a or only_b:
+        raise ValueError(f"the streams score different videos: {len(only_a)} only in a "
+                         f"(e.g. {only_a[:5]}), {len(only_b)} only in b (e.g. {only_b[:5]})")
+    if a.scores.shape[1] != b.scores.shape[1]:
+        raise ValueError(f"the streams have {a.scores.shape[1]} and {b.scores.shape[1]} classes")
+    position_in_b = {video: i for i, video in enumerate(b.video_ids.tolist())}
+    order = np.array([position_in_b[video] for video in a.video_ids.tolist()], dtype=np.int64)
+    aligned = VideoScores(b.video_ids[order], b.labels[order], b.scores[order])
+    differ = a.video_ids[a.labels != aligned.labels]
+    if len(differ):
+        raise ValueError(f"the streams disagree on the label of {len(differ)} videos "
+                         f"(e.g. {differ[:5].tolist()})")
+    return aligned
+
+
+def fuse_scores(a: VideoScores, b: VideoScores, *, weight: float = 0.5, mode: str = "softmax") -> VideoScores:
+    """weight * a + (1 - weight) * b, per video, in `a`'s video order.
+
+    Args:
+        a, b: the two streams' scores over the same videos, in any order.
+        weight: of stream a, in [0, 1].
+        mode: "softmax" fuses class probabilities (streams with differently scaled logits then
+            count as their weights say); "logits" fuses the raw logits.
+    Returns:
+        VideoScores whose `scores` are the fused probabilities or logits, (N, K) float32.
+    """
+    if mode not in FUSION_MODES:
+        raise ValueError(f"fusion mode must be one of {', '.join(FUSION_MODES)}, got {mode!r}")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight must be in [0, 1], got {weight}")
+    b = _align(a, b)
+    sa, sb = a.scores.astype(np.float64), b.scores.astype(np.float64)
+    if mode == "softmax":
+        sa, sb = _softmax(sa), _softmax(sb)
+    fused = weight * sa + (1.0 - weight) * sb
+    return VideoScores(a.video_ids, a.labels, fused.astype(np.float32))
+
+
+def topk_accuracy(scores: VideoScores, k: int = 1) -> float:
+    """Fraction of videos whose label is among their k highest scores."""
+    topk = np.argsort(-scores.scores, axis=1, kind="stable")[:, :k]  # (N, k); ties: lower class first
+    return float((topk == scores.labels[:, None]).any(axis=1).mean())
+
+
+def sweep_fusion_weight(a: VideoScores, b: VideoScores, weights: Sequence[float], *,
+                        mode: str = "softmax") -> list[tuple[float, float]]:
+    """(weight, top-1 accuracy) of `fuse_scores(a, b, weight=w, mode=mode)` for each w in `weights`."""
+    return [(float(w), topk_accuracy(fuse_scores(a, b, weight=w, mode=mode), k=1)) for w in weights]

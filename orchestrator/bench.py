@@ -1,0 +1,166 @@
+"""Throughput benchmarks, measured side by side in one run (never asserted in tests).
+
+decode: clips/s of the Dataset path (decord `get_batch` on the sampled indices, plus the
+        Dataset's bookkeeping) vs raw `decord.VideoReader.get_batch` on the same indices vs a
+        naive PyAV seek-and-decode of the same indices.
+train:  per-step time of one Ray Train worker vs a plain PyTorch loop, same model, same
+        in-memory batches, same `train_one_epoch` code, after a warm-up epoch.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _timed(fn, items) -> float:
+    """Items per second of fn over items."""
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - start)
+
+
+def bench_decode(*, videos: int = 6, num_frames: int = 150, height: int = 240, width: int = 320,
+                 num_segments: int = 8, rounds: int = 3, out=print) -> dict:
+    """UCF-101-sized H.264 videos (320x240, 150 frames), TSN test sampling (K segment centres).
+
+    Returns {'dataset', 'decord', 'pyav'} clips/s (median over rounds) and the two ratios.
+    """
+    import decord
+
+    from orchestrator.data.annotations import VideoRecord
+    from orchestrator.data.dataset import VideoDataset
+    from orchestrator.data.sampling import make_sampler
+    from orchestrator.data.video_io import read_frames_pyav, write_video
+
+    sampler = make_sampler(kind="tsn", train=False, num_segments=num_segments)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        records = []
+        for i in range(videos):
+            # smooth moving gradients plus noise: compresses like real footage, not like flat colour
+            t = np.arange(num_frames)[:, None, None]
+            base = (np.arange(width)[None, None, :] + 3 * t + np.arange(height)[None, :, None]) % 256
+            frames = np.repeat(base[..., None], 3, axis=3).astype(np.int16)
+            frames += rng.integers(-12, 12, size=frames.shape, dtype=np.int16)
+            path = write_video(Path(tmp) / f"v{i}.mp4", np.clip(frames, 0, 255).astype(np.uint8))
+            records.append(VideoRecord(path, 0, f"v{i}"))
+        dataset = VideoDataset(records, sampler=sampler)
+        indices = [sampler(len(decord.VideoReader(str(r.path))), None).ravel().tolist() for r in records]
+
+        def raw_decord(i):
+            decord.VideoReader(str(records[i].path), num_threads=1).get_batch(indices[i]).asnumpy()
+
+        def naive_pyav(i):
+            read_frames_pyav(records[i].path, indices[i])
+
+        results = {"dataset": [], "decord": [], "pyav": []}
+        items = list(range(videos))
+        for r in range(rounds):  # interleaved, so drifts in machine load hit every method alike
+            results["dataset"].append(_timed(dataset.__getitem__, items))
+            results["decord"].append(_timed(raw_decord, items))
+            results["pyav"].append(_timed(naive_pyav, items))
+            out(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} clips/s" for k, v in results.items()))
+    figures = {k: statistics.median(v) for k, v in results.items()}
+    figures["dataset/decord"] = figures["dataset"] / figures["decord"]
+    figures["dataset/pyav"] = figures["dataset"] / figures["pyav"]
+    out(f"\ndecode, {videos} videos {width}x{height} x {num_frames} frames, TSN K={num_segments} centres, "
+        f"median of {rounds} rounds:")
+    out(f"  dataset path      {figures['dataset']:8.1f} clips/s")
+    out(f"  raw decord        {figures['decord']:8.1f} clips/s   ratio dataset/decord {figures['dataset/decord']:.2f} (target >= 0.9)")
+    out(f"  naive PyAV seek   {figures['pyav']:8.1f} clips/s   ratio dataset/pyav   {figures['dataset/pyav']:.2f} (target >= 2)")
+    return figures
+
+
+class _MemoryClips:
+    """An in-memory dataset of fixed uint8 clips shaped like VideoDataset items (no decoding)."""
+
+    def __init__(self, n: int, shape: tuple, num_classes: int):
+        g = np.random.default_rng(0)
+        self.clips = [g.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
+        self.labels = g.integers(0, num_classes, size=n)
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        import torch
+
+        return {"inputs": {"rgb": torch.from_numpy(self.clips[i])}, "label": int(self.labels[i]), "index": i}
+
+
+def _bench_config(architecture: str, width: float, batch_size: int):
+    from orchestrator.config import from_dict
+
+    return from_dict({"model": {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}},
+                      "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}}, check_paths=False)
+
+
+def _step_seconds(cfg_dict: dict, steps: int, threads: int, device) -> float:
+    """Seconds per step of `train_one_epoch` over in-memory batches, after one warm-up epoch."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from models import build_model
+    from orchestrator.config import from_dict, model_kwargs
+    from orchestrator.data.dataset import collate_skip_bad
+    from orchestrator.training.loop import build_optimizer, lr_lambda, train_one_epoch
+
+    torch.set_num_threads(threads)
+    cfg = from_dict(cfg_dict, check_paths=False)
+    d = cfg.data
+    shape = (1, 3, d.num_segments * d.frames_per_segment, d.crop_size, d.crop_size)
+    loader = DataLoader(_MemoryClips(steps * cfg.optim.batch_size, shape, 10), batch_size=cfg.optim.batch_size,
+                        collate_fn=collate_skip_bad)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.architecture, num_classes=10, **model_kwargs(cfg)).to(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device)  # warm-up
+    stats = train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device)
+    return stats["seconds"] / steps
+
+
+def _ray_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    seconds = _step_seconds(config["cfg"], config["steps"], config["threads"], ray.train.torch.get_device())
+    ray.train.report({"step_s": seconds})
+
+
+def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: int = 8, steps: int = 30,
+                threads: int = 1, out=print) -> dict:
+    """One Ray Train worker vs plain PyTorch: per-step seconds of the same loop on the same data."""
+    import ray
+    import torch
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = _bench_config(architecture, width, batch_size).to_dict()
+    plain = _step_seconds(cfg, steps, threads, torch.device("cpu"))
+    out(f"plain PyTorch: {plain * 1000:.1f} ms/step")
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    start = time.perf_counter()
+    trainer = TorchTrainer(_ray_worker, train_loop_config={"cfg": cfg, "steps": steps, "threads": threads},
+                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}))
+    result = trainer.fit()
+    ray_step = result.metrics["step_s"]
+    figures = {"plain_step_s": plain, "ray_step_s": ray_step, "ratio": ray_step / plain,
+               "ray_wall_s": time.perf_counter() - start}
+    out(f"\ntrain step, {architecture} width {width}, batch {batch_size}, {steps} steps after a warm-up epoch, "
+        f"{threads} thread(s) each:")
+    out(f"  plain PyTorch loop     {plain * 1000:8.1f} ms/step")
+    out(f"  Ray Train (1 worker)   {ray_step * 1000:8.1f} ms/step   ratio {figures['ratio']:.3f} (target <= 1.05)")
+    out(f"  Ray Train start-up + run wall time {figures['ray_wall_s']:.0f} s (start-up excluded from the ratio)")
+    return figures

@@ -1,0 +1,28 @@
+"""`actionlab ablate`: run a study's variants on the cluster and write the papers' comparison table."""
+import argparse
+
+from orchestrator.commands._common import add_experiment_arguments, connect_ray, load_config
+
+HELP = "Run an ablation study (RGB / flow / two-stream, +-pretraining, seeds) and write its table."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_experiment_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    parser.add_argument("--out", default=None, help="folder for comparison.md/.png (default: under storage)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.config import expand_study, with_overrides
+    from orchestrator.training.prepare import prepare_data
+    from orchestrator.training.tune import run_study
+
+    cfg = load_config(args)
+    connect_ray(args.address)
+    prepare_data([with_overrides(cfg, o) for o in expand_study(cfg).values()])
+    outcome = run_study(cfg, resume=args.resume, out_dir=args.out)
+    print(outcome["markdown"])
+    print(f"table: {outcome['paths']['markdown']}  chart: {outcome['paths']['plot']}")
+    print(f"MLflow parent run {outcome['parent_run_id']}; `actionlab ui` to browse, "
+          f"`actionlab report {args.experiment}` to rebuild the table")
+    return 0

@@ -1,0 +1,30 @@
+"""`actionlab bench decode|train`: throughput figures measured side by side in one run."""
+import argparse
+
+HELP = "Benchmarks: video decoding (dataset vs raw decord vs naive PyAV) and the Ray Train step overhead."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
+    decode = sub.add_parser("decode", help="clips/s: dataset path vs raw decord.get_batch vs naive PyAV seek")
+    decode.add_argument("--videos", type=int, default=6)
+    decode.add_argument("--frames", type=int, default=150, help="frames per video (UCF-101 averages ~180)")
+    decode.add_argument("--segments", type=int, default=8, help="TSN segments sampled per clip")
+    decode.add_argument("--rounds", type=int, default=3)
+    train = sub.add_parser("train", help="per-step time: one Ray Train worker vs a plain PyTorch loop")
+    train.add_argument("--architecture", default="tsn")
+    train.add_argument("--width", type=float, default=0.25)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--steps", type=int, default=30)
+    train.add_argument("--threads", type=int, default=1, help="torch threads in both loops")
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator import bench
+
+    if args.what == "decode":
+        bench.bench_decode(videos=args.videos, num_frames=args.frames, num_segments=args.segments, rounds=args.rounds)
+    else:
+        bench.bench_train(architecture=args.architecture, width=args.width, batch_size=args.batch_size,
+                          steps=args.steps, threads=args.threads)
+    return 0

@@ -1,0 +1,30 @@
+"""`actionlab sweep`: a Ray Tune sweep (grid / random / ASHA) over an experiment's `sweep:` section."""
+import argparse
+
+from orchestrator.commands._common import add_experiment_arguments, connect_ray, load_config
+
+HELP = "Sweep hyperparameters (e.g. fusion x segments) with Ray Tune; one MLflow child run per trial."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_experiment_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.config import with_overrides
+    from orchestrator.training.prepare import prepare_data
+    from orchestrator.training.tune import run_sweep
+
+    cfg = load_config(args)
+    connect_ray(args.address)
+    variants = [with_overrides(cfg, {k: v}) for k, spec in cfg.sweep.parameters.items()
+                for kind, values in spec.items() if kind in ("grid", "choice") for v in values] or [cfg]
+    prepare_data(variants)
+    results = run_sweep(cfg, resume=args.resume)
+    frame = results.get_dataframe()
+    columns = [c for c in frame.columns if c.startswith("config/") or c in (cfg.sweep.metric, "epoch")]
+    print(frame[columns].sort_values(cfg.sweep.metric, ascending=cfg.sweep.mode == "min").to_string(index=False))
+    best = results.get_best_result()
+    print(f"best: {best.metrics.get(cfg.sweep.metric)} with {best.config}")
+    return 0

@@ -1,0 +1,26 @@
+"""`actionlab train`: one training run of an experiment with Ray Train, tracked in MLflow."""
+import argparse
+
+from orchestrator.commands._common import add_experiment_arguments, connect_ray, load_config
+
+HELP = "Train one experiment (its data/model/optim sections) data-parallel with Ray Train."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_experiment_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator import tracking
+    from orchestrator.training.driver import train_run
+    from orchestrator.training.prepare import prepare_data
+
+    cfg = load_config(args)
+    connect_ray(args.address)
+    tracking.reap_stale_runs(tracking.resolve_tracking_uri(cfg.tracking.tracking_uri), cfg.experiment_name)
+    prepare_data([cfg])
+    outcome = train_run(cfg)
+    print(f"MLflow run {outcome.run_id} ({cfg.experiment_name}); `actionlab ui` to browse")
+    for key in sorted(k for k in outcome.metrics if k.startswith("test/")):
+        print(f"  {key:24s} {outcome.metrics[key]:.4f}")
+    return 0

@@ -1,0 +1,180 @@
+"""A torch Dataset of video clips decoded with decord, and the collate function that skips bad ones.
+
+Data flow of one item (V views, T frames each, as the sampler decides):
+
+    record -> sampler(num_frames, rng) -> indices int64 (V, T)
+           -> per modality uint8 (V, T, H, W, C)    C = 3 for 'rgb', 2 for 'flow' (x, y)
+           -> transform(inputs, rng)              -> uint8 (V', C, T, H', W')
+              (transform=None only permutes to     uint8 (V, C, T, H, W))
+
+    item  = {'inputs': {modality: uint8 (V, C, T, H, W)}, 'label': int, 'index': int}
+    batch = {'inputs': {modality: uint8 (B, V, C, T, H, W)}, 'label': int64 (B,),
+             'index': int64 (B,), 'num_skipped': int}
+
+RGB frames are read with decord: `get_batch` on exactly the sampled frames, except in AVI files,
+where decord's seeking is wrong and frames are decoded in order up to the last one sampled.
+
+Flow field i is the motion from frame i to frame i + 1, so a video of N frames has N - 1 fields.
+With 'flow' among the modalities the sampler is given the field count and RGB is read at the same
+indices: both streams then show the same instants.
+
+Randomness comes only from `np.random.default_rng([seed, epoch, index])`, made per item: the same
+(seed, epoch, index) gives the same clip in any process, DataLoader worker or Ray worker.
+
+A bad video (missing, undecodable, too short for the sampler) is logged as a warning on the
+'actionlab.data' logger and its item is None; `collate_skip_bad` drops it and counts it. No other
+video is substituted and `len()` does not change, so an epoch is the same list of videos for
+every run.
+"""
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from orchestrator.data.annotations import VideoRecord
+from orchestrator.errors import UserError
+
+MODALITIES = ("rgb", "flow")
+
+logger = logging.getLogger("actionlab.data")
+
+
+# decord's seeks land on wrong frames in AVI files, which have no timestamps to seek by: always
+# with H.264 B-frames (the synthetic benchmark), now and then in HMDB-51 (dmlc/decord#195).
+# Decoding from the first frame in order is exact, so AVIs are read that way.
+SEQUENTIAL_SUFFIXES = (".avi",)
+
+
+def _read_rgb(reader, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
+    """Frames at `indices` (V, T) of a decord VideoReader, uint8 (V, T, H, W, 3).
+
+    Each distinct frame is decoded once: by `get_batch` on exactly those frames, or, if
+    `sequential`, by decoding every frame up to the last one wanted and keeping the wanted ones.
+    """
+    unique, inverse = np.unique(indices, return_inverse=True)  # (U,) sorted distinct indices
+    if sequential:
+        wanted, kept = set(unique.tolist()), []
+        for index in range(int(unique[-1]) + 1):
+            try:
+                frame = reader.next()
+            except StopIteration:
+                raise IndexError(f"frame {index} is past the last frame that decodes") from None
+            if index in wanted:
+                kept.append(frame.asnumpy())
+        frames = np.stack(kept)  # (U, H, W, 3)
+    else:
+        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
+    return frames[inverse.reshape(indices.shape)]
+
+
+def _read_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
+    """Flow fields at `indices` (V, T), uint8 (V, T, H, W, 2)."""
+    from orchestrator.data.flow import load_flow
+
+    unique, inverse = np.unique(indices, return_inverse=True)
+    fields = load_flow(flow_dir, video_id, unique)  # (U, H, W, 2)
+    return fields[inverse.reshape(indices.shape)]
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Clips of `records`' videos, one item per record (see the module docstring for shapes).
+
+    Args:
+        records: the videos, e.g. `read_split(...).records`.
+        sampler: `sampler(num_frames, rng) -> int64 (V, T)` frame indices; raises ValueError when
+            the video is too short (see orchestrator/data/sampling.py).
+        transform: `transform(inputs, rng)` mapping {modality: uint8 (V, T, H, W, C)} to
+            {modality: uint8 (V', C, T, H', W')}; None only permutes to (V, C, T, H, W).
+        modalities: any of 'rgb', 'flow'.
+        flow_dir: folder of the precomputed flow (`actionlab flow`); needed for 'flow'.
+        seed: with the epoch and the index, seeds each item's random generator.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], *, sampler: Callable[[int, np.random.Generator], np.ndarray],
+                 transform: Callable | None = None, modalities: tuple[str, ...] = ("rgb",),
+                 flow_dir: Path | None = None, seed: int = 0):
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
+        if "flow" in modalities and flow_dir is None:
+            raise ValueError("the 'flow' modality needs flow_dir (the folder written by `actionlab flow`)")
+        self.records = list(records)
+        self.sampler = sampler
+        self.transform = transform
+        self.modalities = tuple(modalities)
+        self.flow_dir = None if flow_dir is None else Path(flow_dir)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next epoch's clips. Call before creating the DataLoader iterator: workers copy
+        the dataset when the iterator starts (persistent_workers would keep the old epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, record: VideoRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """{modality: uint8 (V, T, H, W, C)} of one sampled clip; raises on a bad video."""
+        import decord
+
+        reader = None
+        if "rgb" in self.modalities:
+            if not record.path.is_file():
+                raise FileNotFoundError("missing file")
+            reader = decord.VideoReader(str(record.path), num_threads=1)
+            num_frames = len(reader)
+        if "flow" in self.modalities:
+            from orchestrator.data.flow import flow_frame_count
+
+            num_frames = flow_frame_count(self.flow_dir, record.video_id)
+            if reader is not None and num_frames >= len(reader):  # field i needs frames i and i + 1
+                raise ValueError(f"{num_frames} flow fields but only {len(reader)} frames (stale flow cache?)")
+        indices = np.asarray(self.sampler(num_frames, rng), dtype=np.int64)  # (V, T)
+        inputs = {}
+        if "rgb" in self.modalities:
+            sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
+            inputs["rgb"] = _read_rgb(reader, indices, sequential=sequential)
+        if "flow" in self.modalities:
+            inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
+        return inputs
+
+    def __getitem__(self, index: int) -> dict | None:
+        import decord
+
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        try:
+            arrays = self._read(record, rng)
+        # UserError: load_flow's "no cached flow for this video" (its extraction failed); one video's
+        # problem, not the run's.
+        except (decord.DECORDError, RuntimeError, ValueError, OSError, IndexError, UserError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            logger.warning("skipping %s: %s", record.path, reason)
+            return None
+        inputs = {m: torch.from_numpy(np.ascontiguousarray(a)) for m, a in arrays.items()}
+        if self.transform is None:
+            inputs = {m: rearrange(x, "v t h w c -> v c t h w") for m, x in inputs.items()}
+        else:
+            inputs = self.transform(inputs, rng)
+        return {"inputs": inputs, "label": record.label, "index": index}
+
+
+def collate_skip_bad(batch: list[dict | None]) -> dict:
+    """Stack the good items of `batch`; None items (bad videos) are dropped and counted.
+
+    Returns:
+        {'inputs': {modality: (B, V, C, T, H, W)}, 'label': int64 (B,), 'index': int64 (B,),
+        'num_skipped': int}. If every item was bad, B = 0 and 'inputs' is empty.
+    """
+    good = [item for item in batch if item is not None]
+    modalities = good[0]["inputs"].keys() if good else ()
+    return {
+        "inputs": {m: torch.stack([item["inputs"][m] for item in good]) for m in modalities},
+        "label": torch.tensor([item["label"] for item in good], dtype=torch.int64),
+        "index": torch.tensor([item["index"] for item in good], dtype=torch.int64),
+        "num_skipped": len(batch) - len(good),
+    }

@@ -1,0 +1,426 @@
+"""Optical flow for the temporal stream: compute, quantise to uint8, cache one .npy per video.
+
+Flow field i is the motion from frame i to frame i + 1, (dx, dy) in pixels, so a video of T
+frames has T - 1 fields. Three estimators, picked by `method`:
+
+- 'farneback' (Farnebäck 2003): dense polynomial-expansion flow, fast on CPU.
+- 'tvl1' (Zach, Pock & Bischof 2007): the TV-L1 flow of the two-stream and TSN papers; accurate
+  but ~100x slower than Farneback on CPU.
+- 'raft' (Teed & Deng 2020): torchvision's raft_small / raft_large, weights from a local file.
+
+`warp=True` gives TSN's warped flow (Wang et al. 2016, after iDT, Wang & Schmid 2013): the camera
+motion between two frames, fitted as a homography to the flow itself with RANSAC, is subtracted
+so that mostly the actors' motion is left.
+
+The cache is `flow_dir/<video_id>.npy`, uint8 (T - 1, H, W, 2), quantised with a fixed `bound`
+(TSN stores flow as JPEGs clipped to +-20 px the same way). A .npy memory-maps, so training reads
+only the sampled fields. Files are written under a temporary name and renamed, so an interrupted
+extraction leaves no half-written cache and a rerun resumes where it stopped.
+`flow_dir/manifest.json` records the parameters; a rerun with other parameters is refused.
+"""
+import functools
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from orchestrator.errors import UserError
+
+FLOW_METHODS = ("farneback", "tvl1", "raft")
+MANIFEST_NAME = "manifest.json"
+
+# OpenCV's documented example values, the ones TSN-style extractors use: a 3-level pyramid halving
+# each level, 15 px averaging window, 5-px polynomial neighbourhood.
+FARNEBACK_PARAMS = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+RAFT_PAIRS_PER_BATCH = 8  # frame pairs per RAFT forward pass: bounds memory on long videos
+RAFT_MIN_SIDE = 128  # torchvision RAFT's 4-level correlation pyramid needs 1/8-size maps >= 16
+WARP_GRID_POINTS = 1000  # about this many flow vectors are fed to RANSAC per frame pair
+WARP_RANSAC_PX = 1.0  # a correspondence further than this from the homography is an outlier
+
+
+class FlowParams(NamedTuple):
+    """What `flow_dir/manifest.json` records: everything that changes the cached values."""
+
+    method: str
+    bound: float
+    short_side: int | None
+    warp: bool
+
+
+class FlowSummary(NamedTuple):
+    """What one `extract_flow` run did."""
+
+    computed: int  # videos whose flow was computed in this run
+    cached: int  # videos skipped because their cache file already existed
+    failed: list[tuple[Path, str]]  # (path, reason) for each video that could not be processed
+    frames: int  # flow fields computed in this run
+    seconds: float  # wall time of the run
+
+    def describe(self) -> str:
+        """One line: counts and throughput (of the videos computed in this run)."""
+        seconds = max(self.seconds, 1e-9)
+        return (f"{self.computed} computed, {self.cached} cached, {len(self.failed)} failed; "
+                f"{self.frames} flow fields in {self.seconds:.1f} s = "
+                f"{self.frames / seconds:.1f} frames/s, {self.computed / seconds:.2f} videos/s")
+
+
+# --- quantisation ---------------------------------------------------------------------------
+
+def quantize_flow(flow: np.ndarray, *, bound: float = 20.0) -> np.ndarray:
+    """Flow in pixels -> uint8, q = clip(round(f / bound * 127.5 + 127.5), 0, 255).
+
+    Ties round away from the centre 127.5, so `255 - quantize(f) == quantize(-f)` (a horizontal
+    flip negates dx) for every f except exactly 0, which must pick a side (128). Either way
+    `dequantize(255 - q) == -dequantize(q)` exactly. |f| >= bound saturates at 0 / 255.
+
+    Args:
+        flow: float (..., 2) or any shape, pixels.
+        bound: flow magnitude mapped to 0 and 255.
+
+    Returns:
+        uint8, same shape; the round-trip error is at most bound / 255 inside +-bound.
+    """
+    steps = np.asarray(flow, np.float32) / np.float32(bound) * np.float32(127.5)  # steps from the centre
+    # The representable values are the half-integers 127.5 +- (k + 0.5): nearest is floor + 0.5.
+    magnitude = np.floor(np.abs(steps)) + 0.5
+    q = 127.5 + np.where(steps < 0, -magnitude, magnitude)
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def dequantize_flow(q: np.ndarray, *, bound: float = 20.0) -> np.ndarray:
+    """uint8 -> float32 pixels, (q - 127.5) / 127.5 * bound. Same shape."""
+    return (np.asarray(q, np.float32) - np.float32(127.5)) / np.float32(127.5) * np.float32(bound)
+
+
+# --- estimators -----------------------------------------------------------------------------
+
+def _grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 RGB (T, H, W, 3) -> uint8 grey (T, H, W)."""
+    import cv2
+
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])
+
+
+def _farneback(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> float32 (T-1, H, W, 2)."""
+    import cv2
+
+    grey = _grey(frames)
+    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK_PARAMS) for a, b in zip(grey[:-1], grey[1:])])
+
+
+def _tvl1(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> float32 (T-1, H, W, 2), OpenCV defaults (tau 0.25, lambda 0.15, 5 scales)."""
+    import cv2
+
+    grey = _grey(frames)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    return np.stack([tvl1.calc(a, b, None) for a, b in zip(grey[:-1], grey[1:])])
+
+
+@functools.lru_cache(maxsize=2)
+def _raft_model(weights: str, device: str):
+    """raft_small or raft_large, chosen by the state dict's keys, in eval mode on `device`.
+
+    Cached per process, so a Ray worker that extracts many videos loads the weights once.
+    """
+    import torch
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"--raft-weights {weights}: cannot be read as a torch state dict ({err})") from err
+    # raft_small's encoders use bottleneck blocks, the only ones with a third conv.
+    builder = raft_small if "feature_encoder.layer1.0.convnormrelu3.0.weight" in state else raft_large
+    model = builder(weights=None)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"--raft-weights {weights}: not a torchvision raft_small/raft_large state dict "
+                        f"({err})") from err
+    return model.eval().to(device)
+
+
+def _raft(frames: np.ndarray, *, weights: str, device: str) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> float32 (T-1, H, W, 2).
+
+    Frames are edge-padded (bottom, right) to a multiple of 8 (RAFT's 1/8 grid) and at least
+    RAFT_MIN_SIDE, and the flow is cropped back.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    model = _raft_model(str(weights), device)
+    _, height, width, _ = frames.shape
+    pad_h, pad_w = (max(RAFT_MIN_SIDE, side + -side % 8) - side for side in (height, width))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(frames) - 1, RAFT_PAIRS_PER_BATCH):
+            chunk = torch.from_numpy(frames[start:start + RAFT_PAIRS_PER_BATCH + 1]).to(device)  # (P+1, H, W, 3)
+            chunk = chunk.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (P+1, 3, H, W) in [-1, 1], as RAFT was trained
+            chunk = F.pad(chunk, (0, pad_w, 0, pad_h), mode="replicate")
+            flow = model(chunk[:-1], chunk[1:])[-1]  # last refinement: (P, 2, H + pad_h, W + pad_w)
+            out.append(flow[:, :, :height, :width].permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def _camera_flow(flow: np.ndarray) -> np.ndarray | None:
+    """Camera motion in one flow field, as the flow of a RANSAC homography fitted to a grid of it.
+
+    Args:
+        flow: float32 (H, W, 2).
+
+    Returns:
+        float32 (H, W, 2), or None when no homography fits (too few inliers).
+    """
+    import cv2
+
+    height, width, _ = flow.shape
+    step = max(1, int(np.sqrt(height * width / WARP_GRID_POINTS)))
+    ys, xs = np.mgrid[step // 2:height:step, step // 2:width:step]
+    src = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)  # (N, 2) as (x, y)
+    dst = src + flow[ys, xs].reshape(-1, 2)
+    if len(src) < 4:
+        return None
+    homography, _ = cv2.findHomography(src, dst, cv2.RANSAC, WARP_RANSAC_PX)
+    if homography is None:
+        return None
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    points = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ homography.T  # (H, W, 3) homogeneous
+    moved = points[..., :2] / points[..., 2:]
+    return (moved - np.stack([xs, ys], axis=-1)).astype(np.float32)
+
+
+def _subtract_camera_motion(flow: np.ndarray) -> np.ndarray:
+    """float32 (T-1, H, W, 2) -> the same with each field's homography flow removed."""
+    out = flow.copy()
+    for i, field in enumerate(flow):
+        camera = _camera_flow(field)
+        if camera is not None:
+            out[i] -= camera
+    return out
+
+
+def check_flow_args(method: str, raft_weights: str | Path | None) -> None:
+    """UserError unless `method` is known and, for RAFT, `raft_weights` is an existing file."""
+    if method not in FLOW_METHODS:
+        raise UserError(f"--method {method!r} is not a flow method; choose one of {', '.join(FLOW_METHODS)}")
+    if method == "raft":
+        if raft_weights is None:
+            raise UserError("--method raft needs --raft-weights FILE, a local torchvision raft_small or raft_large "
+                            "state dict (nothing is downloaded); or use --method farneback / tvl1")
+        if not Path(raft_weights).is_file():
+            raise UserError(f"--raft-weights {raft_weights}: no such file; give the path of a raft_small/raft_large "
+                            "state dict (.pth)")
+
+
+def compute_flow(frames: np.ndarray, *, method: str = "farneback", raft_weights: str | Path | None = None,
+                 device: str = "cpu", warp: bool = False) -> np.ndarray:
+    """Dense optical flow between consecutive frames.
+
+    Args:
+        frames: uint8 RGB (T, H, W, 3), T >= 2.
+        method: one of FLOW_METHODS.
+        raft_weights: local state-dict file, required for 'raft'.
+        device: torch device for 'raft' ('cpu', 'cuda'); the OpenCV methods run on CPU.
+        warp: subtract the camera motion (TSN warped flow).
+
+    Returns:
+        float32 (T-1, H, W, 2): field i is (dx, dy) in pixels from frame i to frame i + 1.
+    """
+    check_flow_args(method, raft_weights)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
+        raise ValueError(f"flow needs uint8 RGB frames (T >= 2, H, W, 3); got shape {frames.shape}")
+    if method == "farneback":
+        flow = _farneback(frames)
+    elif method == "tvl1":
+        flow = _tvl1(frames)
+    else:
+        flow = _raft(frames, weights=raft_weights, device=device)
+    return _subtract_camera_motion(flow) if warp else flow
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+def flow_path(flow_dir: Path, video_id: str) -> Path:
+    """Cache file of one video: flow_dir / '<video_id>.npy' (video_id may contain '/')."""
+    return Path(flow_dir) / f"{video_id}.npy"
+
+
+def _open_flow(flow_dir: Path, video_id: str) -> np.ndarray:
+    """Memory-map a cache file (reads nothing but the header); UserError if it is missing."""
+    path = flow_path(flow_dir, video_id)
+    if not path.is_file():
+        raise UserError(f"{path}: no cached flow for video {video_id!r}; run `actionlab flow --flow-dir {flow_dir}` "
+                        "on this dataset first")
+    return np.load(path, mmap_mode="r")
+
+
+def load_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
+    """The cached fields at `indices` only: uint8 (len(indices), H, W, 2)."""
+    return np.asarray(_open_flow(flow_dir, video_id)[np.asarray(indices, np.int64)])
+
+
+def flow_frame_count(flow_dir: Path, video_id: str) -> int:
+    """Number of cached flow fields (frames - 1), from the .npy header."""
+    return int(_open_flow(flow_dir, video_id).shape[0])
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call write(file) on a temporary sibling, then rename it to `path` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(flow_dir: Path) -> FlowParams | None:
+    """The parameters a flow_dir was extracted with, or None if it has no manifest yet."""
+    path = Path(flow_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return FlowParams(**json.loads(path.read_text()))
+
+
+def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> None:
+    """Write flow_dir/manifest.json, or UserError if it records different parameters."""
+    existing = read_manifest(flow_dir)
+    if existing is None:
+        text = json.dumps(params._asdict(), indent=2)
+        _write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
+        return
+    mismatches = [f"{name} is {old!r} there but {new!r} now"
+                  for name, old, new in zip(FlowParams._fields, existing, params) if old != new]
+    if mismatches:
+        raise UserError(f"{Path(flow_dir) / MANIFEST_NAME}: this flow cache was made with other parameters "
+                        f"({'; '.join(mismatches)}); pass a different --flow-dir, or delete {flow_dir} to recompute")
+
+
+# --- extraction -----------------------------------------------------------------------------
+
+def decode_video(path: Path, *, short_side: int | None = None) -> np.ndarray:
+    """Every frame of a video, uint8 RGB (T, H, W, 3), optionally resized so min(H, W) == short_side."""
+    import cv2
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    frames = reader.get_batch(range(len(reader))).asnumpy()
+    if short_side is None:
+        return frames
+    _, height, width, _ = frames.shape
+    scale = short_side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 wants (W, H)
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def extract_video_flow(path: Path, out_path: Path, *, params: FlowParams, raft_weights=None,
+                       device: str = "cpu") -> int:
+    """Decode one video, compute and quantise its flow, write `out_path` atomically.
+
+    Returns:
+        the number of flow fields written (frames - 1).
+    """
+    frames = decode_video(path, short_side=params.short_side)
+    flow = compute_flow(frames, method=params.method, raft_weights=raft_weights, device=device, warp=params.warp)
+    q = quantize_flow(flow, bound=params.bound)  # uint8 (T-1, H, W, 2)
+    _write_atomic(Path(out_path), lambda f: np.save(f, q))
+    return len(q)
+
+
+class _VideoResult(NamedTuple):
+    path: Path
+    frames: int
+    error: str | None  # None on success
+
+
+def _extract_or_report(path: Path, out_path: Path, kwargs: dict) -> _VideoResult:
+    """extract_video_flow, with any failure turned into a reason string (one bad video must not stop a run)."""
+    try:
+        return _VideoResult(path, extract_video_flow(path, out_path, **kwargs), None)
+    except Exception as err:  # noqa: BLE001 - reported per video, the run goes on
+        return _VideoResult(path, 0, f"{type(err).__name__}: {err}")
+
+
+def _extract_in_ray_task(path: Path, out_path: Path, kwargs: dict) -> _VideoResult:
+    import cv2
+
+    cv2.setNumThreads(1)  # the task holds one CPU; OpenCV's own thread pool would oversubscribe it
+    return _extract_or_report(path, out_path, kwargs)
+
+
+def _run_ray(jobs: list, kwargs: dict, *, address: str | None, bar) -> list:
+    """One Ray task per (path, out_path) job; returns their _VideoResults as they finish."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    num_gpus = 1 if kwargs["device"].startswith("cuda") else 0
+    task = ray.remote(num_cpus=1, num_gpus=num_gpus)(_extract_in_ray_task)
+    kwargs_ref = ray.put(kwargs)
+    pending = {task.remote(path, out, kwargs_ref): path for path, out in jobs}
+    results = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=min(8, len(pending)), timeout=1.0)
+        for ref in done:
+            path = pending.pop(ref)
+            try:
+                results.append(ray.get(ref))
+            except Exception as err:  # noqa: BLE001 - a worker that died (OOM, segfault) fails only its video
+                results.append(_VideoResult(path, 0, f"{type(err).__name__}: {err}"))
+            bar.update(1)
+    return results
+
+
+def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: float = 20.0,
+                 short_side: int | None = None, warp: bool = False, raft_weights=None, device: str = "cpu",
+                 use_ray: bool = True, address: str | None = None, progress: bool = True) -> FlowSummary:
+    """Compute and cache the flow of every record whose cache file does not exist yet.
+
+    Args:
+        records: VideoRecord(path, label, video_id) items; needs `.path` and `.video_id`.
+        flow_dir: cache root; gets '<video_id>.npy' per video and manifest.json.
+        method, warp, raft_weights, device: as in `compute_flow`.
+        bound: quantisation bound in pixels (see `quantize_flow`).
+        short_side: resize frames so min(H, W) == short_side before computing flow; None keeps them.
+        use_ray: one Ray task per video (connects to `address` unless Ray is already initialised);
+            False runs the same per-video function in a loop.
+        progress: show a tqdm bar.
+
+    Returns:
+        FlowSummary; failed videos are listed there with their reason, the others are still done.
+    """
+    from tqdm import tqdm
+
+    check_flow_args(method, raft_weights)
+    if not bound > 0:
+        raise UserError(f"--bound must be a positive number of pixels, got {bound!r}")
+    if short_side is not None and short_side < 8:
+        raise UserError(f"--short-side must be at least 8 pixels, got {short_side!r}")
+    params = FlowParams(method, float(bound), short_side, bool(warp))
+    flow_dir = Path(flow_dir)
+    check_or_write_manifest(flow_dir, params)
+
+    start = time.perf_counter()
+    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id)) for r in records]
+    todo = [(path, out) for path, out in jobs if not out.exists()]
+    kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device)
+    with tqdm(total=len(todo), unit="video", desc=f"flow ({method})", disable=not progress) as bar:
+        if use_ray:
+            results = _run_ray(todo, kwargs, address=address, bar=bar)
+        else:
+            results = []
+            for path, out in todo:
+                results.append(_extract_or_report(path, out, kwargs))
+                bar.update(1)
+    failed = [(r.path, r.error) for r in results if r.error is not None]
+    return FlowSummary(computed=len(results) - len(failed), cached=len(jobs) - len(todo), failed=failed,
+                       frames=sum(r.frames for r in results), seconds=time.perf_counter() - start)

@@ -1,0 +1,297 @@
+"""MLflow bookkeeping, done once per run by the driver (and the Ray Train controller), never by workers.
+
+    start_run(...)            ->  run_id, tagged with the driver's host/pid and the git commit
+    with run_status(uri, id): ->  FINISHED / FAILED (exception) / KILLED (Ctrl-C, SIGTERM)
+    mlflow_metrics_callback   ->  per-epoch metrics logged live from the Train controller
+    reap_stale_runs           ->  runs left RUNNING by a kill -9'd driver are marked KILLED
+
+Every function takes the tracking URI and uses an `MlflowClient`: no global MLflow state, so
+Ray actors and Tune trials (which run in other working directories) log to the same store.
+mlflow and ray are imported inside the functions: light commands import this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a SQLite store in the working directory
+MAX_PARAM_VALUE_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH (longer values are rejected)
+_PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
+_ARTIFACT_DIR = "mlartifacts"  # beside a SQLite store, like `mlflow server`'s default
+
+HOST_TAG, PID_TAG, COMMIT_TAG = "actionlab.driver_host", "actionlab.driver_pid", "actionlab.git_commit"
+PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The tracking URI with local paths made absolute.
+
+    Ray actors and Tune trials run in other working directories, so a relative
+    `sqlite:///mlflow.db` would silently open a different store in each of them.
+
+    Args:
+        uri: `sqlite:///rel.db`, `sqlite:////abs.db`, `file:rel`, a plain folder, a server
+            URL (`http://...`, `databricks`), or None for DEFAULT_TRACKING_URI.
+    Returns:
+        The URI, pointing at the same store from any working directory.
+    """
+    uri = uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///"):]
+        return uri if db.startswith("/") else f"sqlite:///{Path(db).resolve()}"
+    scheme = urlparse(uri).scheme
+    if scheme == "file":
+        return Path(uri[len("file:"):].removeprefix("//")).resolve().as_uri()
+    if scheme == "" and not uri.startswith("databricks"):  # a plain folder is MLflow's file store
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow params: `{'optim': {'lr': 0.01}}` -> `{'optim.lr': '0.01'}`.
+
+    Lists (and tuples) become JSON; an empty dict stays visible as '{}'; every value is cut to
+    MAX_PARAM_VALUE_LENGTH characters, which MLflow would otherwise reject.
+
+    Args:
+        config: nested dict of plain values (e.g. `ExperimentConfig.to_dict()`).
+        prefix: prepended to every key (used by the recursion).
+    Returns:
+        Flat dict of dotted key -> string value.
+    """
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
+        flat[name] = text[:MAX_PARAM_VALUE_LENGTH]
+    return flat
+
+
+def git_commit() -> str | None:
+    """The commit of the working tree this process was started from (None outside git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside the .db file, not in whichever cwd created the experiment."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # servers and file stores choose their own artifact root
+    db = Path(tracking_uri[len("sqlite:///"):])
+    folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (db.parent / _ARTIFACT_DIR / folder).as_uri()
+
+
+def get_or_create_experiment(client, experiment: str, tracking_uri: str) -> str:
+    """The experiment's id; created on first use (tolerating a concurrent trial creating it too)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri, experiment))
+    except MlflowException:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
+              params: dict | None = None, parent_run_id: str | None = None) -> str:
+    """Create a RUNNING MLflow run and log its params; the caller ends it (see `run_status`).
+
+    Args:
+        tracking_uri: from `resolve_tracking_uri`.
+        experiment: MLflow experiment name (created if missing).
+        run_name: shown in the UI.
+        tags: `actionlab.*` tags (kind, study, variant, dataset, seed, ...).
+        params: flat str -> str params (see `flatten_params`).
+        parent_run_id: nests the run under this one (`mlflow.parentRunId` tag).
+    Returns:
+        The new run's id. Adds tags actionlab.driver_host, actionlab.driver_pid (read by
+        `reap_stale_runs`), actionlab.git_commit and mlflow.parentRunId.
+    """
+    import mlflow
+    from mlflow.entities import Param
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
+    all_tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                COMMIT_TAG: git_commit() or "unknown"}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
+    items = [Param(k, str(v)) for k, v in (params or {}).items()]
+    for i in range(0, len(items), _PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + _PARAMS_PER_BATCH])
+    return run_id
+
+
+def _terminate(tracking_uri: str, run_id: str, status: str) -> None:
+    """End the run; a tracking failure here is reported but must not hide the run's own error."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+    except Exception as err:  # noqa: BLE001 - the store being down must not mask the training error
+        print(f"warning: could not mark MLflow run {run_id} {status}: {err}", file=sys.stderr)
+
+
+def _raise_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds the stack like Ctrl-C, so `run_status` sees it
+
+
+@contextmanager
+def run_status(tracking_uri: str, run_id: str):
+    """Ends the run FINISHED on normal exit, FAILED on an exception, KILLED on Ctrl-C or SIGTERM.
+
+    SIGTERM (sent by `ray stop`, schedulers, `kill`) is turned into SystemExit for the duration,
+    then the previous handler is restored. Signal handlers can only be set from the main thread;
+    elsewhere (e.g. inside a Tune trial) only Ctrl-C/SystemExit/exceptions are caught.
+    Exceptions are always re-raised.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if main else None
+    try:
+        yield run_id
+    except (KeyboardInterrupt, SystemExit):
+        _terminate(tracking_uri, run_id, "KILLED")
+        raise
+    except BaseException:
+        _terminate(tracking_uri, run_id, "FAILED")
+        raise
+    else:
+        _terminate(tracking_uri, run_id, "FINISHED")
+    finally:
+        if main:  # None: the previous handler was not set from Python; SIG_DFL is what it was
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def search_all_runs(client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run matching the filter, across result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, order_by=order_by,
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs whose driver ran on this host and is gone (e.g. kill -9).
+
+    Runs started on other hosts are left alone: their pids mean nothing here.
+
+    Args:
+        tracking_uri: from `resolve_tracking_uri`.
+        experiment: MLflow experiment name (a missing experiment has nothing to reap).
+    Returns:
+        Ids of the runs marked KILLED.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname().replace("'", "")
+    running = search_all_runs(client, [found.experiment_id],
+                          f"attributes.status = 'RUNNING' and tags.\"{HOST_TAG}\" = '{host}'")
+    reaped = []
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            client.set_tag(run.info.run_id, "actionlab.killed_reason", f"driver pid {pid} on {host} is gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
+def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+    """Upload files and folders to the run; a folder keeps its name (`plots/` -> `<artifact_path>/plots/`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for path in map(Path, paths):
+        if path.is_dir():
+            dest = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            client.log_artifacts(run_id, str(path), artifact_path=dest)
+        else:
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def numeric_metrics(report: dict) -> dict[str, float]:
+    """The finite int/float values of one `ray.train.report` dict, except 'epoch' (the step)."""
+    import math
+
+    return {k: float(v) for k, v in report.items()
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def mlflow_metrics_callback(tracking_uri: str, run_id: str):
+    """A `ray.train.UserCallback` that logs every epoch's report to the run, live, once.
+
+    It runs on the Ray Train controller (not on the workers): `after_report` gets one metrics
+    dict per worker; rank 0's (`metrics[0]`) is logged with step = its 'epoch'. The class is
+    built here so that importing this module does not import Ray; Ray ships the object to the
+    controller with cloudpickle, which pickles such a class by value.
+
+    Args:
+        tracking_uri: from `resolve_tracking_uri`.
+        run_id: the run `start_run` created.
+    Returns:
+        An MLflowMetricsCallback instance for `RunConfig(callbacks=[...])`.
+    """
+    from ray.train import UserCallback
+
+    class MLflowMetricsCallback(UserCallback):
+        def __init__(self, tracking_uri: str, run_id: str):
+            self.tracking_uri, self.run_id = tracking_uri, run_id  # no client: it must pickle
+
+        def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+            import mlflow
+            from mlflow.entities import Metric
+
+            if not metrics:
+                return
+            step, now_ms = int(metrics[0]["epoch"]), int(time.time() * 1000)
+            batch = [Metric(k, v, now_ms, step) for k, v in numeric_metrics(metrics[0]).items()]
+            try:
+                mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+            except Exception as err:  # noqa: BLE001 - a busy store must not stop training; history is kept
+                print(f"warning: epoch {step} metrics not logged to MLflow: {err}", file=sys.stderr)
+
+    return MLflowMetricsCallback(tracking_uri, run_id)

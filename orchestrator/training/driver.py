@@ -1,0 +1,134 @@
+"""The per-run driver: one MLflow run around one `TorchTrainer.fit()`.
+
+    train_run(cfg)  ->  MLflow run (params, tags)  ->  TorchTrainer(train_loop_per_worker).fit()
+                    ->  per-epoch metrics logged live by the controller callback
+                    ->  test metrics, confusion matrix, learning curves, per-video scores, model
+
+Sweeps and studies (orchestrator/training/tune.py) call `train_run` from each Tune trial.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.training.loop import MODEL_FILE, SCORES_FILE, STATE_FILE
+
+
+class RunOutcome(NamedTuple):
+    run_id: str
+    metrics: dict  # final test metrics (test/...) and the last epoch's report
+    scores_path: Path | None  # per-video scores kept beside the run (for offline late fusion)
+
+
+def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict | None = None) -> dict:
+    m = cfg.model
+    pretrained = "checkpoint" if m.init_checkpoint else "weights" if m.pretrained else "none"
+    tags = {"actionlab.kind": kind, "actionlab.study": cfg.name, "actionlab.variant": variant or cfg.name,
+            "actionlab.dataset": Path(cfg.data.root).name or cfg.data.dataset, "actionlab.seed": str(cfg.seed),
+            "actionlab.architecture": m.architecture, "actionlab.modality": m.modality,
+            "actionlab.pretrained": pretrained}
+    return {**tags, **(extra or {})}
+
+
+def use_gpu(cfg: ExperimentConfig) -> bool:
+    setting = str(cfg.scaling.use_gpu).lower()
+    if setting != "auto":
+        return setting == "true"
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def make_trainer(cfg: ExperimentConfig, *, name: str, callbacks: list):
+    """The TorchTrainer for one run: scaling, storage, failure handling and checkpoints from cfg."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.training.loop import train_loop_per_worker
+
+    gpu = use_gpu(cfg)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"experiment": cfg.to_dict()},
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
+                                                           **({"GPU": 1} if gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=str(Path(cfg.scaling.storage_path).resolve()),
+                             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+        # the backend is gloo on CPU workers and NCCL on GPU workers (TorchConfig's default)
+    )
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", parent_run_id: str | None = None,
+              extra_tags: dict | None = None, callbacks: list | None = None) -> RunOutcome:
+    """Train one configuration with Ray Train inside its own MLflow run; returns the outcome.
+
+    The MLflow run ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM).
+    """
+    from orchestrator import tracking
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+    name = safe_name(f"{cfg.name}-{variant}" if variant else cfg.name)
+    run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
+                                tags=run_tags(cfg, kind=kind, variant=variant, extra=extra_tags),
+                                params=tracking.flatten_params(cfg.to_dict()), parent_run_id=parent_run_id)
+    with tracking.run_status(uri, run_id):
+        trainer = make_trainer(cfg, name=f"{name}-{run_id[:8]}",
+                               callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])
+        result = trainer.fit()
+        return _log_outcome(cfg, uri, run_id, result)
+
+
+def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str, result) -> RunOutcome:
+    """Test metrics and artifacts from the final checkpoint (written by rank 0 of the last epoch)."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from models.late_fusion import load_scores
+    from orchestrator import metrics as M
+    from orchestrator import plots, tracking
+
+    client = mlflow.MlflowClient(uri)
+    out_dir = Path(cfg.scaling.storage_path).resolve() / "scores" / run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as ckpt_dir:
+        ckpt_dir = Path(ckpt_dir)
+        history = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)["history"]
+        for name in (SCORES_FILE, MODEL_FILE):
+            if (ckpt_dir / name).exists():
+                shutil.copy(ckpt_dir / name, out_dir / name)
+    final = dict(history[-1])
+    scores_path = out_dir / SCORES_FILE if (out_dir / SCORES_FILE).exists() else None
+    artifacts = [out_dir / MODEL_FILE]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "experiment.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (tmp / "history.json").write_text(json.dumps(history, indent=1))
+        artifacts += [tmp / "experiment.yaml", tmp / "history.json",
+                      plots.plot_learning_curves(history, tmp / "learning_curves.png")]
+        if scores_path:
+            scores = load_scores(scores_path)
+            test = M.classification_metrics(scores.labels, scores.scores, prefix="test/video_")
+            test["test/clip_top1"] = final.get("val/clip_top1", float("nan"))
+            final.update(test)
+            client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, final["epoch"])
+                                              for k, v in test.items() if np.isfinite(v)])
+            class_names = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)["class_names"]
+            cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(class_names))
+            artifacts += [scores_path, plots.plot_confusion_matrix(cm, class_names, tmp / "confusion_matrix.png",
+                                                                   title=f"{cfg.name}: video-level confusion")]
+        tracking.log_artifacts(uri, run_id, [p for p in artifacts if p.exists()])
+    return RunOutcome(run_id, final, scores_path)

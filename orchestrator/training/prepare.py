@@ -1,0 +1,46 @@
+"""Everything a run needs on disk before training: the synthetic data set and the flow cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.errors import UserError
+from orchestrator.training.loop import data_modalities
+
+
+def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None) -> None:
+    """Generate synthetic data where asked and missing; extract flow once per distinct cache.
+
+    Flow extraction fans out as Ray tasks (one per video) over every core of the cluster and
+    skips videos already cached, so a second call costs almost nothing.
+    """
+    from orchestrator.data.annotations import read_split
+    from orchestrator.data.flow import extract_flow
+
+    for root in sorted({c.data.root for c in configs if c.data.synth}):
+        if not Path(root).exists():
+            _synthesize(Path(root))
+    done = set()
+    for cfg in configs:
+        d = cfg.data
+        flow_dir = d.resolved_flow_dir()
+        if "flow" not in data_modalities(cfg.model.modality) or flow_dir in done:
+            continue
+        done.add(flow_dir)
+        records = []
+        for subset in ("train", "test"):
+            split = read_split(d.dataset, root=d.root, annotations=d.annotations, split=d.split, subset=subset)
+            records += split.records
+        print(f"optical flow ({d.flow_method}) for {len(records)} videos -> {flow_dir}")
+        summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound)
+        print(summary.describe())
+
+
+def _synthesize(root: Path) -> None:
+    from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
+
+    if root.name != "UCF101":
+        raise UserError(f"data.root: {root} does not exist and data.synth generates the UCF-101 layout "
+                        "<out>/UCF101 + <out>/ucfTrainTestlist; point data.root at .../UCF101")
+    print(f"generating the synthetic benchmark in {root.parent}")
+    write_synthetic_ucf(root.parent, SynthSpec())

@@ -1,0 +1,196 @@
+"""Sweeps and ablation studies: a Ray Tune `Tuner` over a per-trial driver that builds a TorchTrainer.
+
+    Tuner(trial_driver, param_space={'overrides': ...})      (Ray Train V2 / Tune interop)
+        trial_driver(config) -> with_overrides(base, overrides) -> train_run(...) -> TorchTrainer.fit()
+
+One MLflow parent run per sweep or study; every trial/variant is a child run (mlflow.parentRunId).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from orchestrator.config import ExperimentConfig, expand_study, from_dict, with_overrides
+from orchestrator.errors import UserError
+
+PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
+
+
+def search_space(parameters: dict) -> dict:
+    """{dotted field: {grid|choice|uniform|loguniform|randint: values}} -> Tune search space."""
+    from ray import tune
+
+    makers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
+              "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+    return {dotted: makers[kind](values) for dotted, spec in parameters.items() for kind, values in spec.items()}
+
+
+def max_concurrent_trials(cfg: ExperimentConfig) -> int:
+    """How many Train runs fit at once: the limiting resource over what one run's workers ask for."""
+    import ray
+
+    from orchestrator.training.driver import use_gpu
+
+    resources = ray.cluster_resources()
+    s = cfg.scaling
+    if use_gpu(cfg):
+        return max(1, int(resources.get("GPU", 0) // s.num_workers))
+    return max(1, int(resources.get("CPU", 1) // (s.num_workers * s.cpus_per_worker)))
+
+
+def trial_driver(config: dict, *, base: dict, parent_run_id: str, kind: str) -> None:
+    """One Tune trial: apply this trial's overrides, train with Ray Train, report the final metrics."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.training.driver import train_run
+
+    cfg = from_dict(base, check_paths=False)
+    trial = config.get("trial", config)  # a study trial carries its label and tags; a sweep's only overrides
+    overrides, label, tags = trial["overrides"], trial.get("label", ""), trial.get("tags", {})
+    if not label:  # sweep trial: name it by its sampled values
+        label = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in overrides.items())
+    cfg = with_overrides(cfg, overrides, where=f"trial {label}")
+    outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags,
+                        callbacks=[TuneReportCallback()])
+    final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    ray.tune.report({**final, "mlflow_run_id": outcome.run_id})
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id: str, kind: str,
+           resume: bool, num_samples: int = 1, scheduler=None, metric: str | None = None, mode: str = "max",
+           max_concurrent: int | None = None):
+    from ray import tune
+
+    storage = Path(cfg.scaling.storage_path).resolve()
+    trainable = tune.with_parameters(trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, kind=kind)
+    # A trial only drives its TorchTrainer; the training workers hold the CPUs/GPUs.
+    trainable = tune.with_resources(trainable, {"cpu": 0})
+    path = storage / name
+    if resume:
+        if not tune.Tuner.can_restore(str(path)):
+            raise UserError(f"--resume: nothing to resume at {path}; run without --resume to start the sweep")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler, metric=metric, mode=mode,
+                                    max_concurrent_trials=max_concurrent or max_concurrent_trials(cfg)),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage)),
+    )
+
+
+def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) -> tuple[str, str]:
+    from orchestrator import tracking
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+    tracking.reap_stale_runs(uri, cfg.experiment_name)
+    marker = Path(cfg.scaling.storage_path).resolve() / name / PARENT_FILE
+    if resume and marker.exists():
+        return uri, json.loads(marker.read_text())["run_id"]
+    run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=name,
+                                tags={"actionlab.kind": kind, "actionlab.study": cfg.name},
+                                params=tracking.flatten_params(cfg.to_dict()))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": run_id}))
+    return uri, run_id
+
+
+def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
+    """Sweep `cfg.sweep.parameters` (grid / random, FIFO or ASHA); returns Tune's ResultGrid."""
+    from ray import tune
+
+    from orchestrator import tracking
+
+    if not cfg.sweep:
+        raise UserError(f"{cfg.source}: has no 'sweep:' section; add one, or use `actionlab train`")
+    sw = cfg.sweep
+    name = f"sweep-{cfg.name}"
+    uri, parent = _parent_run(cfg, kind="sweep", name=name, resume=resume)
+    scheduler = None
+    if sw.scheduler == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=cfg.optim.epochs,
+                                                  grace_period=1, reduction_factor=2)
+    tuner = _tuner(cfg, name=name, param_space={"overrides": search_space(sw.parameters)}, parent_run_id=parent,
+                   kind="trial", resume=resume, num_samples=sw.num_samples, scheduler=scheduler,
+                   metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
+    with tracking.run_status(uri, parent):
+        return tuner.fit()
+
+
+def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | None = None) -> dict:
+    """Train every variant x dataset x seed of `cfg.study`, add offline late fusion, write the table.
+
+    Returns {'parent_run_id', 'markdown', 'paths'}.
+    """
+    from ray import tune
+
+    from orchestrator import report, tracking
+
+    if not cfg.study:
+        raise UserError(f"{cfg.source}: has no 'study:' section; add variants, or use `actionlab train`")
+    name = f"study-{cfg.name}"
+    uri, parent = _parent_run(cfg, kind="study", name=name, resume=resume)
+    trials = []
+    for key, overrides in expand_study(cfg).items():
+        variant, *rest = key.split("/")
+        dataset = rest[0] if len(rest) == 2 else Path(cfg.data.root).name
+        trials.append({"overrides": overrides, "label": key,
+                       "tags": {"actionlab.variant": variant, "actionlab.dataset": dataset,
+                                "actionlab.seed": str(overrides["seed"])}})
+    with tracking.run_status(uri, parent):
+        tuner = _tuner(cfg, name=name, param_space={"trial": tune.grid_search(trials)},
+                       parent_run_id=parent, kind="variant", resume=resume)
+        results = tuner.fit()
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise RuntimeError(f"{len(errors)} study variant(s) failed; first error: {errors[0]}")
+        _late_fusion_runs(cfg, uri, parent)
+        rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
+        out_dir = Path(out_dir or Path(cfg.scaling.storage_path).resolve() / name / "report")
+        paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name)
+        tracking.log_artifacts(uri, parent, list(paths.values()))
+        markdown = paths["markdown"].read_text()
+    return {"parent_run_id": parent, "markdown": markdown, "paths": paths}
+
+
+def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
+    """Score-level fusion of two trained variants, computed offline from their per-video scores."""
+    import mlflow
+
+    from models.late_fusion import fuse_scores, load_scores
+    from orchestrator import metrics as M
+    from orchestrator import tracking
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
+                                                "tags.`actionlab.kind` = 'variant' and attributes.status = 'FINISHED'")
+    by_key = {(r.data.tags["actionlab.variant"], r.data.tags["actionlab.dataset"], r.data.tags["actionlab.seed"]): r
+              for r in children if "actionlab.fusion" not in r.data.tags}
+    for fusion_name, spec in cfg.study.late_fusion.items():
+        a_name, b_name = spec["streams"]
+        for (variant, dataset, seed), run_a in sorted(by_key.items()):
+            run_b = by_key.get((b_name, dataset, seed))
+            if variant != a_name or run_b is None:
+                continue
+            scores = [load_scores(client.download_artifacts(r.info.run_id, "scores.npz")) for r in (run_a, run_b)]
+            fused = fuse_scores(*scores, weight=spec.get("weight", 0.5), mode=spec.get("mode", "softmax"))
+            tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
+                    "actionlab.dataset": dataset, "actionlab.seed": seed, "actionlab.fusion": "late",
+                    "actionlab.streams": f"{a_name}+{b_name}",
+                    "actionlab.modality": "rgb+flow", "actionlab.architecture": run_a.data.tags.get(
+                        "actionlab.architecture", "")}
+            run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=fusion_name,
+                                        tags=tags, params={"weight": spec.get("weight", 0.5),
+                                                           "mode": spec.get("mode", "softmax")},
+                                        parent_run_id=parent)
+            with tracking.run_status(uri, run_id):
+                for key, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
+                    client.log_metric(run_id, key, float(value))

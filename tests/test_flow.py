@@ -1,0 +1,229 @@
+"""Optical flow: quantisation, estimators on synthetic motion, the .npy cache, resume, Ray fan-out."""
+import argparse
+import json
+import sys
+import types
+from collections import namedtuple
+
+import cv2
+import numpy as np
+import pytest
+
+from orchestrator.commands import flow as flow_command
+from orchestrator.data.flow import (
+    FlowParams, compute_flow, dequantize_flow, extract_flow, flow_frame_count, flow_path, load_flow, quantize_flow,
+    read_manifest,
+)
+from orchestrator.data.video_io import write_video
+from orchestrator.errors import UserError
+from tests.conftest import make_frames
+
+try:
+    from orchestrator.data.annotations import VideoRecord
+except ImportError:  # written in parallel by another helper; same fields
+    VideoRecord = namedtuple("VideoRecord", ["path", "label", "video_id"])
+
+NUM_FRAMES = 6  # per tiny video: 5 flow fields
+# decord 0.6.0 here returns garbled frames for H.264 widths 16, 24, 48 and 72 (conftest's default is
+# 48), so the tiny videos are 64 wide.
+HEIGHT, WIDTH = 32, 64
+
+
+def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth random RGB texture, uint8 (H, W, 3): gives flow something to lock onto everywhere."""
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3)).astype(np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.5)
+
+
+def moving_object_pair(dx: int, dy: int) -> np.ndarray:
+    """Static textured background, a 24x24 textured square moving by (dx, dy): uint8 (2, 64, 64, 3)."""
+    background, patch = texture(64, 64, seed=1), texture(24, 24, seed=2)
+    frames = np.stack([background, background])
+    frames[0, 16:40, 16:40] = patch
+    frames[1, 16 + dy:40 + dy, 16 + dx:40 + dx] = patch
+    return frames
+
+
+def camera_pan(num_frames: int, dx: int, dy: int, size: int = 64) -> np.ndarray:
+    """A camera panning over a static textured scene by (dx, dy) >= 0 px a frame: content moves by (-dx, -dy)."""
+    scene = texture(size + num_frames * dy, size + num_frames * dx, seed=3)
+    return np.stack([scene[t * dy:t * dy + size, t * dx:t * dx + size] for t in range(num_frames)])
+
+
+# --- quantisation ---------------------------------------------------------------------------
+
+def test_quantize_round_trip_within_one_step():
+    flow = np.random.default_rng(0).uniform(-20, 20, (4, 8, 8, 2)).astype(np.float32)
+    q = quantize_flow(flow, bound=20.0)
+    assert q.dtype == np.uint8 and q.shape == flow.shape
+    assert np.abs(dequantize_flow(q, bound=20.0) - flow).max() <= 20.0 / 255 + 1e-5
+
+
+@pytest.mark.parametrize("value,expected", [(-100.0, 0), (-20.0, 0), (20.0, 255), (100.0, 255), (0.0, 128)])
+def test_quantize_table(value, expected):
+    assert quantize_flow(np.array([value]), bound=20.0)[0] == expected
+
+
+def test_quantize_flip_negates_flow():
+    # Random values and exact rounding ties (f / bound * 127.5 an integer), positive and negative.
+    ties = np.concatenate([np.arange(-127, 0), np.arange(1, 128)]) * 20.0 / 127.5
+    flow = np.concatenate([np.random.default_rng(1).uniform(-25, 25, 1000), ties])
+    q = quantize_flow(flow, bound=20.0)
+    np.testing.assert_array_equal(255 - q, quantize_flow(-flow, bound=20.0))
+    np.testing.assert_array_equal(dequantize_flow(255 - q), -dequantize_flow(q))
+
+
+# --- estimators -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["farneback", "tvl1"])
+def test_known_translation_recovered_in_object(method):
+    flow = compute_flow(moving_object_pair(dx=3, dy=2), method=method)
+    assert flow.shape == (1, 64, 64, 2) and flow.dtype == np.float32
+    inside = flow[0, 22:34, 22:34].reshape(-1, 2)  # object interior, away from its edges
+    np.testing.assert_allclose(np.median(inside, axis=0), [3, 2], atol=0.5)
+    assert np.abs(flow[0, :8, :8]).max() < 0.5  # static background corner
+
+
+def test_warp_removes_camera_pan():
+    frames = camera_pan(4, dx=2, dy=1)  # content moves by (-2, -1) px per frame
+    raw = compute_flow(frames, method="farneback")
+    np.testing.assert_allclose(np.median(raw.reshape(-1, 2), axis=0), [-2, -1], atol=0.2)
+    warped = compute_flow(frames, method="farneback", warp=True)
+    assert warped.shape == raw.shape
+    assert np.abs(warped[:, 8:-8, 8:-8]).mean() < 0.1
+
+
+@pytest.fixture(scope="module")
+def raft_small_weights(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from torchvision.models.optical_flow import raft_small
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("raft") / "raft_small_random.pth"
+    torch.save(raft_small(weights=None).state_dict(), path)
+    return path
+
+
+def test_raft_random_weights_shape(raft_small_weights):
+    frames = np.stack([texture(60, 60, seed=s) for s in range(3)])  # 60 is not a multiple of 8: padded
+    flow = compute_flow(frames, method="raft", raft_weights=raft_small_weights)
+    assert flow.shape == (2, 60, 60, 2) and flow.dtype == np.float32
+    assert np.isfinite(flow).all()
+
+
+def test_raft_without_weights_is_user_error():
+    with pytest.raises(UserError, match="--raft-weights"):
+        compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method="raft")
+    with pytest.raises(UserError, match="no such file"):
+        compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method="raft", raft_weights="/nonexistent/raft.pth")
+
+
+def test_unknown_method_is_user_error():
+    with pytest.raises(UserError, match="farneback"):
+        compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method="lucas-kanade")
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+def test_load_flow_reads_exact_indices(tmp_path):
+    cached = np.random.default_rng(0).integers(0, 256, (7, 4, 5, 2)).astype(np.uint8)
+    path = flow_path(tmp_path, "Class/v_Class_g01_c01")
+    assert path == tmp_path / "Class" / "v_Class_g01_c01.npy"
+    path.parent.mkdir()
+    np.save(path, cached)
+    indices = np.array([3, 0, 6, 3])
+    out = load_flow(tmp_path, "Class/v_Class_g01_c01", indices)
+    assert out.dtype == np.uint8 and out.shape == (4, 4, 5, 2)
+    np.testing.assert_array_equal(out, cached[indices])
+    assert flow_frame_count(tmp_path, "Class/v_Class_g01_c01") == 7
+    with pytest.raises(UserError, match="actionlab flow"):
+        flow_frame_count(tmp_path, "Class/missing")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Three tiny real videos (6 frames, 32x64) and one file that is not a video."""
+    root = tmp_path_factory.mktemp("videos")
+    paths = [write_video(root / f"A/v{i}.mp4", make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=i)) for i in range(3)]
+    records = [VideoRecord(path, 0, f"A/v{i}") for i, path in enumerate(paths)]
+    bad = root / "B/broken.mp4"
+    bad.parent.mkdir()
+    bad.write_bytes(b"this is not a video")
+    return records, VideoRecord(bad, 1, "B/broken")
+
+
+def test_extract_caches_skips_and_resumes(videos, tmp_path):
+    records, _ = videos
+    first = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    assert (first.computed, first.cached, first.failed, first.frames) == (3, 0, [], 3 * (NUM_FRAMES - 1))
+    assert read_manifest(tmp_path) == FlowParams("farneback", 20.0, None, False)
+    for record in records:
+        assert np.load(flow_path(tmp_path, record.video_id)).shape == (NUM_FRAMES - 1, HEIGHT, WIDTH, 2)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    second = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    assert (second.computed, second.cached, second.frames) == (0, 3, 0)
+
+    kept = np.load(flow_path(tmp_path, records[0].video_id))
+    flow_path(tmp_path, records[1].video_id).unlink()  # as if killed before this video's rename
+    resumed = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    assert (resumed.computed, resumed.cached) == (1, 2)
+    assert flow_path(tmp_path, records[1].video_id).is_file()
+    np.testing.assert_array_equal(np.load(flow_path(tmp_path, records[0].video_id)), kept)
+
+
+def test_extract_matches_compute_flow_and_resizes(videos, tmp_path):
+    records, _ = videos
+    summary = extract_flow(records[:1], flow_dir=tmp_path, short_side=16, use_ray=False, progress=False)
+    assert summary.computed == 1
+    cached = load_flow(tmp_path, records[0].video_id, np.arange(NUM_FRAMES - 1))
+    assert cached.shape == (NUM_FRAMES - 1, 16, 32, 2)
+    # The moving square goes right by 3 px a frame at full size: about +1.5 px at half size.
+    assert dequantize_flow(cached[..., 0]).max() > 1.0
+
+
+def test_manifest_mismatch_is_refused(videos, tmp_path):
+    records, _ = videos
+    extract_flow(records[:1], flow_dir=tmp_path, use_ray=False, progress=False)
+    with pytest.raises(UserError, match=r"bound is 20\.0 there but 10\.0.*different --flow-dir"):
+        extract_flow(records[:1], flow_dir=tmp_path, bound=10.0, use_ray=False, progress=False)
+    assert json.loads((tmp_path / "manifest.json").read_text())["bound"] == 20.0
+
+
+def test_bad_video_reported_run_goes_on(videos, tmp_path):
+    records, bad = videos
+    summary = extract_flow([bad, *records], flow_dir=tmp_path, use_ray=False, progress=False)
+    assert summary.computed == 3
+    assert [path for path, _ in summary.failed] == [bad.path]
+    assert summary.failed[0][1]  # a non-empty reason
+    assert not flow_path(tmp_path, bad.video_id).exists()
+
+
+def test_command_prints_failures_and_exits_nonzero(videos, tmp_path, monkeypatch, capsys):
+    records, bad = videos
+    Split = namedtuple("Split", ["records", "class_names", "problems"])
+    fake = types.ModuleType("orchestrator.data.annotations")
+    problems = [(tmp_path / "a.csv", "line 3: unknown class 'C'")]
+    fake.read_split = lambda dataset, **kwargs: Split([*records, bad], ["A", "B"], problems)
+    monkeypatch.setitem(sys.modules, "orchestrator.data.annotations", fake)
+    parser = argparse.ArgumentParser()
+    flow_command.add_arguments(parser)
+    args = parser.parse_args(["--dataset", "csv", "--root", str(tmp_path), "--annotations", str(tmp_path / "a.csv"),
+                              "--flow-dir", str(tmp_path / "flow"), "--no-ray"])
+    assert flow_command.run(args) == 1
+    out = capsys.readouterr().out
+    assert f"failed: {bad.path}" in out and "3 computed" in out and "frames/s" in out
+    assert "warning: " in out and "unknown class 'C'" in out
+
+
+@pytest.mark.ray
+def test_ray_fan_out(videos, tmp_path, ray_session):
+    records, bad = videos
+    summary = extract_flow([*records, bad], flow_dir=tmp_path, use_ray=True, progress=False)
+    assert (summary.computed, summary.cached, summary.frames) == (3, 0, 3 * (NUM_FRAMES - 1))
+    assert [path for path, _ in summary.failed] == [bad.path]
+    no_ray = extract_flow(records, flow_dir=tmp_path / "local", use_ray=False, progress=False)
+    assert no_ray.computed == 3
+    for record in records:  # same bytes whichever way it ran
+        np.testing.assert_array_equal(np.load(flow_path(tmp_path, record.video_id)),
+                                      np.load(flow_path(tmp_path / "local", record.video_id)))

@@ -1,0 +1,163 @@
+"""MLflow bookkeeping against a throw-away SQLite store (no server, no network, no Ray cluster)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from orchestrator import tracking  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One SQLite store per module (creating its tables takes seconds); tests use their own experiments."""
+    return tracking.resolve_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+
+
+def new_run(store: str, experiment: str, **kwargs) -> str:
+    return tracking.start_run(tracking_uri=store, experiment=experiment, run_name=kwargs.pop("run_name", "r"),
+                              tags=kwargs.pop("tags", {"actionlab.kind": "train"}), **kwargs)
+
+
+def status(store: str, run_id: str) -> str:
+    return mlflow.MlflowClient(store).get_run(run_id).info.status
+
+
+@pytest.mark.parametrize("uri, expected", [
+    (None, "sqlite:///{cwd}/mlflow.db"),
+    ("sqlite:///runs/m.db", "sqlite:///{cwd}/runs/m.db"),
+    ("sqlite:////abs/m.db", "sqlite:////abs/m.db"),
+    ("mlruns", "file://{cwd}/mlruns"),
+    ("file:./mlruns", "file://{cwd}/mlruns"),
+    ("file:///abs/mlruns", "file:///abs/mlruns"),
+    ("http://head:5000", "http://head:5000"),
+    ("databricks", "databricks"),
+])
+def test_resolve_tracking_uri_makes_local_stores_absolute(uri, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri(uri) == expected.format(cwd=tmp_path.resolve())
+
+
+def test_flatten_params():
+    config = {"name": "tsn", "seed": 0, "optim": {"lr": 0.01, "amp": True},
+              "model": {"options": {}, "pretrained": None, "deep": {"x": [1, 2]}},
+              "study": {"seeds": [0, 1], "variants": {"rgb": {"model.modality": "rgb"}}},
+              "long": "a" * 10_000}
+    flat = tracking.flatten_params(config)
+    assert flat == {"name": "tsn", "seed": "0", "optim.lr": "0.01", "optim.amp": "True",
+                    "model.options": "{}", "model.pretrained": "None", "model.deep.x": "[1, 2]",
+                    "study.seeds": "[0, 1]", "study.variants.rgb.model.modality": "rgb",
+                    "long": "a" * tracking.MAX_PARAM_VALUE_LENGTH}
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    assert tracking.MAX_PARAM_VALUE_LENGTH == MAX_PARAM_VAL_LENGTH
+
+
+def test_nested_runs_carry_parent_tag_params_and_driver_tags(store):
+    parent = new_run(store, "nesting", run_name="study-x", tags={"actionlab.kind": "study"})
+    params = {f"p{i}": str(i) for i in range(150)}  # more than one log_batch (100 params max)
+    child = new_run(store, "nesting", run_name="rgb", tags={"actionlab.kind": "variant", "actionlab.variant": "rgb"},
+                    params=params, parent_run_id=parent)
+    client = mlflow.MlflowClient(store)
+    run = client.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["actionlab.variant"] == "rgb"
+    assert run.data.tags[tracking.HOST_TAG] == socket.gethostname()
+    assert run.data.tags[tracking.PID_TAG] == str(os.getpid())
+    assert run.data.tags[tracking.COMMIT_TAG]  # a hash, or 'unknown' outside git
+    assert run.data.params == params
+    assert run.info.run_name == "rgb" and run.info.status == "RUNNING"
+    assert "mlflow.parentRunId" not in client.get_run(parent).data.tags
+    # artifacts of a SQLite store live beside the .db file, whatever the cwd
+    db_dir = Path(store[len("sqlite:///"):]).parent
+    assert client.get_experiment_by_name("nesting").artifact_location == (db_dir / "mlartifacts" / "nesting").as_uri()
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("raised, expected", [(None, "FINISHED"), (Boom, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_run_status(store, raised, expected):
+    run_id = new_run(store, "status")
+    if raised is None:
+        with tracking.run_status(store, run_id):
+            pass
+    else:
+        with pytest.raises(raised), tracking.run_status(store, run_id):
+            raise raised()
+    assert status(store, run_id) == expected
+    assert mlflow.MlflowClient(store).get_run(run_id).info.end_time is not None
+
+
+def test_run_status_sigterm_kills_run_and_restores_handler(store):
+    before = signal.getsignal(signal.SIGTERM)
+    run_id = new_run(store, "status")
+    with pytest.raises(SystemExit) as exit_info, tracking.run_status(store, run_id):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this at once
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert status(store, run_id) == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()  # reaped: the pid no longer exists
+    return process.pid
+
+
+def test_reap_stale_runs_kills_only_runs_of_dead_local_drivers(store):
+    client = mlflow.MlflowClient(store)
+    stale, alive, elsewhere = (new_run(store, "reap") for _ in range(3))
+    client.set_tag(stale, tracking.PID_TAG, str(dead_pid()))
+    client.set_tag(elsewhere, tracking.HOST_TAG, "another-host")
+    client.set_tag(elsewhere, tracking.PID_TAG, str(dead_pid()))
+    finished = new_run(store, "reap")
+    client.set_tag(finished, tracking.PID_TAG, str(dead_pid()))
+    client.set_terminated(finished, status="FINISHED")
+
+    assert tracking.reap_stale_runs(store, "reap") == [stale]
+    assert [status(store, r) for r in (stale, alive, elsewhere, finished)] == ["KILLED", "RUNNING", "RUNNING",
+                                                                               "FINISHED"]
+    assert tracking.reap_stale_runs(store, "reap") == []
+    assert tracking.reap_stale_runs(store, "no-such-experiment") == []
+
+
+def test_log_artifacts_files_and_folders(store, tmp_path):
+    run_id = new_run(store, "artifacts")
+    (tmp_path / "curves.png").write_bytes(b"png")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "cm.png").write_bytes(b"png")
+    tracking.log_artifacts(store, run_id, [tmp_path / "curves.png", tmp_path / "plots"], artifact_path="figures")
+    client = mlflow.MlflowClient(store)
+    assert sorted(a.path for a in client.list_artifacts(run_id, "figures")) == ["figures/curves.png",
+                                                                                 "figures/plots"]
+    assert [a.path for a in client.list_artifacts(run_id, "figures/plots")] == ["figures/plots/cm.png"]
+
+
+def test_metrics_callback_logs_rank0_report_per_epoch(store):
+    from ray import cloudpickle
+    from ray.train import UserCallback
+
+    run_id = new_run(store, "callback")
+    callback = tracking.mlflow_metrics_callback(store, run_id)
+    assert isinstance(callback, UserCallback)
+    callback = cloudpickle.loads(cloudpickle.dumps(callback))  # as Ray ships it to the controller
+    for epoch, loss in enumerate([2.0, 1.5]):
+        rank0 = {"epoch": epoch, "train/loss": loss, "lr": 0.1 / (epoch + 1), "val/clip_top1": float("nan"),
+                 "resumed": False, "note": "text"}
+        callback.after_report(None, [rank0, {**rank0, "train/loss": 99.0}], None)
+
+    client = mlflow.MlflowClient(store)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(0, 2.0), (1, 1.5)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "lr")] == [(0, 0.1), (1, 0.05)]
+    assert set(client.get_run(run_id).data.metrics) == {"train/loss", "lr"}  # no epoch, NaN, bool or text
+
