@@ -37,6 +37,9 @@ class ResNetFeatures(ResNet):
             self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
         if in_channels != 3:
             self.conv1 = nn.Conv2d(in_channels, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+        for m in self.modules():  # torchvision's initialisation, for the stages rebuilt above too
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.out_features = planes[3] * block.expansion
         self.fc = nn.Identity()
         self.name, self.in_channels = name, in_channels

@@ -29,7 +29,7 @@ class DataConfig:
     root: str = "data/synth/UCF101"  # folder holding the videos
     annotations: str = "data/synth/ucfTrainTestlist"  # split folder (UCF/HMDB) or CSV file
     split: int = 1  # official split number (1-3)
-    synth: bool = False  # generate the synthetic benchmark into root's parent when it is missing
+    synth: bool | dict = False  # generate the synthetic benchmark into root's parent when missing; a dict sets SynthSpec fields
     flow_dir: str | None = None  # flow cache; default <root>_flow/<flow_method>
     flow_method: str = "farneback"  # farneback (fast CPU) | tvl1 (accurate, slow) | raft (GPU)
     flow_bound: float = 20.0  # flow is clipped to +-bound pixels and quantised to uint8
@@ -107,7 +107,7 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    tracking_uri: str | None = None  # None: SQLite store ./mlflow.db; a server URL on clusters
+    tracking_uri: str | None = None  # None: SQLite store ./mlflow.db (made absolute); a server URL on clusters
     experiment: str | None = None  # MLflow experiment; default: the experiment's name
 
 
@@ -222,11 +222,31 @@ def from_dict(raw: dict, *, source: str = "", where: str = "", check_paths: bool
     raw = {**raw, "source": source or raw.get("source", "")}
     prefix = where or source or "config"
     try:
-        cfg = _build(ExperimentConfig, raw, "")
+        cfg = _absolute_paths(_build(ExperimentConfig, raw, ""))
     except UserError as err:
         raise UserError(f"{prefix}: {err}") from None
     validate(cfg, where=prefix, check_paths=check_paths)
     return cfg
+
+
+def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Relative paths are relative to the directory the command runs in; they are made absolute once,
+    here, because Ray workers and trial drivers run in other directories."""
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    d, m, s = cfg.data, cfg.model, cfg.scaling
+    return dataclasses.replace(
+        cfg,
+        tracking=dataclasses.replace(cfg.tracking, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri)),
+        data=dataclasses.replace(d, root=absolute(d.root), annotations=absolute(d.annotations),
+                                 flow_dir=absolute(d.flow_dir)),
+        model=dataclasses.replace(m, pretrained=absolute(m.pretrained), init_checkpoint=absolute(m.init_checkpoint)),
+        scaling=dataclasses.replace(s, storage_path=absolute(s.storage_path)),
+    )
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -265,19 +285,23 @@ def clip_frames(data: DataConfig) -> int:
 
 
 def model_kwargs(cfg: ExperimentConfig) -> dict:
-    """Keywords for the architecture's builder. `num_segments` comes from the data section when the
-    builder takes it, so the sampler and the model can never disagree."""
+    """Keywords for the architecture's builder. `num_segments` and `frames_per_segment` come from
+    the data section when the builder takes them, so the sampler and the model never disagree;
+    `model.options` pass through untouched (a misspelt option is the builder's TypeError)."""
     import inspect
 
     from models import MODELS
 
-    m = cfg.model
-    kwargs = dict(modality=m.modality, width=m.width, dropout=m.dropout, pretrained=m.pretrained, **m.options)
+    m, d = cfg.model, cfg.data
     params = inspect.signature(MODELS[m.architecture]).parameters
-    if "num_segments" in params and "num_segments" not in m.options:
-        kwargs["num_segments"] = cfg.data.num_segments
-    return {k: v for k, v in kwargs.items() if k in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())}
+    kwargs = {"modality": m.modality, "width": m.width, "dropout": m.dropout, "pretrained": m.pretrained}
+    kwargs = {k: v for k, v in kwargs.items() if k in params}
+    if d.sampler == "tsn":
+        derived = {"num_segments": d.num_segments,
+                   # RGB difference: L + 1 frames read per segment give L differences
+                   "frames_per_segment": d.frames_per_segment - (m.modality == "rgbdiff")}
+        kwargs.update({k: v for k, v in derived.items() if k in params})
+    return {**kwargs, **m.options}
 
 
 def validate(cfg: ExperimentConfig, *, where: str, check_paths: bool = True) -> None:
@@ -309,6 +333,7 @@ def validate(cfg: ExperimentConfig, *, where: str, check_paths: bool = True) -> 
     _positive(s, ["num_workers", "cpus_per_worker"], f"{where}: scaling")
     _choice(str(s.use_gpu).lower(), ("auto", "true", "false"), f"{where}: scaling.use_gpu")
     _check_model_builds(cfg, where)
+    synth_spec(d, where)
     if check_paths:
         _check_paths(cfg, where)
     if cfg.sweep:
@@ -332,6 +357,26 @@ def _check_model_builds(cfg: ExperimentConfig, where: str) -> None:
     except (ValueError, TypeError) as err:
         raise UserError(f"{where}: model ({m.architecture}, modality {m.modality}, options {m.options}): "
                         f"{err}") from None
+
+
+def synth_spec(data: DataConfig, where: str = "config"):
+    """The SynthSpec that `data.synth` asks for (None when it asks for none)."""
+    from orchestrator.data.synth import SynthSpec, validate_spec
+
+    if data.synth is False:
+        return None
+    fields = {f.name for f in dataclasses.fields(SynthSpec)}
+    options = {} if data.synth is True else dict(data.synth)
+    for key in options:
+        if key not in fields:
+            raise UserError(f"{where}: data.synth.{key}: unknown key; valid keys: {', '.join(sorted(fields))}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        spec = SynthSpec(**options)
+        validate_spec(spec)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{where}: data.synth: {err}") from None
+    return spec
 
 
 def _check_paths(cfg: ExperimentConfig, where: str) -> None:

@@ -196,6 +196,7 @@ def _sum_across_workers(values: dict, device, world: int) -> dict:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point. loop_config: {'experiment': ExperimentConfig.to_dict()}."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -208,6 +209,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    nodes = [ray.get_runtime_context().get_node_id()] * world
+    if world > 1:  # where the data-parallel replicas landed, for the run's record
+        torch.distributed.all_gather_object(nodes, nodes[0])
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
 
     d = cfg.data
@@ -259,6 +263,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "time/data_wait_share": stats["data_wait_s"] / max(1e-9, stats["seconds"]),
             "throughput/clips_per_s": stats["seen"] / max(1e-9, stats["seconds"] / world),
             "resumed_from_epoch": start_epoch,
+            "scaling/num_workers": world,
+            "scaling/num_nodes": len(set(nodes)),
         }
         last = epoch == cfg.optim.epochs - 1
         result = None

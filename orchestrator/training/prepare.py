@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.config import ExperimentConfig
+from orchestrator.config import ExperimentConfig, synth_spec
 from orchestrator.errors import UserError
 from orchestrator.training.loop import data_modalities
 
@@ -17,9 +17,9 @@ def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None)
     from orchestrator.data.annotations import read_split
     from orchestrator.data.flow import extract_flow
 
-    for root in sorted({c.data.root for c in configs if c.data.synth}):
-        if not Path(root).exists():
-            _synthesize(Path(root))
+    for cfg in configs:
+        if cfg.data.synth is not False and not Path(cfg.data.root).exists():
+            _synthesize(Path(cfg.data.root), synth_spec(cfg.data))
     done = set()
     for cfg in configs:
         d = cfg.data
@@ -36,11 +36,11 @@ def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None)
         print(summary.describe())
 
 
-def _synthesize(root: Path) -> None:
-    from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
+def _synthesize(root: Path, spec) -> None:
+    from orchestrator.data.synth import write_synthetic_ucf
 
     if root.name != "UCF101":
         raise UserError(f"data.root: {root} does not exist and data.synth generates the UCF-101 layout "
                         "<out>/UCF101 + <out>/ucfTrainTestlist; point data.root at .../UCF101")
     print(f"generating the synthetic benchmark in {root.parent}")
-    write_synthetic_ucf(root.parent, SynthSpec())
+    write_synthetic_ucf(root.parent, spec)

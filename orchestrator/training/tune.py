@@ -69,8 +69,9 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
 
     storage = Path(cfg.scaling.storage_path).resolve()
     trainable = tune.with_parameters(trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, kind=kind)
-    # A trial only drives its TorchTrainer; the training workers hold the CPUs/GPUs.
-    trainable = tune.with_resources(trainable, {"cpu": 0})
+    # A trial only drives its TorchTrainer: it asks for a little memory and no CPU, so the
+    # training workers can hold every CPU/GPU (Tune refuses an entirely empty request).
+    trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([{"CPU": 0, "memory": 100 * 2**20}]))
     path = storage / name
     if resume:
         if not tune.Tuner.can_restore(str(path)):

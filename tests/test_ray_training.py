@@ -1,0 +1,107 @@
+"""Ray Train / Tune end to end on tiny data: few tests, one shared Ray session (start-up is slow)."""
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+
+from tests.ray_fixtures import tiny_experiment, write_tiny_benchmark
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+def kill_workers_after_first_report(tracking_uri: str, experiment: str, killed: list,
+                                   timeout_s: float = 240) -> threading.Thread:
+    """Once the controller has logged the first epoch to MLflow (so its checkpoint is registered),
+    SIGKILL every Ray Train worker process: the whole worker group dies mid-run."""
+
+    def first_epoch_logged() -> bool:
+        client = mlflow.MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        return any(client.get_metric_history(r.info.run_id, "train/loss") for r in runs)
+
+    def watch():
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                ready = first_epoch_logged()
+            except Exception:  # the store is being created or is busy: look again
+                ready = False
+            if ready:
+                for proc in psutil.process_iter(["cmdline"]):
+                    if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                        proc.kill()
+                        killed.append(proc.pid)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_data, tmp_path):
+    from orchestrator.training.driver import train_run
+
+    cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": 8}, scaling={"num_workers": 2, "max_failures": 2})
+    killed: list[int] = []
+    watcher = kill_workers_after_first_report(cfg.tracking.tracking_uri, cfg.experiment_name, killed)
+    outcome = train_run(cfg)
+    watcher.join(timeout=1)
+
+    assert len(killed) == 2, "both workers of the group were running when the first checkpoint landed"
+    history = outcome.metrics
+    assert history["epoch"] == 7
+    assert history["resumed_from_epoch"] >= 1, "the restarted group continued from a checkpoint, not from scratch"
+    assert history["scaling/num_workers"] == 2
+    run = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    logged_epochs = [m.step for m in mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
+        outcome.run_id, "train/loss")]
+    assert set(logged_epochs) == set(range(8)), "every epoch logged, before and after the restart"
+    assert outcome.scores_path is not None and outcome.scores_path.exists()
+
+
+def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path):
+    from orchestrator.commands import report
+    from orchestrator.report import results_from_mlflow
+    from orchestrator.training.tune import run_sweep
+
+    cfg = tiny_experiment(tiny_data, tmp_path, sweep={"parameters": {"model.options.consensus": {"grid": ["avg", "max"]}}})
+    results = run_sweep(cfg)
+    assert len(results) == 2 and not results.errors
+
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags["actionlab.kind"] == "sweep"]
+    children = [r for r in runs if r.data.tags["actionlab.kind"] == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["model.options.consensus"] for r in children) == ["avg", "max"]
+
+    # `actionlab report` rebuilds exactly what was logged
+    rows = results_from_mlflow(cfg.tracking.tracking_uri, cfg.experiment_name)
+    logged = {r.info.run_id: r.data.metrics["test/video_top1"] for r in children}
+    assert {row.run_id: row.top1 for row in rows} == logged
+
+
+def test_two_node_cluster_places_one_worker_per_node(tiny_data, tmp_path):
+    """A real two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU each) in a fresh process."""
+    script = Path(__file__).with_name("multinode_run.py")
+    proc = subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "num_nodes=2" in proc.stdout
+    assert any((tmp_path / "runs").glob("*/checkpoint_*")), "checkpoints landed in the shared storage path"
