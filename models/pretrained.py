@@ -108,6 +108,36 @@ def inflate_state_dict(state_2d: dict[str, Tensor], model_3d: nn.Module, *,
     return result
 
 
+def resolve_weights(spec: str | Path) -> Path:
+    """A local weights file from a path, or from a torchvision weights name found in the torch cache.
+
+    Args:
+        spec: a file path, or a name of torchvision's weights API such as
+            "ResNet50_Weights.IMAGENET1K_V2" / "GoogLeNet_Weights.IMAGENET1K_V1": its file is looked
+            up where torchvision would cache it (`torch.hub.get_dir()/checkpoints`). Nothing is
+            downloaded.
+    Raises:
+        UserError: neither an existing file nor a cached torchvision weights file.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if "_Weights." in str(spec):
+        import torchvision
+
+        try:
+            weights = torchvision.models.get_weight(str(spec))
+        except (ValueError, KeyError, AttributeError) as err:
+            raise UserError(f"{spec}: not a torchvision weights name ({err})") from None
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if cached.is_file():
+            return cached
+        raise UserError(f"{spec}: not in the torch cache ({cached}); actionlab never downloads: fetch "
+                        f"{weights.url} on a machine with internet and copy it there, or give the file's path")
+    raise UserError(f"{spec}: no such weights file; give a local checkpoint path or a torchvision "
+                    "weights name such as ResNet50_Weights.IMAGENET1K_V2 that is in the torch cache")
+
+
 def load_2d_weights(net: nn.Module, path: str | Path) -> None:
     """Load a local torchvision ImageNet checkpoint into a 2D backbone, in place.
 
@@ -177,10 +207,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, skip_head: bool = Tru
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict (bare, or under "model" in an actionlab checkpoint) from a local file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist (nothing is downloaded: pass a local file)")
+    """Read a state dict (bare, or under "model" in an actionlab checkpoint) from a local file
+    (or a torchvision weights name in the torch cache, see `resolve_weights`)."""
+    path = resolve_weights(path)
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]

@@ -38,20 +38,23 @@ PAPER_SETTINGS: dict[str, PaperSetting] = {
         dict(num_classes=487, fusion="slow"), (1, 3, 10, 170, 170), None,
         "Karpathy et al., CVPR 2014 (Sports-1M, slow fusion, 10 frames of 170x170)"),
     "lrcn": PaperSetting(
-        dict(num_classes=101), (1, 3, 16, 224, 224), None,
-        "Donahue et al., CVPR 2015 (16-frame clips; ResNet-18 stands in for CaffeNet)"),
+        dict(num_classes=101), (1, 3, 16, 224, 224), 9.0,
+        "Donahue et al., CVPR 2015 (16-frame clips; ResNet-18 stands in for CaffeNet); 9M is the "
+        "ConvNet+LSTM (Inception-v1) of Carreira & Zisserman 2017, Table 1"),
     "c3d": PaperSetting(
-        dict(num_classes=487), (1, 3, 16, 112, 112), None,
-        "Tran et al., ICCV 2015 (Sports-1M, 16x112x112 clips)"),
+        dict(num_classes=487), (1, 3, 16, 112, 112), 79.0,
+        "Tran et al., ICCV 2015 (Sports-1M, 16x112x112 clips); 79M: Carreira & Zisserman 2017, Table 1"),
     "r2plus1d": PaperSetting(
         dict(num_classes=400, depth=18), (1, 3, 8, 112, 112), 33.3,
         "Tran et al., CVPR 2018, Table 2 (R(2+1)D-18, 8x112x112 clips)"),
     "two_stream": PaperSetting(
         dict(num_classes=101, modality="rgb+flow"), {"rgb": (1, 3, 1, 224, 224), "flow": (1, 2, 10, 224, 224)},
-        None, "Simonyan & Zisserman, NeurIPS 2014 (1 frame + L=10 flow fields; ResNet-18 for CNN-M-2048)"),
+        12.0, "Simonyan & Zisserman, NeurIPS 2014 (1 frame + L=10 flow fields; ResNet-18 for CNN-M-2048); "
+        "12M: the Inception-v1 Two-Stream of Carreira & Zisserman 2017, Table 1"),
     "two_stream_fusion": PaperSetting(
         dict(num_classes=101, modality="rgb+flow"), {"rgb": (1, 3, 5, 224, 224), "flow": (1, 2, 50, 224, 224)},
-        None, "Feichtenhofer et al., CVPR 2016 (T=5 steps of 1 frame + 10 flow fields; ResNet-18 for VGG-16)"),
+        39.0, "Feichtenhofer et al., CVPR 2016 (T=5 steps of 1 frame + 10 flow fields; ResNet-18 for VGG-16); "
+        "39M: the Inception-v1 3D-Fused of Carreira & Zisserman 2017, Table 1"),
     "tsn": PaperSetting(
         dict(num_classes=101, num_segments=3), (1, 3, 3, 224, 224), None,
         "Wang et al., ECCV 2016 (K=3 segments of 224x224; ResNet-50 for BN-Inception)"),

@@ -135,7 +135,9 @@ def _ray_worker(config: dict) -> None:
     import ray.train.torch
 
     seconds = _step_seconds(config["cfg"], config["steps"], config["threads"], ray.train.torch.get_device())
-    ray.train.report({"step_s": seconds})
+    with tempfile.TemporaryDirectory() as tmp:  # Train V2 hands metrics back with a checkpoint
+        Path(tmp, "step_s.txt").write_text(repr(seconds))
+        ray.train.report({"step_s": seconds}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: int = 8, steps: int = 30,
@@ -143,7 +145,7 @@ def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: i
     """One Ray Train worker vs plain PyTorch: per-step seconds of the same loop on the same data."""
     import ray
     import torch
-    from ray.train import ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = _bench_config(architecture, width, batch_size).to_dict()
@@ -153,9 +155,11 @@ def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: i
         ray.init(include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
     trainer = TorchTrainer(_ray_worker, train_loop_config={"cfg": cfg, "steps": steps, "threads": threads},
-                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}))
+                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
+                           run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="actionlab-bench-")))
     result = trainer.fit()
-    ray_step = result.metrics["step_s"]
+    with result.checkpoint.as_directory() as ckpt:
+        ray_step = float(Path(ckpt, "step_s.txt").read_text())
     figures = {"plain_step_s": plain, "ray_step_s": ray_step, "ratio": ray_step / plain,
                "ray_wall_s": time.perf_counter() - start}
     out(f"\ntrain step, {architecture} width {width}, batch {batch_size}, {steps} steps after a warm-up epoch, "

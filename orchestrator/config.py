@@ -59,7 +59,7 @@ class ModelConfig:
     modality: str = "rgb"  # rgb | flow | rgbdiff | rgb+flow (two-stream architectures)
     width: float = 1.0  # channel multiplier; 1.0 is the published network
     dropout: float = 0.5
-    pretrained: str | None = None  # local torchvision 2D weights file for the backbone
+    pretrained: str | None = None  # 2D backbone weights: a file, or a torchvision name in the torch cache
     init_checkpoint: str | None = None  # checkpoint of an earlier actionlab run to fine-tune from
     options: dict = field(default_factory=dict)  # architecture keywords, e.g. {consensus: avg}
 
@@ -236,6 +236,9 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else path
 
+    def weights(spec: str | None) -> str | None:  # a torchvision weights name stays a name
+        return spec if spec and "_Weights." in spec and not Path(spec).exists() else absolute(spec)
+
     from orchestrator.tracking import resolve_tracking_uri
 
     d, m, s = cfg.data, cfg.model, cfg.scaling
@@ -244,7 +247,7 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
         tracking=dataclasses.replace(cfg.tracking, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri)),
         data=dataclasses.replace(d, root=absolute(d.root), annotations=absolute(d.annotations),
                                  flow_dir=absolute(d.flow_dir)),
-        model=dataclasses.replace(m, pretrained=absolute(m.pretrained), init_checkpoint=absolute(m.init_checkpoint)),
+        model=dataclasses.replace(m, pretrained=weights(m.pretrained), init_checkpoint=absolute(m.init_checkpoint)),
         scaling=dataclasses.replace(s, storage_path=absolute(s.storage_path)),
     )
 
@@ -386,11 +389,16 @@ def _check_paths(cfg: ExperimentConfig, where: str) -> None:
             if not Path(getattr(d, name)).exists():
                 raise UserError(f"{where}: data.{name}: {getattr(d, name)} does not exist; fix the path, or "
                                 "set data.synth: true to generate the synthetic benchmark there")
-    for name in ("pretrained", "init_checkpoint"):
-        value = getattr(m, name)
-        if value and not Path(value).is_file():
-            raise UserError(f"{where}: model.{name}: {value} is not a file; give a local checkpoint "
-                            "(nothing is downloaded)")
+    if m.pretrained:
+        from models.pretrained import resolve_weights
+
+        try:
+            resolve_weights(m.pretrained)
+        except UserError as err:
+            raise UserError(f"{where}: model.pretrained: {err}") from None
+    if m.init_checkpoint and not Path(m.init_checkpoint).is_file():
+        raise UserError(f"{where}: model.init_checkpoint: {m.init_checkpoint} is not a file; give the model.pt "
+                        "of an earlier actionlab run (<storage_path>/scores/<run_id>/model.pt)")
 
 
 def _check_sweep(cfg: ExperimentConfig, where: str) -> None:

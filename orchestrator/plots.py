@@ -5,6 +5,7 @@ so nothing global (backend, open figures) changes and it works on headless Ray n
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,8 @@ def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str 
     label = f"video {metric.replace('top', 'top-')} accuracy (%)"
     ax.set_ylabel(label)
     ax.set_ylim(0, 105)
-    ax.set_title(f"{title or 'Comparison'}: {label}, mean ± std over seeds")
+    heading = f"{title or 'Comparison'}: {label}, mean ± std over seeds"
+    ax.set_title(textwrap.fill(heading, 70), fontsize=10)  # long study descriptions wrap, not clip
     ax.grid(axis="y", alpha=0.3)
     if datasets:
         ax.legend(title="dataset")

@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parent)]
 
 
 def main(data_dir: Path, tmp: Path) -> None:
@@ -10,7 +10,7 @@ def main(data_dir: Path, tmp: Path) -> None:
     from ray.cluster_utils import Cluster
 
     from orchestrator.training.driver import train_run
-    from tests.ray_fixtures import tiny_experiment
+    from ray_fixtures import tiny_experiment
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)

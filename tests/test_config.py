@@ -35,7 +35,7 @@ def write(tmp_path, text: str) -> Path:
     ("model: {architecture: tsn, modality: rgb+flow}\n", "model (tsn, modality rgb+flow"),
     ("data: {crop_size: 300, short_side: 128}\n", "data.crop_size (300) is larger than data.short_side (128)"),
     ("scaling: {num_workers: 0}\n", "scaling.num_workers: must be > 0"),
-    ("model: {pretrained: /nope/resnet50.pth}\n", "model.pretrained: /nope/resnet50.pth is not a file"),
+    ("model: {pretrained: /nope/resnet50.pth}\n", "model.pretrained: /nope/resnet50.pth: no such weights file"),
     ("study: {variants: {flow: {model.modalty: flow}}}\n", "study variant 'flow/seed0': model.modalty: unknown key"),
     ("study: {variants: {rgb: {}}, late_fusion: {ts: {streams: [rgb, flow]}}}\n",
      "study.late_fusion.ts.streams must name two study variants"),

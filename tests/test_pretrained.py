@@ -104,7 +104,7 @@ def test_load_2d_weights_into_a_flow_backbone(tmp_path):
 
     with pytest.raises(UserError, match=r"shape mismatch: conv1\.weight \(64, 3, 7, 7\) vs \(32, 3, 7, 7\).*width"):
         resnet_features("resnet18", width=0.5, weights=path)
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="no such weights file"):
         resnet_features("resnet18", weights=tmp_path / "missing.pth")
 
 
@@ -175,3 +175,22 @@ def test_t3d_inflates_a_torchvision_densenet_of_the_same_layout(tmp_path):
     torch.testing.assert_close(model.features.denseblock4.denselayer1.conv2.weight,
                                inflate_conv_weight(densenet.features.denseblock4.denselayer1.conv2.weight, 3))
     torch.testing.assert_close(model.features.norm5.running_mean, densenet.features.norm5.running_mean)
+
+
+def test_torchvision_weights_names_resolve_from_the_cache_only(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from models.pretrained import resolve_weights
+    from orchestrator.errors import UserError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    name = "ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(UserError, match="not in the torch cache"):
+        resolve_weights(name)
+    cached = tmp_path / "checkpoints" / torchvision.models.get_weight(name).url.rsplit("/", 1)[1]
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    assert resolve_weights(name) == cached
+    with pytest.raises(UserError, match="no such weights file"):
+        resolve_weights(tmp_path / "missing.pth")

@@ -9,7 +9,7 @@ import mlflow
 import psutil
 import pytest
 
-from tests.ray_fixtures import tiny_experiment, write_tiny_benchmark
+from ray_fixtures import tiny_experiment, write_tiny_benchmark
 
 pytestmark = pytest.mark.ray
 

@@ -31,4 +31,4 @@ def connect_ray(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        ray.init(address=address)

@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--partial-action", action="store_true", help="the action fills only part of each video")
     synth.add_argument("--clutter", type=int, help="number of distractor objects")
     synth.add_argument("--noise-std", type=float, help="Gaussian pixel noise (grey levels)")
+    synth.add_argument("--texture", type=float, help="background texture contrast (grey levels)")
 
     check = sub.add_parser("check", help="Report every bad entry (path and reason) of a data set split.")
     check.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "kinetics", "csv"])
@@ -37,14 +38,18 @@ def _synth(args: argparse.Namespace) -> int:
     import dataclasses
 
     from orchestrator.data.synth import SynthSpec, accuracy_bounds, write_synthetic_ucf
+    from orchestrator.errors import UserError
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthSpec)
                if getattr(args, f.name, None) not in (None, False)}
     for key in ("appearances", "motions"):
         if key in options:
             options[key] = tuple(options[key])
-    spec = SynthSpec(**options)
-    out = write_synthetic_ucf(args.out, spec)
+    try:
+        spec = SynthSpec(**options)
+        out = write_synthetic_ucf(args.out, spec)
+    except (ValueError, FileExistsError) as err:
+        raise UserError(f"data synth: {err}") from None
     bounds = accuracy_bounds(spec)
     print(f"wrote {out} (videos under {out}/UCF101, splits under {out}/ucfTrainTestlist)")
     print("best reachable accuracy: " + ", ".join(f"{k} {v:.0%}" for k, v in bounds.items()))

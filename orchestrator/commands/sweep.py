@@ -13,10 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.config import with_overrides
+    from orchestrator.errors import UserError
     from orchestrator.training.prepare import prepare_data
     from orchestrator.training.tune import run_sweep
 
     cfg = load_config(args)
+    if not cfg.sweep:
+        raise UserError(f"{args.experiment}: has no 'sweep:' section; add one (see "
+                        "experiments/sweep_fusion_segments.yaml), or use `actionlab train`")
     connect_ray(args.address)
     variants = [with_overrides(cfg, {k: v}) for k, spec in cfg.sweep.parameters.items()
                 for kind, values in spec.items() if kind in ("grid", "choice") for v in values] or [cfg]

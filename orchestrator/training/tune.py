@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, expand_study, from_dict, with_overrides
@@ -168,6 +169,7 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
     from orchestrator import metrics as M
     from orchestrator import tracking
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tiny file per run
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     children = client.search_runs([experiment.experiment_id],
