@@ -176,10 +176,14 @@ class TwoStreamFusionNet(nn.Module):
         """
         Args:
             x: {"rgb": (B, 3, T, H, W), "flow": (B, 2, T * L, H, W)}; flow block t goes with frame t.
+                RGB read at the flow's own T * L instants (as actionlab's Dataset does for
+                rgb+flow) is reduced to the centre frame of each block of L.
         Returns:
             logits (B, num_classes).
         """
         rgb, flow = x["rgb"], x["flow"]
+        if self.flow_frames > 1 and rgb.shape[2] == flow.shape[2]:
+            rgb = rgb[:, :, self.flow_frames // 2::self.flow_frames]  # (B, 3, T, H, W)
         b, steps = rgb.shape[0], rgb.shape[2]
         if flow.shape[2] != steps * self.flow_frames:
             raise ValueError(f"{steps} RGB frames need {steps} x flow_frames={self.flow_frames} flow "

@@ -60,7 +60,7 @@ class ModelConfig:
     width: float = 1.0  # channel multiplier; 1.0 is the published network
     dropout: float = 0.5
     pretrained: str | None = None  # 2D backbone weights: a file, or a torchvision name in the torch cache
-    init_checkpoint: str | None = None  # checkpoint of an earlier actionlab run to fine-tune from
+    init_checkpoint: str | None = None  # an earlier actionlab run to fine-tune from: its model.pt, or mlflow:<run_id>
     options: dict = field(default_factory=dict)  # architecture keywords, e.g. {consensus: avg}
 
 
@@ -236,6 +236,9 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else path
 
+    def checkpoint(spec: str | None) -> str | None:  # an MLflow run reference stays a reference
+        return spec if spec and spec.startswith(MLFLOW_RUN_PREFIX) else absolute(spec)
+
     def weights(spec: str | None) -> str | None:  # a torchvision weights name stays a name
         return spec if spec and "_Weights." in spec and not Path(spec).exists() else absolute(spec)
 
@@ -247,7 +250,7 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
         tracking=dataclasses.replace(cfg.tracking, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri)),
         data=dataclasses.replace(d, root=absolute(d.root), annotations=absolute(d.annotations),
                                  flow_dir=absolute(d.flow_dir)),
-        model=dataclasses.replace(m, pretrained=weights(m.pretrained), init_checkpoint=absolute(m.init_checkpoint)),
+        model=dataclasses.replace(m, pretrained=weights(m.pretrained), init_checkpoint=checkpoint(m.init_checkpoint)),
         scaling=dataclasses.replace(s, storage_path=absolute(s.storage_path)),
     )
 
@@ -396,9 +399,38 @@ def _check_paths(cfg: ExperimentConfig, where: str) -> None:
             resolve_weights(m.pretrained)
         except UserError as err:
             raise UserError(f"{where}: model.pretrained: {err}") from None
-    if m.init_checkpoint and not Path(m.init_checkpoint).is_file():
-        raise UserError(f"{where}: model.init_checkpoint: {m.init_checkpoint} is not a file; give the model.pt "
-                        "of an earlier actionlab run (<storage_path>/scores/<run_id>/model.pt)")
+    if m.init_checkpoint:
+        try:
+            checkpoint_path(cfg, download=False)
+        except UserError as err:
+            raise UserError(f"{where}: model.init_checkpoint: {err}") from None
+
+
+MLFLOW_RUN_PREFIX = "mlflow:"
+
+
+def checkpoint_path(cfg: ExperimentConfig, *, download: bool = True) -> Path | None:
+    """The local file of `model.init_checkpoint`: a path as given, or for `mlflow:<run_id>` that run's
+    model.pt artifact, fetched from the tracking store (checked, not fetched, when download=False)."""
+    spec = cfg.model.init_checkpoint
+    if not spec:
+        return None
+    if not spec.startswith(MLFLOW_RUN_PREFIX):
+        if not Path(spec).is_file():
+            raise UserError(f"{spec} is not a file; give the model.pt of an earlier actionlab run "
+                            "(<storage_path>/scores/<run_id>/model.pt) or mlflow:<run_id>")
+        return Path(spec)
+    import mlflow
+
+    run_id = spec[len(MLFLOW_RUN_PREFIX):]
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    try:
+        names = [a.path for a in client.list_artifacts(run_id)]
+    except mlflow.exceptions.MlflowException as err:
+        raise UserError(f"{spec}: no such run in {cfg.tracking.tracking_uri} ({err.message})") from None
+    if "model.pt" not in names:
+        raise UserError(f"{spec}: that run logged no model.pt (did it finish?); artifacts: {', '.join(names) or 'none'}")
+    return Path(client.download_artifacts(run_id, "model.pt")) if download else None
 
 
 def _check_sweep(cfg: ExperimentConfig, where: str) -> None:

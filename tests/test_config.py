@@ -72,3 +72,24 @@ def test_overrides_and_study_expansion(tmp_path):
     assert (flow.model.modality, flow.seed, cfg.model.modality) == ("flow", 1, "rgb")
     with pytest.raises(Exception):  # frozen: a config is never changed in place
         cfg.model.modality = "flow"
+
+
+def test_init_checkpoint_from_an_mlflow_run(tmp_path):
+    import torch
+
+    from orchestrator import tracking
+    from orchestrator.config import checkpoint_path
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = tracking.start_run(tracking_uri=uri, experiment="source", run_name="pretrain", tags={})
+    torch.save({"model": {"w": torch.arange(3.0)}}, tmp_path / "model.pt")
+    tracking.log_artifacts(uri, run_id, [tmp_path / "model.pt"])
+
+    path = write(tmp_path, f"model: {{init_checkpoint: 'mlflow:{run_id}'}}\ntracking: {{tracking_uri: '{uri}'}}\n")
+    cfg = load_experiment(path)
+    local = checkpoint_path(cfg)
+    assert torch.equal(torch.load(local, weights_only=True)["model"]["w"], torch.arange(3.0))
+
+    path.write_text(path.read_text().replace(run_id, "0" * 32))
+    with pytest.raises(UserError, match="model.init_checkpoint: mlflow:0+: no such run"):
+        load_experiment(path)

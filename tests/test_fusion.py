@@ -178,3 +178,19 @@ def test_karpathy_conv_stacks_fuse_time_where_the_paper_says():
         "early": [10, 1, 1, 1, 1],
         "slow": [4, 2, 2, 1, 1],
     }
+
+
+def test_two_stream_fusion_takes_centre_rgb_frames_from_aligned_clips():
+    import torch
+
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("two_stream_fusion", num_classes=3, width=0.125, fusion="sum", flow_frames=2).eval()
+    rgb, flow = torch.randn(1, 3, 4, 32, 32), torch.randn(1, 2, 4, 32, 32)  # 2 steps x L=2, read aligned
+    aligned = model({"rgb": rgb, "flow": flow})
+    centres = model({"rgb": rgb[:, :, 1::2], "flow": flow})  # the centre frame of each block of 2
+    assert torch.allclose(aligned, centres)
+    rgb_changed = rgb.clone()
+    rgb_changed[:, :, 0] += 1  # a frame that is not a block centre
+    assert torch.allclose(model({"rgb": rgb_changed, "flow": flow}), aligned)

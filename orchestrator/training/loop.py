@@ -11,6 +11,7 @@ repeat videos to even out ranks and count them twice) and gathers per-video scor
 """
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -22,11 +23,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from orchestrator.config import ExperimentConfig, from_dict, model_kwargs
+from orchestrator.config import ExperimentConfig, checkpoint_path, from_dict, model_kwargs
 
 STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume
 SCORES_FILE = "scores.npz"  # per-video test scores (models.late_fusion.VideoScores)
 MODEL_FILE = "model.pt"  # final weights alone (an `init_checkpoint` for fine-tuning)
+
+logger = logging.getLogger("actionlab.train")
 
 
 def data_modalities(model_modality: str) -> tuple[str, ...]:
@@ -171,17 +174,18 @@ def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world:
         torch.distributed.all_gather_object(parts, local)
     if rank != 0:
         return None
+    skipped = sum(p[5] for p in parts)
     parts = [p for p in parts if p[0].numel()]
     if not parts:
         return {"indices": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "video_scores": np.zeros((0, 0)),
-                "clip_top1": 0.0, "skipped": sum(p[5] for p in parts)}
+                "clip_top1": 0.0, "skipped": skipped}
     order = torch.cat([p[0] for p in parts]).argsort()
     return {
         "indices": torch.cat([p[0] for p in parts])[order].numpy(),
         "labels": torch.cat([p[1] for p in parts])[order].numpy(),
         "video_scores": torch.cat([p[2] for p in parts])[order].numpy().astype(np.float32),
         "clip_top1": sum(p[3] for p in parts) / max(1, sum(p[4] for p in parts)),
-        "skipped": sum(p[5] for p in parts),
+        "skipped": skipped,
     }
 
 
@@ -224,13 +228,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler,
                               num_workers=d.loader_workers, collate_fn=collate_skip_bad,
-                              pin_memory=device.type == "cuda", persistent_workers=d.loader_workers > 0)
+                              pin_memory=device.type == "cuda")  # not persistent: workers must see set_epoch
 
     model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names), **model_kwargs(cfg))
-    if cfg.model.init_checkpoint:
+    if cfg.model.init_checkpoint:  # the "pretraining" ablation: weights of an earlier run
         from models.pretrained import load_checkpoint
 
-        load_checkpoint(model, cfg.model.init_checkpoint, skip_head=True)
+        load_checkpoint(model, checkpoint_path(cfg), skip_head=True)
     model = ray.train.torch.prepare_model(model)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
@@ -270,6 +274,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         result = None
         if last or (epoch + 1) % cfg.optim.eval_every == 0:
             result = evaluate(model, test_set, cfg, device, rank=rank, world=world)
+        if result is not None:
+            metrics["data/skipped_test_videos"] = result["skipped"]
+        if rank == 0 and (stats["skipped"] or (result or {}).get("skipped")):
+            logger.warning("epoch %d: skipped %d training and %d test videos that could not be read "
+                           "(each named in a warning above; `actionlab data check` lists them all)",
+                           epoch, stats["skipped"], (result or {}).get("skipped", 0))
         if result is not None and len(result["labels"]):
             metrics["val/clip_top1"] = result["clip_top1"]
             metrics["val/video_top1"] = topk_accuracy(result["labels"], result["video_scores"], 1)
