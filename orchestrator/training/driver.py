@@ -72,23 +72,47 @@ def safe_name(text: str) -> str:
 
 
 def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", parent_run_id: str | None = None,
-              extra_tags: dict | None = None, callbacks: list | None = None) -> RunOutcome:
+              extra_tags: dict | None = None, callbacks: list | None = None,
+              resume_key: str | None = None) -> RunOutcome:
     """Train one configuration with Ray Train inside its own MLflow run; returns the outcome.
 
     The MLflow run ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM).
+    `resume_key` (a Tune trial's id) names the Ray Train run and is recorded on the MLflow run, so
+    a restored trial reopens the same MLflow run and Ray Train resumes from its checkpoints.
     """
+    import mlflow
+
     from orchestrator import tracking
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
     name = safe_name(f"{cfg.name}-{variant}" if variant else cfg.name)
-    run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
-                                tags=run_tags(cfg, kind=kind, variant=variant, extra=extra_tags),
-                                params=tracking.flatten_params(cfg.to_dict()), parent_run_id=parent_run_id)
+    run_id = _unfinished_run(uri, cfg.experiment_name, resume_key) if resume_key else None
+    if run_id:
+        mlflow.MlflowClient(uri).update_run(run_id, status="RUNNING")
+    else:
+        tags = run_tags(cfg, kind=kind, variant=variant, extra=extra_tags)
+        if resume_key:
+            tags["actionlab.resume_key"] = resume_key
+        run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
+                                    tags=tags, params=tracking.flatten_params(cfg.to_dict()),
+                                    parent_run_id=parent_run_id)
     with tracking.run_status(uri, run_id):
-        trainer = make_trainer(cfg, name=f"{name}-{run_id[:8]}",
+        trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}",
                                callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])
         result = trainer.fit()
         return _log_outcome(cfg, uri, run_id, result)
+
+
+def _unfinished_run(uri: str, experiment: str, resume_key: str) -> str | None:
+    """The MLflow run an interrupted attempt of this Tune trial left behind (not FINISHED), if any."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], f"tags.`actionlab.resume_key` = '{resume_key}'")
+    return next((r.info.run_id for r in runs if r.info.status != "FINISHED"), None)
 
 
 def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str, result) -> RunOutcome:

@@ -205,9 +205,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     from models import build_model
-    from models.late_fusion import VideoScores, save_scores
     from orchestrator.data.annotations import read_split
-    from orchestrator.metrics import topk_accuracy
+    from orchestrator.data.dataset import collate_skip_bad
 
     cfg = from_dict(loop_config["experiment"], check_paths=False)
     ctx = ray.train.get_context()
@@ -224,7 +223,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    from orchestrator.data.dataset import collate_skip_bad
 
     train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler,
                               num_workers=d.loader_workers, collate_fn=collate_skip_bad,
@@ -240,65 +238,82 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.optim.amp and device.type == "cuda")
 
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a restarted worker group continues where the last report left off
-        with checkpoint.as_directory() as ckpt_dir:
-            state = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+    parts = {"model": unwrap(model), "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    start_epoch, history = restore(ray.train.get_checkpoint(), parts)
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         stats = _sum_across_workers(
             train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device), device, world)
-        metrics = {
-            "epoch": epoch,
-            "train/loss": stats["loss_sum"] / max(1, stats["seen"]),
-            "train/clip_top1": stats["correct"] / max(1, stats["seen"]),
-            "lr": scheduler.get_last_lr()[0],
-            "data/skipped_videos": stats["skipped"],
-            "time/epoch_s": stats["seconds"] / world,
-            "time/data_wait_share": stats["data_wait_s"] / max(1e-9, stats["seconds"]),
-            "throughput/clips_per_s": stats["seen"] / max(1e-9, stats["seconds"] / world),
-            "resumed_from_epoch": start_epoch,
-            "scaling/num_workers": world,
-            "scaling/num_nodes": len(set(nodes)),
-        }
         last = epoch == cfg.optim.epochs - 1
         result = None
         if last or (epoch + 1) % cfg.optim.eval_every == 0:
             result = evaluate(model, test_set, cfg, device, rank=rank, world=world)
-        if result is not None:
-            metrics["data/skipped_test_videos"] = result["skipped"]
-        if rank == 0 and (stats["skipped"] or (result or {}).get("skipped")):
-            logger.warning("epoch %d: skipped %d training and %d test videos that could not be read "
-                           "(each named in a warning above; `actionlab data check` lists them all)",
-                           epoch, stats["skipped"], (result or {}).get("skipped", 0))
-        if result is not None and len(result["labels"]):
-            metrics["val/clip_top1"] = result["clip_top1"]
-            metrics["val/video_top1"] = topk_accuracy(result["labels"], result["video_scores"], 1)
+        metrics = epoch_metrics(stats, result, epoch=epoch, lr=scheduler.get_last_lr()[0], world=world)
+        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes))})
         history.append(metrics)
+        skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
+        if rank == 0 and any(skipped):
+            logger.warning("epoch %d: skipped %d training and %d test videos that could not be read (each named "
+                           "in a warning above; `actionlab data check` lists them all)", epoch, *skipped)
 
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            if rank == 0:
-                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history},
-                           Path(tmp) / STATE_FILE)
+            if rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
+                torch.save({**{k: v.state_dict() for k, v in parts.items()}, "torch_rng": torch.get_rng_state(),
+                            "epoch": epoch, "history": history}, Path(tmp) / STATE_FILE)
                 if last:
-                    torch.save({"model": unwrap(model).state_dict(), "architecture": cfg.model.architecture,
-                                "modality": cfg.model.modality, "class_names": train_split.class_names},
-                               Path(tmp) / MODEL_FILE)
-                    if result is not None:
-                        ids = np.array([test_split.records[i].video_id for i in result["indices"]])
-                        save_scores(Path(tmp) / SCORES_FILE,
-                                    VideoScores(ids, result["labels"].astype(np.int64), result["video_scores"]))
+                    write_final_outputs(Path(tmp), unwrap(model), cfg, test_split, result)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def restore(checkpoint, parts: dict) -> tuple[int, list]:
+    """Load model/optimizer/scheduler/scaler/RNG from a Ray checkpoint, if there is one.
+
+    A restarted worker group continues where the last report left off.
+    Returns (first epoch to run, metrics history so far).
+    """
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as ckpt_dir:
+        state = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"] + 1, state["history"]
+
+
+def epoch_metrics(stats: dict, result: dict | None, *, epoch: int, lr: float, world: int) -> dict:
+    """One epoch's report: training stats summed over workers, plus validation when it ran."""
+    from orchestrator.metrics import topk_accuracy
+
+    metrics = {
+        "epoch": epoch,
+        "train/loss": stats["loss_sum"] / max(1, stats["seen"]),
+        "train/clip_top1": stats["correct"] / max(1, stats["seen"]),
+        "lr": lr,
+        "data/skipped_videos": stats["skipped"],
+        "time/epoch_s": stats["seconds"] / world,
+        "time/data_wait_share": stats["data_wait_s"] / max(1e-9, stats["seconds"]),
+        "throughput/clips_per_s": stats["seen"] / max(1e-9, stats["seconds"] / world),
+        "scaling/num_workers": world,
+    }
+    if result is not None:
+        metrics["data/skipped_test_videos"] = result["skipped"]
+        if len(result["labels"]):
+            metrics["val/clip_top1"] = result["clip_top1"]
+            metrics["val/video_top1"] = topk_accuracy(result["labels"], result["video_scores"], 1)
+    return metrics
+
+
+def write_final_outputs(out_dir: Path, model, cfg: ExperimentConfig, test_split, result: dict | None) -> None:
+    """The last epoch's extras: final weights (a fine-tuning `init_checkpoint`) and per-video scores."""
+    from models.late_fusion import VideoScores, save_scores
+
+    torch.save({"model": model.state_dict(), "architecture": cfg.model.architecture,
+                "modality": cfg.model.modality, "class_names": test_split.class_names}, out_dir / MODEL_FILE)
+    if result is not None:
+        ids = np.array([test_split.records[i].video_id for i in result["indices"]])
+        save_scores(out_dir / SCORES_FILE, VideoScores(ids, result["labels"].astype(np.int64), result["video_scores"]))

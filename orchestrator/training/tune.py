@@ -53,8 +53,9 @@ def trial_driver(config: dict, *, base: dict, parent_run_id: str, kind: str) -> 
     if not label:  # sweep trial: name it by its sampled values
         label = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in overrides.items())
     cfg = with_overrides(cfg, overrides, where=f"trial {label}")
+    trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
     outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags,
-                        callbacks=[TuneReportCallback()])
+                        callbacks=[TuneReportCallback()], resume_key=f"{parent_run_id[:8]}-{trial_id}")
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     ray.tune.report({**final, "mlflow_run_id": outcome.run_id})
 
@@ -88,13 +89,17 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
 
 
 def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) -> tuple[str, str]:
+    import mlflow
+
     from orchestrator import tracking
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
     tracking.reap_stale_runs(uri, cfg.experiment_name)
     marker = Path(cfg.scaling.storage_path).resolve() / name / PARENT_FILE
     if resume and marker.exists():
-        return uri, json.loads(marker.read_text())["run_id"]
+        run_id = json.loads(marker.read_text())["run_id"]
+        mlflow.MlflowClient(uri).update_run(run_id, status="RUNNING")  # it ended KILLED when interrupted
+        return uri, run_id
     run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=name,
                                 tags={"actionlab.kind": kind, "actionlab.study": cfg.name},
                                 params=tracking.flatten_params(cfg.to_dict()))
@@ -122,7 +127,20 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
                    kind="trial", resume=resume, num_samples=sw.num_samples, scheduler=scheduler,
                    metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
     with tracking.run_status(uri, parent):
-        return tuner.fit()
+        return _complete(tuner.fit(), cfg)
+
+
+def _complete(results, cfg: ExperimentConfig):
+    """Tune returns early on Ctrl-C with trials left unfinished: make that an interruption, not a result.
+
+    A trial is finished when it errored or reported its MLflow run id (trial_driver's last report).
+    """
+    unfinished = [r for r in results if not r.error and "mlflow_run_id" not in (r.metrics or {})]
+    if unfinished:
+        print(f"interrupted with {len(unfinished)} trial(s) unfinished; continue with: "
+              f"actionlab {'sweep' if cfg.sweep else 'ablate'} {cfg.source} --resume")
+        raise KeyboardInterrupt
+    return results
 
 
 def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | None = None) -> dict:
@@ -148,7 +166,7 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
     with tracking.run_status(uri, parent):
         tuner = _tuner(cfg, name=name, param_space={"trial": tune.grid_search(trials)},
                        parent_run_id=parent, kind="variant", resume=resume)
-        results = tuner.fit()
+        results = _complete(tuner.fit(), cfg)
         errors = [r.error for r in results if r.error]
         if errors:
             raise RuntimeError(f"{len(errors)} study variant(s) failed; first error: {errors[0]}")
