@@ -39,3 +39,16 @@ def test_user_errors_exit_2_with_the_field_and_no_traceback(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["data", "synth", "--out", str(tmp_path), "--appearances", "Mauve"]) == 2
     assert "unknown name 'Mauve'" in capsys.readouterr().err
+
+
+def test_flow_command_covers_every_subset_and_then_costs_nothing(tmp_path, capsys):
+    out = tmp_path / "synth"
+    main(["data", "synth", "--out", str(out), "--groups", "3", "--clips-per-group", "1"])
+    args = ["flow", "--dataset", "ucf101", "--root", str(out / "UCF101"), "--annotations",
+            str(out / "ucfTrainTestlist"), "--flow-dir", str(tmp_path / "flow"), "--no-ray"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "12 computed, 0 cached, 0 failed" in capsys.readouterr().out  # train and test videos
+    assert len(list((tmp_path / "flow").rglob("*.npy"))) == 12
+    assert main(args) == 0
+    assert "0 computed, 12 cached" in capsys.readouterr().out

@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--root", required=True, type=Path, help="folder holding the videos")
     parser.add_argument("--annotations", required=True, type=Path, help="split files folder (or CSV file)")
     parser.add_argument("--split", type=int, default=1, help="official split number (default 1)")
-    parser.add_argument("--subset", choices=("train", "test", "all"), default="all",
+    parser.add_argument("--subset", choices=("train", "val", "test", "all"), default="all",
                         help="which videos of the split (default all)")
     parser.add_argument("--flow-dir", required=True, type=Path, help="cache folder: <video_id>.npy + manifest.json")
     parser.add_argument("--method", choices=FLOW_METHODS, default="farneback")
@@ -28,11 +28,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from orchestrator.data.annotations import read_split
+    from orchestrator.data.annotations import read_all_subsets, read_split
     from orchestrator.data.flow import extract_flow
 
-    split = read_split(args.dataset, root=args.root, annotations=args.annotations, split=args.split,
-                       subset=args.subset)
+    if args.subset == "all":
+        split = read_all_subsets(args.dataset, root=args.root, annotations=args.annotations, split=args.split)
+    else:
+        split = read_split(args.dataset, root=args.root, annotations=args.annotations, split=args.split,
+                           subset=args.subset)
     for path, reason in split.problems[:SHOWN_PROBLEMS]:
         print(f"warning: {path}: {reason}")
     if len(split.problems) > SHOWN_PROBLEMS:

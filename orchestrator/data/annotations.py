@@ -273,3 +273,22 @@ def read_split(dataset: str, *, root: str | Path, annotations: str | Path, split
     root = Path(root).expanduser().absolute()
     _require_dir(root, f"the {dataset} videos")
     return DATASETS[dataset](root, Path(annotations).expanduser().absolute(), split, subset)
+
+
+SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics": ("train", "val", "test"),
+           "csv": ("train",)}  # csv ignores the subset: one list
+
+
+def read_all_subsets(dataset: str, *, root: str | Path, annotations: str | Path, split: int = 1) -> Split:
+    """Every subset of one split in one Split (e.g. for flow extraction), each video once.
+
+    A Kinetics CSV that lacks a subset's rows contributes nothing for it.
+    """
+    records, problems, seen, class_names = [], [], set(), []
+    for subset in SUBSETS[dataset] if dataset in SUBSETS else ("train",):
+        part = read_split(dataset, root=root, annotations=annotations, split=split, subset=subset)
+        class_names = class_names or part.class_names
+        records += [r for r in part.records if r.path not in seen]
+        seen.update(r.path for r in part.records)
+        problems += part.problems
+    return Split(records, class_names, problems)

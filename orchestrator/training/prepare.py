@@ -14,7 +14,7 @@ def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None)
     Flow extraction fans out as Ray tasks (one per video) over every core of the cluster and
     skips videos already cached, so a second call costs almost nothing.
     """
-    from orchestrator.data.annotations import read_split
+    from orchestrator.data.annotations import read_all_subsets
     from orchestrator.data.flow import extract_flow
 
     for cfg in configs:
@@ -27,10 +27,7 @@ def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None)
         if "flow" not in data_modalities(cfg.model.modality) or flow_dir in done:
             continue
         done.add(flow_dir)
-        records = []
-        for subset in ("train", "test"):
-            split = read_split(d.dataset, root=d.root, annotations=d.annotations, split=d.split, subset=subset)
-            records += split.records
+        records = read_all_subsets(d.dataset, root=d.root, annotations=d.annotations, split=d.split).records
         print(f"optical flow ({d.flow_method}) for {len(records)} videos -> {flow_dir}")
         summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound)
         print(summary.describe())
