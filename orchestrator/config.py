@@ -28,6 +28,7 @@ class DataConfig:
     dataset: str = "ucf101"  # ucf101 | hmdb51 | kinetics | csv: which annotation reader
     root: str = "data/synth/UCF101"  # folder holding the videos
     annotations: str = "data/synth/ucfTrainTestlist"  # split folder (UCF/HMDB) or CSV file
+    test_annotations: str | None = None  # csv data sets: the held-out `path,label` list (others have splits)
     split: int = 1  # official split number (1-3)
     synth: bool | dict = False  # generate the synthetic benchmark into root's parent when missing; a dict sets SynthSpec fields
     flow_dir: str | None = None  # flow cache; default <root>_flow/<flow_method>
@@ -81,7 +82,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ScalingConfig:
     num_workers: int = 1  # Ray Train workers (data-parallel replicas)
-    use_gpu: str = "auto"  # auto | true | false
+    use_gpu: bool | str = "auto"  # auto (GPUs when the cluster has them) | true | false
     cpus_per_worker: float = 1.0
     storage_path: str = "actionlab_runs"  # checkpoints and Ray results; shared storage on clusters
     max_failures: int = 0  # worker-group restarts from the last checkpoint
@@ -210,11 +211,12 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def with_overrides(cfg: ExperimentConfig, overrides: dict, *, where: str = "") -> ExperimentConfig:
+def with_overrides(cfg: ExperimentConfig, overrides: dict, *, where: str = "",
+                   check_paths: bool = True) -> ExperimentConfig:
     """A copy of `cfg` with dotted-field overrides applied (e.g. {'model.modality': 'flow'}), checked."""
     where = where or cfg.source
     raw = _merge(cfg.to_dict(), _split_dotted(overrides))
-    return from_dict(raw, source=cfg.source, where=where)
+    return from_dict(raw, source=cfg.source, where=where, check_paths=check_paths)
 
 
 def from_dict(raw: dict, *, source: str = "", where: str = "", check_paths: bool = True) -> ExperimentConfig:
@@ -249,14 +251,15 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
         cfg,
         tracking=dataclasses.replace(cfg.tracking, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri)),
         data=dataclasses.replace(d, root=absolute(d.root), annotations=absolute(d.annotations),
-                                 flow_dir=absolute(d.flow_dir)),
+                                 test_annotations=absolute(d.test_annotations), flow_dir=absolute(d.flow_dir)),
         model=dataclasses.replace(m, pretrained=weights(m.pretrained), init_checkpoint=checkpoint(m.init_checkpoint)),
         scaling=dataclasses.replace(s, storage_path=absolute(s.storage_path)),
     )
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML (its variants and sweep included)."""
+def load_experiment(path: str | Path, *, check_paths: bool = True) -> ExperimentConfig:
+    """Read and validate an experiment YAML (its variants and sweep included); check_paths=False
+    skips the data/checkpoint existence checks (for commands that only read MLflow)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such experiment file; the shipped ones are in experiments/")
@@ -265,9 +268,9 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
     raw.setdefault("name", path.stem)
-    cfg = from_dict(raw, source=str(path))
+    cfg = from_dict(raw, source=str(path), check_paths=check_paths)
     for name, overrides in expand_study(cfg).items():
-        with_overrides(cfg, overrides, where=f"{path}: study variant '{name}'")
+        with_overrides(cfg, overrides, where=f"{path}: study variant '{name}'", check_paths=check_paths)
     return cfg
 
 
@@ -283,6 +286,12 @@ def _positive(cfg, names: list[str], where: str) -> None:
     for name in names:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{where}.{name}: must be > 0, got {getattr(cfg, name)}")
+
+
+def _non_negative(cfg, names: list[str], where: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{where}.{name}: must be >= 0, got {getattr(cfg, name)}")
 
 
 def clip_frames(data: DataConfig) -> int:
@@ -327,6 +336,10 @@ def validate(cfg: ExperimentConfig, *, where: str, check_paths: bool = True) -> 
     if d.crop_size > d.short_side:
         raise UserError(f"{where}: data.crop_size ({d.crop_size}) is larger than data.short_side "
                         f"({d.short_side}); lower crop_size or raise short_side")
+    if d.dataset == "csv" and not d.test_annotations:
+        raise UserError(f"{where}: data.test_annotations: a csv data set is one list; give a second "
+                        "`path,label` CSV of held-out videos to test on (testing on the training list "
+                        "would report training accuracy)")
     if d.split not in (1, 2, 3):
         raise UserError(f"{where}: data.split: {d.split} is not an official split; use 1, 2 or 3")
     _choice(m.architecture, sorted(MODELS), f"{where}: model.architecture", "; see `actionlab models`")
@@ -335,6 +348,9 @@ def validate(cfg: ExperimentConfig, *, where: str, check_paths: bool = True) -> 
         raise UserError(f"{where}: data.frames_per_segment must be >= 2 for model.modality rgbdiff "
                         "(L+1 frames give L differences); TSN used 6")
     _positive(o, ["epochs", "batch_size", "lr", "eval_every"], f"{where}: optim")
+    _non_negative(o, ["warmup_epochs", "grad_clip", "weight_decay", "momentum"], f"{where}: optim")
+    _non_negative(s, ["max_failures"], f"{where}: scaling")
+    _non_negative(d, ["loader_workers"], f"{where}: data")
     _choice(o.optimizer, ("sgd", "adamw"), f"{where}: optim.optimizer")
     _positive(s, ["num_workers", "cpus_per_worker"], f"{where}: scaling")
     _choice(str(s.use_gpu).lower(), ("auto", "true", "false"), f"{where}: scaling.use_gpu")
@@ -354,15 +370,32 @@ def _check_model_builds(cfg: ExperimentConfig, where: str) -> None:
 
     from models import build_model
 
-    m = cfg.model
+    m, d = cfg.model, cfg.data
     kwargs = model_kwargs(cfg)
     kwargs.pop("pretrained", None)
     try:
-        with torch.device("meta"):
-            build_model(m.architecture, num_classes=2, **kwargs)
+        with torch.device("meta"), torch.no_grad():
+            model = build_model(m.architecture, num_classes=2, **kwargs)
+            # the clip the sampler and crop will feed it: a wrong length fails here, not on a worker
+            model(example_input(cfg))
     except (ValueError, TypeError) as err:
-        raise UserError(f"{where}: model ({m.architecture}, modality {m.modality}, options {m.options}): "
-                        f"{err}") from None
+        raise UserError(f"{where}: model ({m.architecture}, modality {m.modality}, options {m.options}) with "
+                        f"data.sampler {d.sampler}: {err}") from None
+
+
+def example_input(cfg: ExperimentConfig):
+    """A batch of one clip shaped as the training loop feeds the model (on the current device):
+    (1, C, T, crop, crop), or {"rgb": ..., "flow": ...} for two-stream models."""
+    import torch
+
+    d, modality = cfg.data, cfg.model.modality
+    frames = clip_frames(d)
+    if modality == "rgbdiff":  # L + 1 frames per segment (or clip) give L differences
+        frames -= d.num_segments if d.sampler == "tsn" else 1
+    shape = {"rgb": (1, 3, frames, d.crop_size, d.crop_size), "flow": (1, 2, frames, d.crop_size, d.crop_size)}
+    if modality == "rgb+flow":
+        return {k: torch.zeros(v) for k, v in shape.items()}
+    return torch.zeros(shape["flow" if modality == "flow" else "rgb"])
 
 
 def synth_spec(data: DataConfig, where: str = "config"):
@@ -388,8 +421,8 @@ def synth_spec(data: DataConfig, where: str = "config"):
 def _check_paths(cfg: ExperimentConfig, where: str) -> None:
     d, m = cfg.data, cfg.model
     if not d.synth:
-        for name in ("root", "annotations"):
-            if not Path(getattr(d, name)).exists():
+        for name in ("root", "annotations", "test_annotations"):
+            if getattr(d, name) and not Path(getattr(d, name)).exists():
                 raise UserError(f"{where}: data.{name}: {getattr(d, name)} does not exist; fix the path, or "
                                 "set data.synth: true to generate the synthetic benchmark there")
     if m.pretrained:
@@ -437,6 +470,7 @@ def _check_sweep(cfg: ExperimentConfig, where: str) -> None:
     sw = cfg.sweep
     _choice(sw.scheduler, ("fifo", "asha"), f"{where}: sweep.scheduler")
     _choice(sw.mode, ("max", "min"), f"{where}: sweep.mode")
+    _positive(sw, ["num_samples"], f"{where}: sweep")
     if not sw.parameters:
         raise UserError(f"{where}: sweep.parameters is empty; name at least one field, e.g. "
                         "'model.options.consensus: {grid: [avg, max]}'")
@@ -445,6 +479,10 @@ def _check_sweep(cfg: ExperimentConfig, where: str) -> None:
             raise UserError(f"{where}: sweep.parameters.{dotted}: expected one of "
                             f"{', '.join('{' + k + ': ...}' for k in SEARCH_SPACES)}, got {spec!r}")
         kind, values = next(iter(spec.items()))
+        ranged = kind in ("uniform", "loguniform", "randint")
+        if not isinstance(values, list) or not values or (ranged and len(values) != 2):
+            raise UserError(f"{where}: sweep.parameters.{dotted}.{kind}: expected "
+                            f"{'[low, high]' if ranged else 'a non-empty list of values'}, got {values!r}")
         samples = values if kind in ("grid", "choice") else values[:1]
         for value in samples:  # every grid value must make a valid config
             with_overrides(dataclasses.replace(cfg, sweep=None), {dotted: value}, where=f"{where}: sweep.parameters.{dotted}={value!r}")
@@ -464,6 +502,15 @@ def _check_study(cfg: ExperimentConfig, where: str) -> None:
         if extra:
             raise UserError(f"{where}: study.late_fusion.{name}: unknown key {sorted(extra)[0]!r}; "
                             "valid keys: streams, weight, mode")
+        from models.late_fusion import FUSION_MODES
+
+        _choice(fusion.get("mode", "softmax"), FUSION_MODES, f"{where}: study.late_fusion.{name}.mode")
+        weight = fusion.get("weight", 0.5)
+        if not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise UserError(f"{where}: study.late_fusion.{name}.weight: expected a number in [0, 1] "
+                            f"(the first stream's share), got {weight!r}")
+    if not st.seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in st.seeds):
+        raise UserError(f"{where}: study.seeds: expected a non-empty list of whole numbers, got {st.seeds!r}")
 
 
 SEARCH_SPACES = ("grid", "choice", "uniform", "loguniform", "randint")

@@ -240,6 +240,32 @@ def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
     return reaped
 
 
+def reopen_run(tracking_uri: str, run_id: str) -> None:
+    """Mark an interrupted run RUNNING again under this process (a resumed sweep, study or trial),
+    so `reap_stale_runs` judges it by the live driver, not the dead one."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    client.set_tag(run_id, HOST_TAG, socket.gethostname())
+    client.set_tag(run_id, PID_TAG, str(os.getpid()))
+    client.update_run(run_id, status="RUNNING")
+
+
+def end_unfinished_children(tracking_uri: str, parent_run_id: str, *, reason: str) -> list[str]:
+    """Mark KILLED the children of a finished sweep/study still RUNNING (e.g. trials an ASHA
+    scheduler stopped early, on whatever node they ran), with `reason` as a tag."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    running = search_all_runs(client, [parent.info.experiment_id],
+                              f"attributes.status = 'RUNNING' and tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
+    for run in running:
+        client.set_tag(run.info.run_id, "actionlab.killed_reason", reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [r.info.run_id for r in running]
+
+
 def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
     """Upload files and folders to the run; a folder keeps its name (`plots/` -> `<artifact_path>/plots/`)."""
     import mlflow

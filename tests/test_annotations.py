@@ -273,3 +273,17 @@ def test_csv_reader(tmp_path):
     no_header = _write(tmp_path / "no_header.csv", ["b/clip1.mp4,running"])
     with pytest.raises(UserError, match="no_header.csv: missing column\\(s\\) path, label"):
         read_split("csv", root=root, annotations=no_header)
+
+
+def test_csv_train_test_pair_shares_the_training_class_indices(tmp_path):
+    from orchestrator.data.annotations import read_train_test
+
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "train.csv").write_text("path,label\na.mp4,Jump\nb.mp4,Run\nc.mp4,Swim\n")
+    (tmp_path / "test.csv").write_text("path,label\nd.mp4,Swim\nb.mp4,Fly\n")
+    train, test = read_train_test("csv", root=tmp_path, annotations=tmp_path / "train.csv",
+                                  test_annotations=tmp_path / "test.csv")
+    assert train.class_names == test.class_names == ["Jump", "Run", "Swim"]
+    assert [(r.video_id, r.label) for r in test.records] == [("d", 2)]
+    assert [p.reason for p in test.problems] == ["class 'Fly' (from %s) is not in the training list" % (tmp_path / "test.csv")]

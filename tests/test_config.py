@@ -35,6 +35,15 @@ def write(tmp_path, text: str) -> Path:
     ("model: {architecture: tsn, modality: rgb+flow}\n", "model (tsn, modality rgb+flow"),
     ("data: {crop_size: 300, short_side: 128}\n", "data.crop_size (300) is larger than data.short_side (128)"),
     ("scaling: {num_workers: 0}\n", "scaling.num_workers: must be > 0"),
+    ("optim: {warmup_epochs: -1}\n", "optim.warmup_epochs: must be >= 0"),
+    ("data: {sampler: dense, clip_len: 16}\n", "model (tsn, modality rgb, options {}) with data.sampler dense"),
+    ("model: {architecture: two_stream, modality: flow, options: {flow_frames: 10}}\ndata: {frames_per_segment: 5}\n",
+     "model (two_stream, modality flow"),
+    ("data: {dataset: csv}\n", "data.test_annotations: a csv data set is one list"),
+    ("study: {variants: {rgb: {}, flow: {model.modality: flow}}, late_fusion: {ts: {streams: [rgb, flow], "
+     "mode: sofmax}}}\n", "study.late_fusion.ts.mode: 'sofmax' is not one of"),
+    ("study: {variants: {rgb: {}}, seeds: []}\n", "study.seeds: expected a non-empty list"),
+    ("sweep: {parameters: {optim.lr: {uniform: 0.1}}}\n", "sweep.parameters.optim.lr.uniform: expected [low, high]"),
     ("model: {pretrained: /nope/resnet50.pth}\n", "model.pretrained: /nope/resnet50.pth: no such weights file"),
     ("study: {variants: {flow: {model.modalty: flow}}}\n", "study variant 'flow/seed0': model.modalty: unknown key"),
     ("study: {variants: {rgb: {}}, late_fusion: {ts: {streams: [rgb, flow]}}}\n",
@@ -69,6 +78,7 @@ def test_overrides_and_study_expansion(tmp_path):
     variants = expand_study(cfg)
     assert sorted(variants) == ["flow/seed0", "flow/seed1", "rgb/seed0", "rgb/seed1"]
     flow = with_overrides(cfg, variants["flow/seed1"])
+    assert with_overrides(cfg, {"scaling.use_gpu": True}).scaling.use_gpu is True
     assert (flow.model.modality, flow.seed, cfg.model.modality) == ("flow", 1, "rgb")
     with pytest.raises(Exception):  # frozen: a config is never changed in place
         cfg.model.modality = "flow"

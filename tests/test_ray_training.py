@@ -97,6 +97,32 @@ def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_p
     assert {row.run_id: row.top1 for row in rows} == logged
 
 
+def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny_data, tmp_path):
+    from models.late_fusion import fuse_scores, load_scores, topk_accuracy
+    from orchestrator.training.tune import run_study
+
+    cfg = tiny_experiment(tiny_data, tmp_path, study={
+        "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2}},
+        "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}}})
+    outcome = run_study(cfg, out_dir=tmp_path / "report")
+
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])
+    children = {r.data.tags["actionlab.variant"]: r for r in runs if r.data.tags["actionlab.kind"] == "variant"}
+    assert sorted(children) == ["flow", "rgb", "two_stream"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {outcome["parent_run_id"]}
+    assert children["two_stream"].data.tags["actionlab.modality"] == "rgb+flow"
+
+    # the fused run's accuracy is exactly the fusion of the two streams' logged per-video scores
+    scores = [load_scores(client.download_artifacts(children[v].info.run_id, "scores.npz")) for v in ("rgb", "flow")]
+    expected = topk_accuracy(fuse_scores(*scores, weight=0.5, mode="softmax"), 1)
+    assert children["two_stream"].data.metrics["test/video_top1"] == pytest.approx(expected)
+    table = outcome["markdown"]
+    assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream"))
+    assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
+
+
 def test_two_node_cluster_places_one_worker_per_node(tiny_data, tmp_path):
     """A real two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU each) in a fresh process."""
     script = Path(__file__).with_name("multinode_run.py")

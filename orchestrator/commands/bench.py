@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decode.add_argument("--segments", type=int, default=8, help="TSN segments sampled per clip")
     decode.add_argument("--rounds", type=int, default=3)
     train = sub.add_parser("train", help="per-step time: one Ray Train worker vs a plain PyTorch loop")
-    train.add_argument("--architecture", default="tsn")
+    train.add_argument("--architecture", default="tsn", choices=("tsn", "lrcn", "actionvlad"),
+                       help="a 2D-backbone architecture fed TSN-shaped clips (default: the quickstart's TSN)")
     train.add_argument("--width", type=float, default=0.25)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--steps", type=int, default=30)

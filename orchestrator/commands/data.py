@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--root", required=True, help="folder holding the videos")
     check.add_argument("--annotations", required=True, help="split folder (UCF/HMDB) or CSV (Kinetics, csv)")
     check.add_argument("--split", type=int, default=1)
-    check.add_argument("--subset", default="train")
+    check.add_argument("--subset", default="all", choices=("train", "val", "test", "all"),
+                       help="which videos of the split (default: all of them)")
     check.add_argument("--min-frames", type=int, default=1, help="frames a clip needs (shorter videos are bad)")
 
 
@@ -57,11 +58,14 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from orchestrator.data.annotations import read_split
+    from orchestrator.data.annotations import read_all_subsets, read_split
     from orchestrator.data.check import check_split, format_problems
 
-    split = read_split(args.dataset, root=args.root, annotations=args.annotations,
-                       split=args.split, subset=args.subset)
+    if args.subset == "all":
+        split = read_all_subsets(args.dataset, root=args.root, annotations=args.annotations, split=args.split)
+    else:
+        split = read_split(args.dataset, root=args.root, annotations=args.annotations,
+                           split=args.split, subset=args.subset)
     problems = check_split(split, min_frames=args.min_frames)
     print(f"{len(split.records)} videos listed, {len(split.class_names)} classes")
     if problems:

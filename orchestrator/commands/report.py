@@ -24,7 +24,7 @@ def resolve_experiment(experiment: str, tracking_uri: str | None) -> tuple[str, 
     if experiment.endswith((".yaml", ".yml")) or Path(experiment).is_file():
         from orchestrator.config import load_experiment
 
-        cfg = load_experiment(experiment)
+        cfg = load_experiment(experiment, check_paths=False)  # the data need not be here: MLflow is
         uri = tracking_uri or cfg.tracking.tracking_uri
         return resolve_tracking_uri(uri), cfg.experiment_name, cfg.description or cfg.name
     return resolve_tracking_uri(tracking_uri), experiment, experiment
@@ -33,10 +33,8 @@ def resolve_experiment(experiment: str, tracking_uri: str | None) -> tuple[str, 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.errors import UserError
     from orchestrator.report import results_from_mlflow, summarize, to_markdown, write_report
-    from orchestrator.tracking import reap_stale_runs
 
     uri, experiment, title = resolve_experiment(args.experiment, args.tracking_uri)
-    reap_stale_runs(uri, experiment)
     results = results_from_mlflow(uri, experiment, parent_run_id=args.parent_run_id)
     if not results:
         which = f"run {args.parent_run_id}" if args.parent_run_id else "the latest study or sweep run"

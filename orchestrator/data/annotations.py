@@ -292,3 +292,33 @@ def read_all_subsets(dataset: str, *, root: str | Path, annotations: str | Path,
         seen.update(r.path for r in part.records)
         problems += part.problems
     return Split(records, class_names, problems)
+
+
+def read_train_test(dataset: str, *, root: str | Path, annotations: str | Path, split: int = 1,
+                    test_annotations: str | Path | None = None) -> tuple[Split, Split]:
+    """The (train, test) pair a training run uses.
+
+    Test is the 'test' subset, except for Kinetics, whose test rows carry no labels: the papers
+    report its 'val' subset. A csv data set is one list, so its held-out list is `test_annotations`.
+    """
+    train = read_split(dataset, root=root, annotations=annotations, split=split, subset="train")
+    if dataset == "csv":
+        if test_annotations is None:
+            raise UserError("a csv data set needs a second, held-out list to test on (data.test_annotations)")
+        test = read_split(dataset, root=root, annotations=test_annotations)
+        return train, _relabel(test, train.class_names, Path(test_annotations))
+    subset = "val" if dataset == "kinetics" else "test"
+    return train, read_split(dataset, root=root, annotations=annotations, split=split, subset=subset)
+
+
+def _relabel(split: Split, class_names: list[str], origin: Path) -> Split:
+    """`split` with labels indexing `class_names` (a separate CSV sorts only its own classes);
+    a class the training list lacks becomes a problem."""
+    records, problems = [], list(split.problems)
+    for record in split.records:
+        name = split.class_names[record.label]
+        if name in class_names:
+            records.append(record._replace(label=class_names.index(name)))
+        else:
+            problems.append(Problem(record.path, f"class {name!r} (from {origin}) is not in the training list"))
+    return Split(records, list(class_names), problems)

@@ -80,15 +80,13 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
     `resume_key` (a Tune trial's id) names the Ray Train run and is recorded on the MLflow run, so
     a restored trial reopens the same MLflow run and Ray Train resumes from its checkpoints.
     """
-    import mlflow
-
     from orchestrator import tracking
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
     name = safe_name(f"{cfg.name}-{variant}" if variant else cfg.name)
     run_id = _unfinished_run(uri, cfg.experiment_name, resume_key) if resume_key else None
     if run_id:
-        mlflow.MlflowClient(uri).update_run(run_id, status="RUNNING")
+        tracking.reopen_run(uri, run_id)
     else:
         tags = run_tags(cfg, kind=kind, variant=variant, extra=extra_tags)
         if resume_key:

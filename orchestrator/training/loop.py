@@ -11,6 +11,7 @@ repeat videos to even out ranks and count them twice) and gathers per-video scor
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -205,7 +206,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     from models import build_model
-    from orchestrator.data.annotations import read_split
+    from orchestrator.data.annotations import read_train_test
     from orchestrator.data.dataset import collate_skip_bad
 
     cfg = from_dict(loop_config["experiment"], check_paths=False)
@@ -218,8 +219,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
 
     d = cfg.data
-    train_split = read_split(d.dataset, root=d.root, annotations=d.annotations, split=d.split, subset="train")
-    test_split = read_split(d.dataset, root=d.root, annotations=d.annotations, split=d.split, subset="test")
+    train_split, test_split = read_train_test(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
+                                              test_annotations=d.test_annotations)
+    missing = {"train": len(train_split.problems), "test": len(test_split.problems)}
+    if rank == 0 and any(missing.values()):  # left out by the reader: never seen by the Dataset
+        for path, reason in (train_split.problems + test_split.problems)[:20]:
+            logger.warning("left out %s: %s", path, reason)
+        logger.warning("left out %d training and %d test list entries (`actionlab data check` lists all)",
+                       missing["train"], missing["test"])
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
@@ -244,14 +251,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.optim.epochs):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        stats = _sum_across_workers(
-            train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device), device, world)
+        # join(): a rank whose batch held only unreadable videos skips a step; DDP's join keeps the
+        # other ranks' gradient all-reduces from waiting for it
+        with model.join() if world > 1 else contextlib.nullcontext():
+            stats = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device)
+        stats = _sum_across_workers(stats, device, world)
         last = epoch == cfg.optim.epochs - 1
         result = None
         if last or (epoch + 1) % cfg.optim.eval_every == 0:
-            result = evaluate(model, test_set, cfg, device, rank=rank, world=world)
+            # the bare module: DDP's forward would broadcast buffers, a collective that hangs when
+            # one rank has no test batch
+            result = evaluate(unwrap(model), test_set, cfg, device, rank=rank, world=world)
         metrics = epoch_metrics(stats, result, epoch=epoch, lr=scheduler.get_last_lr()[0], world=world)
-        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes))})
+        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes)),
+                        "data/unlisted_train_videos": missing["train"], "data/unlisted_test_videos": missing["test"]})
         history.append(metrics)
         skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
         if rank == 0 and any(skipped):

@@ -89,8 +89,6 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
 
 
 def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) -> tuple[str, str]:
-    import mlflow
-
     from orchestrator import tracking
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
@@ -98,7 +96,7 @@ def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) ->
     marker = Path(cfg.scaling.storage_path).resolve() / name / PARENT_FILE
     if resume and marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
-        mlflow.MlflowClient(uri).update_run(run_id, status="RUNNING")  # it ended KILLED when interrupted
+        tracking.reopen_run(uri, run_id)  # it ended KILLED when interrupted
         return uri, run_id
     run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=name,
                                 tags={"actionlab.kind": kind, "actionlab.study": cfg.name},
@@ -127,19 +125,25 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
                    kind="trial", resume=resume, num_samples=sw.num_samples, scheduler=scheduler,
                    metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
     with tracking.run_status(uri, parent):
-        return _complete(tuner.fit(), cfg)
+        return _fit(tuner, uri, parent)
 
 
-def _complete(results, cfg: ExperimentConfig):
-    """Tune returns early on Ctrl-C with trials left unfinished: make that an interruption, not a result.
+def _fit(tuner, uri: str, parent: str):
+    """Run the Tuner; Ctrl-C interrupts it like any command (the parent run ends KILLED and
+    `--resume` continues from Tune's saved state). Children left RUNNING when it ends normally were
+    stopped by the scheduler (ASHA) and end KILLED with that reason. Every trial failing is a FAILED
+    sweep; some failing is reported."""
+    from orchestrator import tracking
 
-    A trial is finished when it errored or reported its MLflow run id (trial_driver's last report).
-    """
-    unfinished = [r for r in results if not r.error and "mlflow_run_id" not in (r.metrics or {})]
-    if unfinished:
-        print(f"interrupted with {len(unfinished)} trial(s) unfinished; continue with: "
-              f"actionlab {'sweep' if cfg.sweep else 'ablate'} {cfg.source} --resume")
-        raise KeyboardInterrupt
+    # Tune's own SIGINT handler would turn Ctrl-C into an ordinary-looking return.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    results = tuner.fit()
+    tracking.end_unfinished_children(uri, parent, reason="stopped early by the trial scheduler")
+    if results.errors and len(results.errors) == len(results):
+        raise RuntimeError(f"all {len(results)} trials failed; first error: {results.errors[0]}")
+    if results.errors:
+        print(f"warning: {len(results.errors)} of {len(results)} trials failed (FAILED runs in MLflow); "
+              f"first error: {results.errors[0]}")
     return results
 
 
@@ -166,10 +170,9 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
     with tracking.run_status(uri, parent):
         tuner = _tuner(cfg, name=name, param_space={"trial": tune.grid_search(trials)},
                        parent_run_id=parent, kind="variant", resume=resume)
-        results = _complete(tuner.fit(), cfg)
-        errors = [r.error for r in results if r.error]
-        if errors:
-            raise RuntimeError(f"{len(errors)} study variant(s) failed; first error: {errors[0]}")
+        results = _fit(tuner, uri, parent)
+        if results.errors:  # a table with holes would misreport the study
+            raise RuntimeError(f"{len(results.errors)} study variant(s) failed; first error: {results.errors[0]}")
         _late_fusion_runs(cfg, uri, parent)
         rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
         out_dir = Path(out_dir or Path(cfg.scaling.storage_path).resolve() / name / "report")
@@ -193,21 +196,24 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
     children = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
                                                 "tags.`actionlab.kind` = 'variant' and attributes.status = 'FINISHED'")
-    by_key = {(r.data.tags["actionlab.variant"], r.data.tags["actionlab.dataset"], r.data.tags["actionlab.seed"]): r
-              for r in children if "actionlab.fusion" not in r.data.tags}
+    def key(run) -> tuple[str, str, str]:
+        return run.data.tags["actionlab.variant"], run.data.tags["actionlab.dataset"], run.data.tags["actionlab.seed"]
+
+    by_key = {key(r): r for r in children if "actionlab.fusion" not in r.data.tags}
+    done = {key(r) for r in children if "actionlab.fusion" in r.data.tags}  # a resumed study has them
     for fusion_name, spec in cfg.study.late_fusion.items():
         a_name, b_name = spec["streams"]
         for (variant, dataset, seed), run_a in sorted(by_key.items()):
             run_b = by_key.get((b_name, dataset, seed))
-            if variant != a_name or run_b is None:
+            if variant != a_name or run_b is None or (fusion_name, dataset, seed) in done:
                 continue
             scores = [load_scores(client.download_artifacts(r.info.run_id, "scores.npz")) for r in (run_a, run_b)]
             fused = fuse_scores(*scores, weight=spec.get("weight", 0.5), mode=spec.get("mode", "softmax"))
             tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
                     "actionlab.dataset": dataset, "actionlab.seed": seed, "actionlab.fusion": "late",
                     "actionlab.streams": f"{a_name}+{b_name}",
-                    "actionlab.modality": "rgb+flow", "actionlab.architecture": run_a.data.tags.get(
-                        "actionlab.architecture", "")}
+                    "actionlab.modality": "+".join(r.data.tags.get("actionlab.modality", "?") for r in (run_a, run_b)),
+                    "actionlab.architecture": run_a.data.tags.get("actionlab.architecture", "")}
             run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=fusion_name,
                                         tags=tags, params={"weight": spec.get("weight", 0.5),
                                                            "mode": spec.get("mode", "softmax")},
