@@ -93,7 +93,7 @@ class SweepConfig:
     parameters: dict = field(default_factory=dict)  # dotted field -> {grid|choice: [...]} or {uniform|loguniform: [lo, hi]}
     num_samples: int = 1  # repeats of the grid (or random samples)
     scheduler: str = "fifo"  # fifo | asha
-    metric: str = "val/video_top1"
+    metric: str = "val/video_top1"  # measured on the split's test list (see README: no official val split)
     mode: str = "max"
     max_concurrent_trials: int | None = None  # default: what the cluster's CPUs/GPUs allow
 

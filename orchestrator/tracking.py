@@ -211,9 +211,10 @@ def search_all_runs(client, experiment_ids: list[str], filter_string: str, order
 
 
 def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
-    """Mark KILLED the RUNNING runs whose driver ran on this host and is gone (e.g. kill -9).
+    """Mark KILLED the RUNNING runs whose driver ran on this host and is gone (e.g. kill -9), and
+    the RUNNING children (trials, on any node) of a sweep or study run that has ended.
 
-    Runs started on other hosts are left alone: their pids mean nothing here.
+    Other runs started on other hosts are left alone: their pids mean nothing here.
 
     Args:
         tracking_uri: from `resolve_tracking_uri`.
@@ -235,6 +236,13 @@ def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
         pid = run.data.tags.get(PID_TAG, "")
         if pid.isdigit() and not pid_alive(int(pid)):
             client.set_tag(run.info.run_id, "actionlab.killed_reason", f"driver pid {pid} on {host} is gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            reaped.append(run.info.run_id)
+    # Trials that ran on other nodes of a cluster: their sweep/study ended, so they are gone too.
+    for run in search_all_runs(client, [found.experiment_id], "attributes.status = 'RUNNING'"):
+        parent_id = run.data.tags.get(PARENT_TAG)
+        if parent_id and client.get_run(parent_id).info.status != "RUNNING":
+            client.set_tag(run.info.run_id, "actionlab.killed_reason", f"its parent run {parent_id} has ended")
             client.set_terminated(run.info.run_id, status="KILLED")
             reaped.append(run.info.run_id)
     return reaped

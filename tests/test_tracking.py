@@ -130,6 +130,19 @@ def test_reap_stale_runs_kills_only_runs_of_dead_local_drivers(store):
     assert tracking.reap_stale_runs(store, "no-such-experiment") == []
 
 
+def test_reap_stale_runs_ends_children_of_an_ended_sweep_on_any_host(store):
+    client = mlflow.MlflowClient(store)
+    sweep, live_sweep = new_run(store, "reap2"), new_run(store, "reap2")
+    orphan = new_run(store, "reap2", parent_run_id=sweep)
+    client.set_tag(orphan, tracking.HOST_TAG, "worker-node-7")  # a trial driver on another node
+    sibling = new_run(store, "reap2", parent_run_id=live_sweep)
+    client.set_tag(sibling, tracking.HOST_TAG, "worker-node-7")
+    client.set_terminated(sweep, status="KILLED")
+
+    assert tracking.reap_stale_runs(store, "reap2") == [orphan]
+    assert [status(store, r) for r in (orphan, sibling, live_sweep)] == ["KILLED", "RUNNING", "RUNNING"]
+
+
 def test_log_artifacts_files_and_folders(store, tmp_path):
     run_id = new_run(store, "artifacts")
     (tmp_path / "curves.png").write_bytes(b"png")
