@@ -7,6 +7,7 @@ One MLflow parent run per sweep or study; every trial/variant is a child run (ml
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -70,7 +71,8 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
     from ray import tune
 
     storage = Path(cfg.scaling.storage_path).resolve()
-    trainable = tune.with_parameters(trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, kind=kind)
+    base = dataclasses.replace(cfg, sweep=None, study=None).to_dict()  # a trial is one run; the parent has the rest
+    trainable = tune.with_parameters(trial_driver, base=base, parent_run_id=parent_run_id, kind=kind)
     # A trial only drives its TorchTrainer: it asks for a little memory and no CPU, so the
     # training workers can hold every CPU/GPU (Tune refuses an entirely empty request).
     trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([{"CPU": 0, "memory": 100 * 2**20}]))
