@@ -61,7 +61,7 @@ class ModelConfig:
     width: float = 1.0  # channel multiplier; 1.0 is the published network
     dropout: float = 0.5
     pretrained: str | None = None  # 2D backbone weights: a file, or a torchvision name in the torch cache
-    init_checkpoint: str | None = None  # an earlier actionlab run to fine-tune from: its model.pt, or mlflow:<run_id>
+    init_checkpoint: str | None = None  # fine-tune from an earlier run: its model.pt, mlflow:<run_id>, or (studies) variant:<name>
     options: dict = field(default_factory=dict)  # architecture keywords, e.g. {consensus: avg}
 
 
@@ -219,6 +219,20 @@ def with_overrides(cfg: ExperimentConfig, overrides: dict, *, where: str = "",
     return from_dict(raw, source=cfg.source, where=where, check_paths=check_paths)
 
 
+def resolved_overrides(cfg: ExperimentConfig, overrides: dict) -> dict:
+    """`overrides` with each value as the validated config holds it (relative paths made absolute), so
+    they mean the same thing in a Ray worker's working directory."""
+    full = with_overrides(cfg, overrides, check_paths=False)
+
+    def value(dotted: str):
+        node = full
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    return {dotted: value(dotted) for dotted in overrides}
+
+
 def from_dict(raw: dict, *, source: str = "", where: str = "", check_paths: bool = True) -> ExperimentConfig:
     """Build and validate an ExperimentConfig from plain dicts (YAML, or a Ray worker's copy)."""
     raw = {**raw, "source": source or raw.get("source", "")}
@@ -238,8 +252,8 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else path
 
-    def checkpoint(spec: str | None) -> str | None:  # an MLflow run reference stays a reference
-        return spec if spec and spec.startswith(MLFLOW_RUN_PREFIX) else absolute(spec)
+    def checkpoint(spec: str | None) -> str | None:  # a run or study-variant reference stays a reference
+        return spec if spec and spec.startswith((MLFLOW_RUN_PREFIX, VARIANT_PREFIX)) else absolute(spec)
 
     def weights(spec: str | None) -> str | None:  # a torchvision weights name stays a name
         return spec if spec and "_Weights." in spec and not Path(spec).exists() else absolute(spec)
@@ -432,7 +446,16 @@ def _check_paths(cfg: ExperimentConfig, where: str) -> None:
             resolve_weights(m.pretrained)
         except UserError as err:
             raise UserError(f"{where}: model.pretrained: {err}") from None
-    if m.init_checkpoint:
+    if m.init_checkpoint and m.init_checkpoint.startswith(VARIANT_PREFIX):
+        source = m.init_checkpoint[len(VARIANT_PREFIX):]
+        variants = cfg.study.variants if cfg.study else {}
+        sources = [name for name, o in variants.items()  # one level: a source is not fine-tuned itself
+                   if not str(o.get("model.init_checkpoint", "")).startswith(VARIANT_PREFIX)]
+        if source not in sources:
+            raise UserError(f"{where}: model.init_checkpoint: {m.init_checkpoint}: inside a study, name a variant "
+                            f"trained from scratch ({', '.join(sources) or 'none'}); "
+                            "outside one, give a model.pt path or mlflow:<run_id>")
+    elif m.init_checkpoint:
         try:
             checkpoint_path(cfg, download=False)
         except UserError as err:
@@ -440,6 +463,7 @@ def _check_paths(cfg: ExperimentConfig, where: str) -> None:
 
 
 MLFLOW_RUN_PREFIX = "mlflow:"
+VARIANT_PREFIX = "variant:"  # in a study: fine-tune from another variant's run (same dataset and seed)
 
 
 def checkpoint_path(cfg: ExperimentConfig, *, download: bool = True) -> Path | None:

@@ -43,6 +43,8 @@ def write(tmp_path, text: str) -> Path:
     ("study: {variants: {rgb: {}, flow: {model.modality: flow}}, late_fusion: {ts: {streams: [rgb, flow], "
      "mode: sofmax}}}\n", "study.late_fusion.ts.mode: 'sofmax' is not one of"),
     ("study: {variants: {rgb: {}}, seeds: []}\n", "study.seeds: expected a non-empty list"),
+    ("study: {variants: {rgb: {}, ft: {model.init_checkpoint: 'variant:rbg'}}}\n",
+     "model.init_checkpoint: variant:rbg: inside a study, name a variant trained from scratch (rgb)"),
     ("sweep: {parameters: {optim.lr: {uniform: 0.1}}}\n", "sweep.parameters.optim.lr.uniform: expected [low, high]"),
     ("model: {pretrained: /nope/resnet50.pth}\n", "model.pretrained: /nope/resnet50.pth: no such weights file"),
     ("study: {variants: {flow: {model.modalty: flow}}}\n", "study variant 'flow/seed0': model.modalty: unknown key"),

@@ -102,24 +102,30 @@ def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny
     from orchestrator.training.tune import run_study
 
     cfg = tiny_experiment(tiny_data, tmp_path, study={
-        "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2}},
+        "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2},
+                     "rgb_pretrained": {"model.modality": "rgb", "model.init_checkpoint": "variant:rgb"}},
         "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}}})
     outcome = run_study(cfg, out_dir=tmp_path / "report")
 
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])
     children = {r.data.tags["actionlab.variant"]: r for r in runs if r.data.tags["actionlab.kind"] == "variant"}
-    assert sorted(children) == ["flow", "rgb", "two_stream"]
+    assert sorted(children) == ["flow", "rgb", "rgb_pretrained", "two_stream"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {outcome["parent_run_id"]}
     assert children["two_stream"].data.tags["actionlab.modality"] == "rgb+flow"
+    # the fine-tuned variant ran after its source and started from the source run's final weights
+    fine_tuned = children["rgb_pretrained"]
+    assert fine_tuned.data.tags["actionlab.pretrained"] == "checkpoint"
+    assert fine_tuned.data.params["model.init_checkpoint"] == f"mlflow:{children['rgb'].info.run_id}"
+    assert fine_tuned.info.start_time > children["rgb"].info.end_time
 
     # the fused run's accuracy is exactly the fusion of the two streams' logged per-video scores
     scores = [load_scores(client.download_artifacts(children[v].info.run_id, "scores.npz")) for v in ("rgb", "flow")]
     expected = topk_accuracy(fuse_scores(*scores, weight=0.5, mode="softmax"), 1)
     assert children["two_stream"].data.metrics["test/video_top1"] == pytest.approx(expected)
     table = outcome["markdown"]
-    assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream"))
+    assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream", "rgb_pretrained"))
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
 
 

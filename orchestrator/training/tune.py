@@ -13,7 +13,8 @@ import math
 import os
 from pathlib import Path
 
-from orchestrator.config import ExperimentConfig, expand_study, from_dict, with_overrides
+from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentConfig, expand_study, from_dict,
+                                 resolved_overrides, with_overrides)
 from orchestrator.errors import UserError
 
 PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
@@ -165,16 +166,26 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
     trials = []
     for key, overrides in expand_study(cfg).items():
         variant, *rest = key.split("/")
-        dataset = rest[0] if len(rest) == 2 else Path(cfg.data.root).name
+        overrides = resolved_overrides(cfg, overrides)
+        root = Path(overrides.get("data.root", cfg.data.root))
+        dataset = rest[0] if len(rest) == 2 else f"{root.parent.name}/{root.name}"
         trials.append({"overrides": overrides, "label": key,
                        "tags": {"actionlab.variant": variant, "actionlab.dataset": dataset,
+                                "actionlab.study_dataset": rest[0] if len(rest) == 2 else "",
                                 "actionlab.seed": str(overrides["seed"])}})
+    # Variants fine-tuned from another variant ("variant:<name>") run once their sources have finished.
+    stages = [[t for t in trials if not _source_variant(t)], [t for t in trials if _source_variant(t)]]
     with tracking.run_status(uri, parent):
-        tuner = _tuner(cfg, name=name, param_space={"trial": tune.grid_search(trials)},
-                       parent_run_id=parent, kind="variant", resume=resume)
-        results = _fit(tuner, uri, parent)
-        if results.errors:  # a table with holes would misreport the study
-            raise RuntimeError(f"{len(results.errors)} study variant(s) failed; first error: {results.errors[0]}")
+        for stage, stage_trials in enumerate(s for s in stages if s):
+            if stage:
+                stage_trials = _resolve_sources(stage_trials, uri, cfg.experiment_name, parent)
+            stage_name = name if stage == 0 else f"{name}-finetune"
+            stage_resume = resume and tune.Tuner.can_restore(str(Path(cfg.scaling.storage_path) / stage_name))
+            tuner = _tuner(cfg, name=stage_name, param_space={"trial": tune.grid_search(stage_trials)},
+                           parent_run_id=parent, kind="variant", resume=stage_resume)
+            results = _fit(tuner, uri, parent)
+            if results.errors:  # a table with holes would misreport the study
+                raise RuntimeError(f"{len(results.errors)} study variant(s) failed; first error: {results.errors[0]}")
         _late_fusion_runs(cfg, uri, parent)
         rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
         out_dir = Path(out_dir or Path(cfg.scaling.storage_path).resolve() / name / "report")
@@ -182,6 +193,33 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
         tracking.log_artifacts(uri, parent, list(paths.values()))
         markdown = paths["markdown"].read_text()
     return {"parent_run_id": parent, "markdown": markdown, "paths": paths}
+
+
+def _source_variant(trial: dict) -> str | None:
+    spec = trial["overrides"].get("model.init_checkpoint") or ""
+    return spec[len(VARIANT_PREFIX):] if spec.startswith(VARIANT_PREFIX) else None
+
+
+def _resolve_sources(trials: list[dict], uri: str, experiment: str, parent: str) -> list[dict]:
+    """Point each "variant:<name>" at the finished run of that variant with the same seed (and the same
+    study.datasets entry) as mlflow:<run_id>, whose model.pt the worker loads. The source may have
+    trained on other data (a larger source set): that is the point of pretraining."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED'")
+    finished = {(r.data.tags.get("actionlab.variant"), r.data.tags.get("actionlab.study_dataset"),
+                 r.data.tags.get("actionlab.seed")): r.info.run_id for r in runs}
+    resolved = []
+    for trial in trials:
+        tags = trial["tags"]
+        source = (_source_variant(trial), tags["actionlab.study_dataset"], tags["actionlab.seed"])
+        if source not in finished:
+            raise RuntimeError(f"study variant {trial['label']}: its source variant {source[0]} has no finished run")
+        overrides = {**trial["overrides"], "model.init_checkpoint": f"{MLFLOW_RUN_PREFIX}{finished[source]}"}
+        resolved.append({**trial, "overrides": overrides, "tags": {**tags, "actionlab.source_variant": source[0]}})
+    return resolved
 
 
 def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
