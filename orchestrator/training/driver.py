@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -146,7 +147,8 @@ def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str, result) -> RunOut
             test = M.classification_metrics(scores.labels, scores.scores, prefix="test/video_")
             test["test/clip_top1"] = final.get("val/clip_top1", float("nan"))
             final.update(test)
-            client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, final["epoch"])
+            now_ms = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, final["epoch"])
                                               for k, v in test.items() if np.isfinite(v)])
             class_names = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)["class_names"]
             cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(class_names))

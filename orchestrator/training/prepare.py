@@ -8,7 +8,7 @@ from orchestrator.errors import UserError
 from orchestrator.training.loop import data_modalities
 
 
-def prepare_data(configs: list[ExperimentConfig], *, address: str | None = None) -> None:
+def prepare_data(configs: list[ExperimentConfig]) -> None:
     """Generate synthetic data where asked and missing; extract flow once per distinct cache.
 
     Flow extraction fans out as Ray tasks (one per video) over every core of the cluster and
