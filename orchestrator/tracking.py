@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,6 +31,7 @@ _ARTIFACT_DIR = "mlartifacts"  # beside a SQLite store, like `mlflow server`'s d
 
 HOST_TAG, PID_TAG, COMMIT_TAG = "actionlab.driver_host", "actionlab.driver_pid", "actionlab.git_commit"
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
+KILLED_REASON_TAG = "actionlab.killed_reason"  # why a KILLED run was ended from outside
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -147,12 +149,15 @@ def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[s
     return run_id
 
 
-def _terminate(tracking_uri: str, run_id: str, status: str) -> None:
+def _terminate(tracking_uri: str, run_id: str, status: str, reason: str | None = None) -> None:
     """End the run; a tracking failure here is reported but must not hide the run's own error."""
     import mlflow
 
     try:
-        mlflow.MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+        client = mlflow.MlflowClient(tracking_uri)
+        if reason:
+            client.set_tag(run_id, KILLED_REASON_TAG, reason)
+        client.set_terminated(run_id, status=status)
     except Exception as err:  # noqa: BLE001 - the store being down must not mask the training error
         print(f"warning: could not mark MLflow run {run_id} {status}: {err}", file=sys.stderr)
 
@@ -162,12 +167,14 @@ def _raise_on_sigterm(signum, frame):
 
 
 @contextmanager
-def run_status(tracking_uri: str, run_id: str):
+def run_status(tracking_uri: str, run_id: str, *, stopped_by: Callable[[BaseException], str | None] | None = None):
     """Ends the run FINISHED on normal exit, FAILED on an exception, KILLED on Ctrl-C or SIGTERM.
 
     SIGTERM (sent by `ray stop`, schedulers, `kill`) is turned into SystemExit for the duration,
     then the previous handler is restored. Signal handlers can only be set from the main thread;
     elsewhere (e.g. inside a Tune trial) only Ctrl-C/SystemExit/exceptions are caught.
+    `stopped_by(exception)` names the reason when an exception means the run was stopped from
+    outside (a trial scheduler): KILLED with that reason in `actionlab.killed_reason`, not FAILED.
     Exceptions are always re-raised.
     """
     main = threading.current_thread() is threading.main_thread()
@@ -177,8 +184,9 @@ def run_status(tracking_uri: str, run_id: str):
     except (KeyboardInterrupt, SystemExit):
         _terminate(tracking_uri, run_id, "KILLED")
         raise
-    except BaseException:
-        _terminate(tracking_uri, run_id, "FAILED")
+    except BaseException as err:
+        reason = stopped_by(err) if stopped_by else None
+        _terminate(tracking_uri, run_id, "KILLED" if reason else "FAILED", reason=reason)
         raise
     else:
         _terminate(tracking_uri, run_id, "FINISHED")
@@ -235,14 +243,14 @@ def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
         if pid.isdigit() and not pid_alive(int(pid)):
-            client.set_tag(run.info.run_id, "actionlab.killed_reason", f"driver pid {pid} on {host} is gone")
+            client.set_tag(run.info.run_id, KILLED_REASON_TAG, f"driver pid {pid} on {host} is gone")
             client.set_terminated(run.info.run_id, status="KILLED")
             reaped.append(run.info.run_id)
     # Trials that ran on other nodes of a cluster: their sweep/study ended, so they are gone too.
     for run in search_all_runs(client, [found.experiment_id], "attributes.status = 'RUNNING'"):
         parent_id = run.data.tags.get(PARENT_TAG)
         if parent_id and client.get_run(parent_id).info.status != "RUNNING":
-            client.set_tag(run.info.run_id, "actionlab.killed_reason", f"its parent run {parent_id} has ended")
+            client.set_tag(run.info.run_id, KILLED_REASON_TAG, f"its parent run {parent_id} has ended")
             client.set_terminated(run.info.run_id, status="KILLED")
             reaped.append(run.info.run_id)
     return reaped
@@ -269,7 +277,7 @@ def end_unfinished_children(tracking_uri: str, parent_run_id: str, *, reason: st
     running = search_all_runs(client, [parent.info.experiment_id],
                               f"attributes.status = 'RUNNING' and tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
     for run in running:
-        client.set_tag(run.info.run_id, "actionlab.killed_reason", reason)
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
         client.set_terminated(run.info.run_id, status="KILLED")
     return [r.info.run_id for r in running]
 

@@ -36,9 +36,10 @@ def tiny_video(tmp_path_factory) -> TinyVideo:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray session for the whole test run (Ray start-up costs seconds; share it)."""
+    """One local Ray session for the whole test run (Ray start-up costs seconds; share it). With the
+    dashboard, as `actionlab` starts Ray: Train frees an ASHA-stopped trial's workers through it."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()

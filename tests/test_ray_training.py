@@ -97,6 +97,48 @@ def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_p
     assert {row.run_id: row.top1 for row in rows} == logged
 
 
+def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
+    """ASHA stops trials mid-run; their MLflow runs must still end, KILLED with the reason, and the
+    Ray Train workers they held must be freed for the next trials (else the sweep hangs)."""
+    from orchestrator.training.tune import STOPPED_EARLY, run_sweep
+
+    epochs = 4  # ASHA rungs at epochs 1 and 2: a trial stopped at the first has 2 epochs left to skip
+    cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": epochs}, sweep={
+        "parameters": {"optim.lr": {"grid": [0.05, 1e-5, 2e-5, 3e-5]}}, "scheduler": "asha",
+        "max_concurrent_trials": 1})
+    results = run_sweep(cfg)
+    assert len(results) == 4 and not results.errors
+    assert min(r.metrics["epoch"] for r in results) < epochs - 1, "ASHA stopped at least one trial early"
+
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])
+    trials = [r for r in runs if r.data.tags["actionlab.kind"] == "trial"]
+    assert len(trials) == 4 and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    for run in trials:
+        epochs_logged = len(client.get_metric_history(run.info.run_id, "train/loss"))
+        if run.info.status == "KILLED":
+            assert run.data.tags["actionlab.killed_reason"] == STOPPED_EARLY and epochs_logged < epochs
+        else:
+            assert epochs_logged == epochs and "test/video_top1" in run.data.metrics
+    assert "KILLED" in {r.info.status for r in trials}
+
+
+def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):
+    """Without the state API, ASHA-stopped trials would keep their workers' CPUs: a clear error instead."""
+    import ray.util.state
+    from ray.util.state.exception import ServerUnavailable
+
+    from orchestrator.errors import UserError
+    from orchestrator.training.tune import require_state_api
+
+    def unavailable(**kwargs):
+        raise ServerUnavailable("no dashboard")
+
+    monkeypatch.setattr(ray.util.state, "list_actors", unavailable)
+    with pytest.raises(UserError, match=r"sweep.scheduler 'asha'.*dashboard.*'fifo'"):
+        require_state_api("x.yaml: sweep.scheduler 'asha'")
+
+
 def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny_data, tmp_path):
     from models.late_fusion import fuse_scores, load_scores, topk_accuracy
     from orchestrator.training.tune import run_study

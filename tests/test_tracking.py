@@ -96,6 +96,19 @@ def test_run_status(store, raised, expected):
     assert mlflow.MlflowClient(store).get_run(run_id).info.end_time is not None
 
 
+def test_run_status_tells_a_stop_from_outside_from_a_failure(store):
+    stopped, failed = new_run(store, "status"), new_run(store, "status")
+    stopped_by = lambda err: "stopped by the scheduler" if isinstance(err, Boom) else None  # noqa: E731
+    with pytest.raises(Boom), tracking.run_status(store, stopped, stopped_by=stopped_by):
+        raise Boom()
+    with pytest.raises(ValueError), tracking.run_status(store, failed, stopped_by=stopped_by):
+        raise ValueError()
+    client = mlflow.MlflowClient(store)
+    assert status(store, stopped) == "KILLED" and status(store, failed) == "FAILED"
+    assert client.get_run(stopped).data.tags[tracking.KILLED_REASON_TAG] == "stopped by the scheduler"
+    assert tracking.KILLED_REASON_TAG not in client.get_run(failed).data.tags
+
+
 def test_run_status_sigterm_kills_run_and_restores_handler(store):
     before = signal.getsignal(signal.SIGTERM)
     run_id = new_run(store, "status")

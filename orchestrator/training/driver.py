@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,12 +75,14 @@ def safe_name(text: str) -> str:
 
 def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", parent_run_id: str | None = None,
               extra_tags: dict | None = None, callbacks: list | None = None,
-              resume_key: str | None = None) -> RunOutcome:
+              resume_key: str | None = None,
+              stopped_by: Callable[[BaseException], str | None] | None = None) -> RunOutcome:
     """Train one configuration with Ray Train inside its own MLflow run; returns the outcome.
 
     The MLflow run ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM).
     `resume_key` (a Tune trial's id) names the Ray Train run and is recorded on the MLflow run, so
     a restored trial reopens the same MLflow run and Ray Train resumes from its checkpoints.
+    `stopped_by` tells a stop from outside from a failure (see `tracking.run_status`).
     """
     from orchestrator import tracking
 
@@ -95,7 +98,7 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
         run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
                                     tags=tags, params=tracking.flatten_params(cfg.to_dict()),
                                     parent_run_id=parent_run_id)
-    with tracking.run_status(uri, run_id):
+    with tracking.run_status(uri, run_id, stopped_by=stopped_by):
         trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}",
                                callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])
         result = trainer.fit()

@@ -18,6 +18,7 @@ from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentCo
 from orchestrator.errors import UserError
 
 PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
+STOPPED_EARLY = "stopped early by the trial scheduler"
 
 
 def search_space(parameters: dict) -> dict:
@@ -57,9 +58,18 @@ def trial_driver(config: dict, *, base: dict, parent_run_id: str, kind: str) -> 
     cfg = with_overrides(cfg, overrides, where=f"trial {label}")
     trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
     outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags,
-                        callbacks=[TuneReportCallback()], resume_key=f"{parent_run_id[:8]}-{trial_id}")
+                        callbacks=[TuneReportCallback()], resume_key=f"{parent_run_id[:8]}-{trial_id}",
+                        stopped_by=_stopped_by_tune)
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     ray.tune.report({**final, "mlflow_run_id": outcome.run_id})
+
+
+def _stopped_by_tune(err: BaseException) -> str | None:
+    """Tune stops a trial (ASHA) by ending its actor and removing its placement group, in which the
+    trial's TrainController runs: `fit()` may then raise ActorDiedError before the process exits."""
+    from ray.exceptions import ActorDiedError
+
+    return STOPPED_EARLY if isinstance(err, ActorDiedError) and "placement group was removed" in str(err) else None
 
 
 def _short(value) -> str:
@@ -122,6 +132,7 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
     uri, parent = _parent_run(cfg, kind="sweep", name=name, resume=resume)
     scheduler = None
     if sw.scheduler == "asha":
+        require_state_api(f"{cfg.source}: sweep.scheduler 'asha'")
         scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=cfg.optim.epochs,
                                                   grace_period=1, reduction_factor=2)
     tuner = _tuner(cfg, name=name, param_space={"overrides": search_space(sw.parameters)}, parent_run_id=parent,
@@ -129,6 +140,21 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
                    metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
     with tracking.run_status(uri, parent):
         return _fit(tuner, uri, parent)
+
+
+def require_state_api(what: str) -> None:
+    """ASHA stops trials by ending their actors; Ray Train then frees the stopped run's workers
+    (its placement group) through the state API. Without it (Ray started without the dashboard)
+    every stopped trial keeps its CPUs/GPUs reserved and later trials wait for ever: refuse."""
+    from ray.util.state import list_actors
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        list_actors(limit=1, timeout=10)
+    except RayStateApiException as err:
+        raise UserError(f"{what} needs Ray's state API, which this Ray cluster does not serve ({err.__class__.__name__}):"
+                        " start Ray with its dashboard (`ray start --head` and `ray.init()` do by default; not"
+                        " include_dashboard=False), or use sweep.scheduler 'fifo'") from None
 
 
 def _fit(tuner, uri: str, parent: str):
@@ -141,7 +167,7 @@ def _fit(tuner, uri: str, parent: str):
     # Tune's own SIGINT handler would turn Ctrl-C into an ordinary-looking return.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     results = tuner.fit()
-    tracking.end_unfinished_children(uri, parent, reason="stopped early by the trial scheduler")
+    tracking.end_unfinished_children(uri, parent, reason=STOPPED_EARLY)
     if results.errors and len(results.errors) == len(results):
         raise RuntimeError(f"all {len(results)} trials failed; first error: {results.errors[0]}")
     if results.errors:
