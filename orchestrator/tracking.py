@@ -243,17 +243,23 @@ def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
         if pid.isdigit() and not pid_alive(int(pid)):
-            client.set_tag(run.info.run_id, KILLED_REASON_TAG, f"driver pid {pid} on {host} is gone")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            reaped.append(run.info.run_id)
+            reaped.append(_kill(client, run.info.run_id, f"driver pid {pid} on {host} is gone"))
     # Trials that ran on other nodes of a cluster: their sweep/study ended, so they are gone too.
+    parent_running: dict[str, bool] = {}
     for run in search_all_runs(client, [found.experiment_id], "attributes.status = 'RUNNING'"):
         parent_id = run.data.tags.get(PARENT_TAG)
-        if parent_id and client.get_run(parent_id).info.status != "RUNNING":
-            client.set_tag(run.info.run_id, KILLED_REASON_TAG, f"its parent run {parent_id} has ended")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            reaped.append(run.info.run_id)
+        if parent_id and parent_id not in parent_running:
+            parent_running[parent_id] = client.get_run(parent_id).info.status == "RUNNING"
+        if parent_id and not parent_running[parent_id]:
+            reaped.append(_kill(client, run.info.run_id, f"its parent run {parent_id} has ended"))
     return reaped
+
+
+def _kill(client, run_id: str, reason: str) -> str:
+    """End a run KILLED, with why in its `actionlab.killed_reason` tag; returns the run id."""
+    client.set_tag(run_id, KILLED_REASON_TAG, reason)
+    client.set_terminated(run_id, status="KILLED")
+    return run_id
 
 
 def reopen_run(tracking_uri: str, run_id: str) -> None:
@@ -276,10 +282,7 @@ def end_unfinished_children(tracking_uri: str, parent_run_id: str, *, reason: st
     parent = client.get_run(parent_run_id)
     running = search_all_runs(client, [parent.info.experiment_id],
                               f"attributes.status = 'RUNNING' and tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
-    for run in running:
-        client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
-        client.set_terminated(run.info.run_id, status="KILLED")
-    return [r.info.run_id for r in running]
+    return [_kill(client, run.info.run_id, reason) for run in running]
 
 
 def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:

@@ -262,28 +262,28 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
     children = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
                                                 "tags.`actionlab.kind` = 'variant' and attributes.status = 'FINISHED'")
-    def key(run) -> tuple[str, str, str]:
+
+    def run_key(run) -> tuple[str, str, str]:
         return run.data.tags["actionlab.variant"], run.data.tags["actionlab.dataset"], run.data.tags["actionlab.seed"]
 
-    by_key = {key(r): r for r in children if "actionlab.fusion" not in r.data.tags}
-    done = {key(r) for r in children if "actionlab.fusion" in r.data.tags}  # a resumed study has them
+    by_key = {run_key(r): r for r in children if "actionlab.fusion" not in r.data.tags}
+    done = {run_key(r) for r in children if "actionlab.fusion" in r.data.tags}  # a resumed study has them
     for fusion_name, spec in cfg.study.late_fusion.items():
         a_name, b_name = spec["streams"]
+        params = {"weight": spec.get("weight", 0.5), "mode": spec.get("mode", "softmax")}
         for (variant, dataset, seed), run_a in sorted(by_key.items()):
             run_b = by_key.get((b_name, dataset, seed))
             if variant != a_name or run_b is None or (fusion_name, dataset, seed) in done:
                 continue
             scores = [load_scores(client.download_artifacts(r.info.run_id, "scores.npz")) for r in (run_a, run_b)]
-            fused = fuse_scores(*scores, weight=spec.get("weight", 0.5), mode=spec.get("mode", "softmax"))
+            fused = fuse_scores(*scores, **params)
             tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
                     "actionlab.dataset": dataset, "actionlab.seed": seed, "actionlab.fusion": "late",
                     "actionlab.streams": f"{a_name}+{b_name}",
                     "actionlab.modality": "+".join(r.data.tags.get("actionlab.modality", "?") for r in (run_a, run_b)),
                     "actionlab.architecture": run_a.data.tags.get("actionlab.architecture", "")}
             run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=fusion_name,
-                                        tags=tags, params={"weight": spec.get("weight", 0.5),
-                                                           "mode": spec.get("mode", "softmax")},
-                                        parent_run_id=parent)
+                                        tags=tags, params=params, parent_run_id=parent)
             with tracking.run_status(uri, run_id):
                 for key, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
                     client.log_metric(run_id, key, float(value))
