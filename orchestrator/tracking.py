@@ -1,9 +1,10 @@
 """MLflow bookkeeping, done once per run by the driver (and the Ray Train controller), never by workers.
 
     start_run(...)            ->  run_id, tagged with the driver's host/pid and the git commit
-    with run_status(uri, id): ->  FINISHED / FAILED (exception) / KILLED (Ctrl-C, SIGTERM)
+    with run_status(uri, id): ->  FINISHED / FAILED (exception, in actionlab.error) / KILLED (Ctrl-C, SIGTERM)
     mlflow_metrics_callback   ->  per-epoch metrics logged live from the Train controller
     reap_stale_runs           ->  runs left RUNNING by a kill -9'd driver are marked KILLED
+    end_stopped_runs          ->  runs of trials a scheduler stopped early are marked KILLED
 
 Every function takes the tracking URI and uses an `MlflowClient`: no global MLflow state, so
 Ray actors and Tune trials (which run in other working directories) log to the same store.
@@ -32,6 +33,8 @@ _ARTIFACT_DIR = "mlartifacts"  # beside a SQLite store, like `mlflow server`'s d
 HOST_TAG, PID_TAG, COMMIT_TAG = "actionlab.driver_host", "actionlab.driver_pid", "actionlab.git_commit"
 PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
 KILLED_REASON_TAG = "actionlab.killed_reason"  # why a KILLED run was ended from outside
+ERROR_TAG = "actionlab.error"  # the exception that ended a FAILED run
+RESUME_KEY_TAG = "actionlab.resume_key"  # the Tune trial a run belongs to (see `train_run`)
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -149,14 +152,15 @@ def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[s
     return run_id
 
 
-def _terminate(tracking_uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    """End the run; a tracking failure here is reported but must not hide the run's own error."""
+def _terminate(tracking_uri: str, run_id: str, status: str, why: str | None = None) -> None:
+    """End the run, tagging `why` (KILLED: the reason; FAILED: the error); a tracking failure here
+    is reported but must not hide the run's own error."""
     import mlflow
 
     try:
         client = mlflow.MlflowClient(tracking_uri)
-        if reason:
-            client.set_tag(run_id, KILLED_REASON_TAG, reason)
+        if why:
+            client.set_tag(run_id, KILLED_REASON_TAG if status == "KILLED" else ERROR_TAG, why[:5000])
         client.set_terminated(run_id, status=status)
     except Exception as err:  # noqa: BLE001 - the store being down must not mask the training error
         print(f"warning: could not mark MLflow run {run_id} {status}: {err}", file=sys.stderr)
@@ -186,7 +190,10 @@ def run_status(tracking_uri: str, run_id: str, *, stopped_by: Callable[[BaseExce
         raise
     except BaseException as err:
         reason = stopped_by(err) if stopped_by else None
-        _terminate(tracking_uri, run_id, "KILLED" if reason else "FAILED", reason=reason)
+        if reason:
+            _terminate(tracking_uri, run_id, "KILLED", why=reason)
+        else:
+            _terminate(tracking_uri, run_id, "FAILED", why=f"{type(err).__name__}: {err}")
         raise
     else:
         _terminate(tracking_uri, run_id, "FINISHED")
@@ -273,16 +280,23 @@ def reopen_run(tracking_uri: str, run_id: str) -> None:
     client.update_run(run_id, status="RUNNING")
 
 
-def end_unfinished_children(tracking_uri: str, parent_run_id: str, *, reason: str) -> list[str]:
-    """Mark KILLED the children of a finished sweep/study still RUNNING (e.g. trials an ASHA
-    scheduler stopped early, on whatever node they ran), with `reason` as a tag."""
+def end_stopped_runs(tracking_uri: str, parent_run_id: str, resume_keys: set[str], *, reason: str) -> list[str]:
+    """Mark KILLED, with `reason` as a tag, the unfinished children of a sweep whose trials its
+    scheduler stopped (named by their `actionlab.resume_key`): a stopped trial's driver may be ended
+    before it can end its run (left RUNNING), or see its TorchTrainer die under it and take that
+    for a failure (FAILED)."""
     import mlflow
 
+    if not resume_keys:
+        return []
     client = mlflow.MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
-    running = search_all_runs(client, [parent.info.experiment_id],
-                              f"attributes.status = 'RUNNING' and tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
-    return [_kill(client, run.info.run_id, reason) for run in running]
+    children = search_all_runs(client, [parent.info.experiment_id], f"tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
+    stopped = [r for r in children if r.data.tags.get(RESUME_KEY_TAG) in resume_keys and r.info.status != "FINISHED"]
+    for run in stopped:
+        if ERROR_TAG in run.data.tags:
+            client.delete_tag(run.info.run_id, ERROR_TAG)
+    return [_kill(client, run.info.run_id, reason) for run in stopped]
 
 
 def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:

@@ -102,11 +102,33 @@ def test_run_status_tells_a_stop_from_outside_from_a_failure(store):
     with pytest.raises(Boom), tracking.run_status(store, stopped, stopped_by=stopped_by):
         raise Boom()
     with pytest.raises(ValueError), tracking.run_status(store, failed, stopped_by=stopped_by):
-        raise ValueError()
+        raise ValueError("clip 3 of v_a.avi is empty")
     client = mlflow.MlflowClient(store)
     assert status(store, stopped) == "KILLED" and status(store, failed) == "FAILED"
     assert client.get_run(stopped).data.tags[tracking.KILLED_REASON_TAG] == "stopped by the scheduler"
-    assert tracking.KILLED_REASON_TAG not in client.get_run(failed).data.tags
+    assert tracking.ERROR_TAG not in client.get_run(stopped).data.tags
+    failed_tags = client.get_run(failed).data.tags
+    assert tracking.KILLED_REASON_TAG not in failed_tags
+    assert failed_tags[tracking.ERROR_TAG] == "ValueError: clip 3 of v_a.avi is empty"
+
+
+def test_end_stopped_runs_ends_only_the_named_trials_unfinished_runs(store):
+    """A trial the scheduler stopped ends KILLED whether its driver left it RUNNING or FAILED."""
+    client = mlflow.MlflowClient(store)
+    sweep = new_run(store, "stopped")
+    runs = {key: new_run(store, "stopped", parent_run_id=sweep, tags={tracking.RESUME_KEY_TAG: key})
+            for key in ("running", "failed", "finished", "other")}
+    with pytest.raises(RuntimeError), tracking.run_status(store, runs["failed"]):
+        raise RuntimeError("the TorchTrainer's controller died")
+    client.set_terminated(runs["finished"])
+
+    killed = tracking.end_stopped_runs(store, sweep, {"running", "failed", "finished"}, reason="stopped early")
+    assert sorted(killed) == sorted([runs["running"], runs["failed"]])
+    assert [status(store, runs[k]) for k in ("running", "failed", "finished", "other")] == [
+        "KILLED", "KILLED", "FINISHED", "RUNNING"]
+    tags = client.get_run(runs["failed"]).data.tags
+    assert tags[tracking.KILLED_REASON_TAG] == "stopped early" and tracking.ERROR_TAG not in tags
+    assert tracking.end_stopped_runs(store, sweep, set(), reason="stopped early") == []
 
 
 def test_run_status_sigterm_kills_run_and_restores_handler(store):

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import yaml
 
+from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.training.loop import MODEL_FILE, SCORES_FILE, STATE_FILE
 
@@ -84,8 +85,6 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
     a restored trial reopens the same MLflow run and Ray Train resumes from its checkpoints.
     `stopped_by` tells a stop from outside from a failure (see `tracking.run_status`).
     """
-    from orchestrator import tracking
-
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
     name = safe_name(f"{cfg.name}-{variant}" if variant else cfg.name)
     run_id = _unfinished_run(uri, cfg.experiment_name, resume_key) if resume_key else None
@@ -94,7 +93,7 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
     else:
         tags = run_tags(cfg, kind=kind, variant=variant, extra=extra_tags)
         if resume_key:
-            tags["actionlab.resume_key"] = resume_key
+            tags[tracking.RESUME_KEY_TAG] = resume_key
         run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
                                     tags=tags, params=tracking.flatten_params(cfg.to_dict()),
                                     parent_run_id=parent_run_id)
@@ -113,7 +112,7 @@ def _unfinished_run(uri: str, experiment: str, resume_key: str) -> str | None:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], f"tags.`actionlab.resume_key` = '{resume_key}'")
+    runs = client.search_runs([found.experiment_id], f"tags.`{tracking.RESUME_KEY_TAG}` = '{resume_key}'")
     return next((r.info.run_id for r in runs if r.info.status != "FINISHED"), None)
 
 
@@ -125,7 +124,7 @@ def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str, result) -> RunOut
 
     from models.late_fusion import load_scores
     from orchestrator import metrics as M
-    from orchestrator import plots, tracking
+    from orchestrator import plots
 
     client = mlflow.MlflowClient(uri)
     out_dir = Path(cfg.scaling.storage_path).resolve() / "scores" / run_id

@@ -58,10 +58,14 @@ def trial_driver(config: dict, *, base: dict, parent_run_id: str, kind: str) -> 
     cfg = with_overrides(cfg, overrides, where=f"trial {label}")
     trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
     outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags,
-                        callbacks=[TuneReportCallback()], resume_key=f"{parent_run_id[:8]}-{trial_id}",
+                        callbacks=[TuneReportCallback()], resume_key=_resume_key(parent_run_id, trial_id),
                         stopped_by=_stopped_by_tune)
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     ray.tune.report({**final, "mlflow_run_id": outcome.run_id})
+
+
+def _resume_key(parent_run_id: str, trial_id: str) -> str:
+    return f"{parent_run_id[:8]}-{trial_id}"
 
 
 def _stopped_by_tune(err: BaseException) -> str | None:
@@ -159,15 +163,18 @@ def require_state_api(what: str) -> None:
 
 def _fit(tuner, uri: str, parent: str):
     """Run the Tuner; Ctrl-C interrupts it like any command (the parent run ends KILLED and
-    `--resume` continues from Tune's saved state). Children left RUNNING when it ends normally were
-    stopped by the scheduler (ASHA) and end KILLED with that reason. Every trial failing is a FAILED
-    sweep; some failing is reported."""
+    `--resume` continues from Tune's saved state). A trial that ends without an error and without
+    its driver's final report was stopped by the scheduler (ASHA): its run ends KILLED with that
+    reason, whatever its driver managed to record. Every trial failing is a FAILED sweep; some
+    failing is reported."""
     from orchestrator import tracking
 
     # Tune's own SIGINT handler would turn Ctrl-C into an ordinary-looking return.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     results = tuner.fit()
-    tracking.end_unfinished_children(uri, parent, reason=STOPPED_EARLY)
+    stopped = {_resume_key(parent, r.metrics["trial_id"]) for r in results
+               if r.error is None and r.metrics and "mlflow_run_id" not in r.metrics}
+    tracking.end_stopped_runs(uri, parent, stopped, reason=STOPPED_EARLY)
     if results.errors and len(results.errors) == len(results):
         raise RuntimeError(f"all {len(results)} trials failed; first error: {results.errors[0]}")
     if results.errors:
