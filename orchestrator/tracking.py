@@ -294,7 +294,7 @@ def end_stopped_runs(tracking_uri: str, parent_run_id: str, resume_keys: set[str
     children = search_all_runs(client, [parent.info.experiment_id], f"tags.\"{PARENT_TAG}\" = '{parent_run_id}'")
     stopped = [r for r in children if r.data.tags.get(RESUME_KEY_TAG) in resume_keys and r.info.status != "FINISHED"]
     for run in stopped:
-        if ERROR_TAG in run.data.tags:
+        if ERROR_TAG in run.data.tags:  # the "failure" its driver recorded was the stop
             client.delete_tag(run.info.run_id, ERROR_TAG)
     return [_kill(client, run.info.run_id, reason) for run in stopped]
 
