@@ -1,5 +1,5 @@
 """The architecture zoo: one file per architecture, each registering its builders in `MODELS`."""
-from models._api import MODELS, build_model, register_model
+from models._api import MODEL_INPUTS, MODELS, InputContract, build_model, register_model
 from models import (  # noqa: F401  (each import registers that file's builders)
     single_frame,
     lrcn,
@@ -13,4 +13,4 @@ from models import (  # noqa: F401  (each import registers that file's builders)
     t3d,
 )
 
-__all__ = ["MODELS", "build_model", "register_model"]
+__all__ = ["MODELS", "MODEL_INPUTS", "InputContract", "build_model", "register_model"]

@@ -20,13 +20,32 @@ RESNET_LAYOUTS = {
 }
 
 
+def scale_channels(channels: int, width: float, *, minimum: int = 4) -> int:
+    """The size of a layer of the published network (`channels` at width 1.0) at `width`.
+
+    Every model scales its layers with this one function, so a `width` means the same in every
+    file. The floor is there for tiny widths: rounding would shrink a thin layer (a 45-channel stem,
+    a 16-channel Inception branch) to 0-3 channels, and a 0-wide layer cannot be built while a
+    1-3 wide one is a bottleneck that starves everything after it.
+
+    Args:
+        channels: the layer's size at width 1.0.
+        width: channel multiplier (1.0 = the published network).
+        minimum: the smallest size returned. I3D passes 1: its thin Inception branches have always
+            gone below 4 at width 1/8, and its parameter counts there depend on it.
+    Returns:
+        round(channels * width), at least `minimum`.
+    """
+    return max(minimum, int(round(channels * width)))
+
+
 class ResNetFeatures(ResNet):
     """torchvision's ResNet with scaled stage widths and no classifier: (B, C, H, W) -> (B, D)."""
 
     def __init__(self, name: str = "resnet18", *, width: float = 1.0, in_channels: int = 3):
         block, layers = RESNET_LAYOUTS[name]
         super().__init__(block, layers)
-        planes = [max(4, int(round(p * width))) for p in (64, 128, 256, 512)]
+        planes = [scale_channels(p, width) for p in (64, 128, 256, 512)]
         if width != 1.0:  # rebuild the stages at the scaled widths; torchvision hard-codes 64..512
             self.inplanes = planes[0]
             self.conv1 = nn.Conv2d(3, planes[0], kernel_size=7, stride=2, padding=3, bias=False)

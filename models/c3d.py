@@ -9,9 +9,10 @@ temporal resolution; pools 2-5 halve time too, leaving 1 x 4 x 4 at pool5 (16 x 
 R(2+1)D (Tran et al. 2018) replaces each t x d x d convolution by a 1 x d x d spatial conv, BN,
 ReLU, and a t x 1 x 1 temporal conv, with the middle width M chosen so the pair has the 3D conv's
 parameter count: M = t d^2 N_in N_out / (d^2 N_in + t N_out). Factorising in space and time was
-first proposed as F_STCN (Sun et al. 2015). The blocks and module names follow torchvision's
-`r2plus1d_18` exactly, so at `width=1.0` its Kinetics checkpoint loads; `width` scales every
-stage for tiny test models, which torchvision's hard-coded widths do not allow.
+first proposed as F_STCN (Sun et al. 2015). The model is torchvision's `VideoResNet` with its
+`BasicBlock`, `Conv2Plus1D` and R(2+1)D stem, so at `width=1.0` torchvision's `r2plus1d_18`
+Kinetics checkpoint loads by name; `width` scales every stage for tiny test models, which
+torchvision's hard-coded widths do not allow.
 
 Both models can start from a local checkpoint with their own module names (`pretrained`):
 torchvision's `r2plus1d_18` state dict, or a PyTorch port of the Sports-1M C3D weights.
@@ -25,16 +26,14 @@ Networks", ICCV 2015.
 """
 import torch
 from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-from models._api import register_model
+from models._api import InputContract, register_model
+from models.backbones import scale_channels
 
 # A 3D net sees time directly, so a flow clip is just a 2-channel clip (Tran et al. 2018 train
 # R(2+1)D on flow this way).
 IN_CHANNELS = {"rgb": 3, "rgbdiff": 3, "flow": 2}
-
-
-def _channels(c: int, width: float) -> int:
-    return max(4, int(round(c * width)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,8 +58,8 @@ class C3D(nn.Module):
     def __init__(self, *, num_classes: int, in_channels: int = 3, width: float = 1.0,
                  dropout: float = 0.5):
         super().__init__()
-        c1, c2, c3, c4, c5 = (_channels(c, width) for c in (64, 128, 256, 512, 512))
-        fc = _channels(4096, width)
+        c1, c2, c3, c4, c5 = (scale_channels(c, width) for c in (64, 128, 256, 512, 512))
+        fc = scale_channels(4096, width)
         conv = dict(kernel_size=3, padding=1)
         self.conv1 = nn.Conv3d(in_channels, c1, **conv)
         self.pool1 = nn.MaxPool3d((1, 2, 2), ceil_mode=True)  # space only: keep early motion
@@ -104,46 +103,26 @@ class C3D(nn.Module):
 # R(2+1)D
 
 
-class Conv2Plus1D(nn.Sequential):
-    """A 3x3x3 conv factorised: (1, 3, 3) spatial conv -> BN -> ReLU -> (3, 1, 1) temporal conv.
-
-    The extra ReLU between the two is the point of the paper: twice the nonlinearities for the
-    same parameter count. Stride applies to space in the first conv and to time in the second.
+class ScaledR2Plus1dStem(R2Plus1dStem):
+    """torchvision's R(2+1)D stem, the 3x7x7 stride-(1, 2, 2) conv factorised into a (1, 7, 7)
+    spatial and a (3, 1, 1) temporal conv (time keeps its resolution here), with the input and
+    the widths as arguments: torchvision hard-codes 3 -> 45 -> 64.
     """
 
-    def __init__(self, in_planes: int, out_planes: int, midplanes: int, stride: int = 1):
-        super().__init__(
-            nn.Conv3d(in_planes, midplanes, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1),
-                      bias=False),
-            nn.BatchNorm3d(midplanes),
-            nn.ReLU(inplace=True),
-            nn.Conv3d(midplanes, out_planes, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0),
-                      bias=False),
+    def __init__(self, in_channels: int = 3, midplanes: int = 45, out_planes: int = 64):
+        nn.Sequential.__init__(  # R2Plus1dStem.__init__ would build the fixed-size layers
+            self,
+            nn.Conv3d(in_channels, midplanes, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(midplanes), nn.ReLU(inplace=True),
+            nn.Conv3d(midplanes, out_planes, (3, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(out_planes), nn.ReLU(inplace=True),
         )
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block with (2+1)D convs; M matches a full 3x3x3 conv's parameter count."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        midplanes = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
-        self.conv1 = nn.Sequential(Conv2Plus1D(inplanes, planes, midplanes, stride), nn.BatchNorm3d(planes),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(Conv2Plus1D(planes, planes, midplanes), nn.BatchNorm3d(planes))
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:  # downsample space and time together, as the block does
-            self.downsample = nn.Sequential(nn.Conv3d(inplanes, planes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm3d(planes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + residual)
-
-
-class R2Plus1D(nn.Module):
-    """R(2+1)D ResNet: (2+1)D stem, four stages of (2+1)D basic blocks, global average pool, fc.
+class R2Plus1D(VideoResNet):
+    """torchvision's VideoResNet built as R(2+1)D: the (2+1)D stem, four stages of basic blocks of
+    `Conv2Plus1D` (each block's middle width M matches a full 3x3x3 conv's parameter count), global
+    average pool, fc; with a channel `width`, `in_channels` and dropout before fc.
 
     Args:
         num_classes: size of the output.
@@ -155,24 +134,18 @@ class R2Plus1D(nn.Module):
 
     def __init__(self, *, num_classes: int, layers: tuple[int, int, int, int] = (2, 2, 2, 2),
                  in_channels: int = 3, width: float = 1.0, dropout: float = 0.5):
-        super().__init__()
-        planes = [_channels(c, width) for c in (64, 128, 256, 512)]
-        stem_mid = _channels(45, width)  # torchvision's (and the VMZ code's) stem width
-        # Stem: the 3x7x7 stride-(1, 2, 2) conv factorised; time keeps its resolution here.
-        self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, stem_mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-            nn.BatchNorm3d(stem_mid), nn.ReLU(inplace=True),
-            nn.Conv3d(stem_mid, planes[0], (3, 1, 1), padding=(1, 0, 0), bias=False),
-            nn.BatchNorm3d(planes[0]), nn.ReLU(inplace=True),
-        )
-        inplanes = planes[0]
-        stages = []
-        for i, (p, n) in enumerate(zip(planes, layers)):
-            stride = 1 if i == 0 else 2  # stages 2-4 halve T, H and W
-            stages.append(nn.Sequential(BasicBlock(inplanes, p, stride),
-                                        *(BasicBlock(p, p) for _ in range(n - 1))))
-            inplanes = p
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        # Not VideoResNet.__init__, which hard-codes 3 input and 64..512 channels: the same attributes
+        # (so the same module names, and torchvision checkpoints load by name) at the scaled widths,
+        # its `_make_layer` building the stages.
+        nn.Module.__init__(self)
+        planes = [scale_channels(c, width) for c in (64, 128, 256, 512)]
+        self.stem = ScaledR2Plus1dStem(in_channels, scale_channels(45, width), planes[0])
+        self.inplanes = planes[0]  # `_make_layer` reads it, and moves it on to each stage's width
+        self.layer1 = self._make_layer(BasicBlock, Conv2Plus1D, planes[0], layers[0], stride=1)
+        # stages 2-4 halve T, H and W (Conv2Plus1D strides space in its first conv, time in its second)
+        self.layer2 = self._make_layer(BasicBlock, Conv2Plus1D, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(BasicBlock, Conv2Plus1D, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(BasicBlock, Conv2Plus1D, planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(planes[3], num_classes)
@@ -186,7 +159,8 @@ class R2Plus1D(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """
+        """VideoResNet's forward with dropout before fc.
+
         Args:
             x: clip (B, C, T, H, W); the paper's is (B, 3, 8 or 16 or 32, 112, 112).
         Returns:
@@ -207,7 +181,7 @@ def _in_channels(name: str, modality: str) -> int:
     return IN_CHANNELS[modality]
 
 
-@register_model("c3d")
+@register_model("c3d", InputContract(tuple(IN_CHANNELS), "clip"))
 def c3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None) -> nn.Module:
     """C3D: 3x3x3 convs over 16-frame 112x112 clips.
@@ -228,7 +202,7 @@ def c3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
     return model
 
 
-@register_model("r2plus1d")
+@register_model("r2plus1d", InputContract(tuple(IN_CHANNELS), "clip"))
 def r2plus1d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
              pretrained: str | None = None, depth: int = 18) -> nn.Module:
     """R(2+1)D-18 or -34: a 3D ResNet with every 3x3x3 conv factorised into (2+1)D.

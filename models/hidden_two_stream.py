@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from models._api import register_model
-from models.backbones import resnet_features
+from models._api import InputContract, register_model
+from models.backbones import resnet_features, scale_channels
 
 
 # --- unsupervised flow loss -------------------------------------------------------------------
@@ -229,7 +229,7 @@ class HiddenTwoStream(nn.Module):
         return self.motion_loss_weight * self._motion_loss
 
 
-@register_model("hidden_two_stream")
+@register_model("hidden_two_stream", InputContract(("rgb",), "clip"))
 def hidden_two_stream(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                       pretrained: str | None = None, num_flows: int = 10, with_spatial: bool = False,
                       backbone: str = "resnet50", motion_loss_weight: float = 1.0,
@@ -262,7 +262,7 @@ def hidden_two_stream(*, num_classes: int, modality: str = "rgb", width: float =
         raise ValueError(f"hidden_two_stream num_flows must be >= 1, got {num_flows}")
     num_frames = num_flows + 1
     # FlowNet-like widths, five levels: full resolution down to 1/16.
-    channels = tuple(max(4, int(round(c * width))) for c in (64, 128, 256, 512, 512))
+    channels = tuple(scale_channels(c, width) for c in (64, 128, 256, 512, 512))
     motion_net = MotionNet(num_frames, channels)
     temporal = resnet_features(backbone, width=width, in_channels=2 * num_flows, weights=pretrained)
     spatial = resnet_features(backbone, width=width, in_channels=3, weights=pretrained) if with_spatial else None

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models._api import register_model
+from models._api import InputContract, register_model
+from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
 MODALITIES = ("rgb", "flow", "rgb+flow")
@@ -39,10 +40,6 @@ INCEPTION_V1 = {
     "inception5a": (256, 160, 320, 32, 128, 128),
     "inception5b": (384, 192, 384, 48, 128, 128),
 }
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
 
 
 class BasicConv3d(nn.Module):
@@ -103,7 +100,9 @@ class InceptionV1Inflated(nn.Module):
         if transform_input and in_channels != 3:
             raise ValueError("transform_input maps RGB statistics and needs in_channels=3")
         self.transform_input = transform_input
-        c64, c192 = _scaled(64, width), _scaled(192, width)
+        # minimum=1, not the usual 4: at width 1/8 the 16-channel Inception branches are 2 wide, as
+        # they have always been here (a floor of 4 would change I3D's size at small widths).
+        c64, c192 = scale_channels(64, width, minimum=1), scale_channels(192, width, minimum=1)
         self.conv1 = BasicConv3d(in_channels, c64, kernel_size=7, stride=2, padding=3)
         # Stride 1 in time for the first two pools: time is downsampled only from maxpool3 on.
         self.maxpool1 = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), ceil_mode=True)
@@ -114,7 +113,7 @@ class InceptionV1Inflated(nn.Module):
         channels = c192
         blocks = {}
         for name, branch_channels in INCEPTION_V1.items():
-            blocks[name] = Inception3d(channels, *(_scaled(c, width) for c in branch_channels))
+            blocks[name] = Inception3d(channels, *(scale_channels(c, width, minimum=1) for c in branch_channels))
             channels = blocks[name].out_channels
         self.inception3a, self.inception3b = blocks["inception3a"], blocks["inception3b"]
         self.maxpool3 = nn.MaxPool3d(kernel_size=3, stride=2, ceil_mode=True)
@@ -188,7 +187,7 @@ class I3D(nn.Module):
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.streams))
 
 
-@register_model("i3d")
+@register_model("i3d", InputContract(MODALITIES, "clip"))
 def i3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None) -> I3D:
     """Two-Stream Inflated 3D ConvNet from "Quo Vadis, Action Recognition? A New Model and the

@@ -8,7 +8,7 @@ Simonyan & Zisserman, "Two-Stream Convolutional Networks for Action Recognition 
 NeurIPS 2014 (score averaging); Wang et al., TSN, ECCV 2016 (weighted fusion, RGB : flow = 1 : 1.5).
 """
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,19 +19,21 @@ class VideoScores(NamedTuple):
     video_ids: np.ndarray  # (N,) str
     labels: np.ndarray  # (N,) int64
     scores: np.ndarray  # (N, K) float32: per-video logits, averaged over the test views
+    class_names: tuple[str, ...] = ()  # (K,) the label names, in label order
 
 
 def save_scores(path: str | Path, scores: VideoScores) -> None:
     """Write `scores` to an .npz file (plain arrays, loadable without pickle)."""
     np.savez(path, video_ids=np.asarray(scores.video_ids, dtype=str),
              labels=np.asarray(scores.labels, dtype=np.int64),
-             scores=np.asarray(scores.scores, dtype=np.float32))
+             scores=np.asarray(scores.scores, dtype=np.float32), class_names=np.asarray(scores.class_names, dtype=str))
 
 
 def load_scores(path: str | Path) -> VideoScores:
     """Read a file written by `save_scores`."""
     with np.load(path, allow_pickle=False) as data:
-        return VideoScores(data["video_ids"], data["labels"], data["scores"])
+        names = tuple(data["class_names"].tolist()) if "class_names" in data else ()  # older files have none
+        return VideoScores(data["video_ids"], data["labels"], data["scores"], names)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -84,16 +86,4 @@ def fuse_scores(a: VideoScores, b: VideoScores, *, weight: float = 0.5, mode: st
     if mode == "softmax":
         sa, sb = _softmax(sa), _softmax(sb)
     fused = weight * sa + (1.0 - weight) * sb
-    return VideoScores(a.video_ids, a.labels, fused.astype(np.float32))
-
-
-def topk_accuracy(scores: VideoScores, k: int = 1) -> float:
-    """Fraction of videos whose label is among their k highest scores."""
-    topk = np.argsort(-scores.scores, axis=1, kind="stable")[:, :k]  # (N, k); ties: lower class first
-    return float((topk == scores.labels[:, None]).any(axis=1).mean())
-
-
-def sweep_fusion_weight(a: VideoScores, b: VideoScores, weights: Sequence[float], *,
-                        mode: str = "softmax") -> list[tuple[float, float]]:
-    """(weight, top-1 accuracy) of `fuse_scores(a, b, weight=w, mode=mode)` for each w in `weights`."""
-    return [(float(w), topk_accuracy(fuse_scores(a, b, weight=w, mode=mode), k=1)) for w in weights]
+    return VideoScores(a.video_ids, a.labels, fused.astype(np.float32), a.class_names)

@@ -21,8 +21,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import register_model
-from models.backbones import resnet_features
+from models._api import InputContract, register_model
+from models.backbones import resnet_features, scale_channels
 
 # Donahue et al. run the CNN on each frame, so a flow clip is a sequence of single flow fields.
 IN_CHANNELS = {"rgb": 3, "rgbdiff": 3, "flow": 2}
@@ -138,7 +138,7 @@ class LRCN(nn.Module):
         return self.attention_penalty * ((1 - per_location) ** 2).sum(dim=1).mean()
 
 
-@register_model("lrcn")
+@register_model("lrcn", InputContract(tuple(IN_CHANNELS), "clip"))
 def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
          pretrained: str | None = None, backbone: str = "resnet18", hidden_size: int = 256,
          num_layers: int = 1, attention: bool = False, attention_penalty: float = 1.0) -> nn.Module:
@@ -156,6 +156,6 @@ def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout
     if modality not in IN_CHANNELS:
         raise ValueError(f"lrcn supports modality in {sorted(IN_CHANNELS)}, got {modality!r}")
     cnn = resnet_features(backbone, width=width, in_channels=IN_CHANNELS[modality], weights=pretrained)
-    return LRCN(cnn, num_classes=num_classes, hidden_size=max(4, int(round(hidden_size * width))),
+    return LRCN(cnn, num_classes=num_classes, hidden_size=scale_channels(hidden_size, width),
                 num_layers=num_layers, attention=attention, attention_penalty=attention_penalty,
                 dropout=dropout)

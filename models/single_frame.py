@@ -26,7 +26,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import register_model
+from models._api import InputContract, register_model
+from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "rgbdiff": 3, "flow": 2}
 
@@ -57,10 +58,6 @@ FUSION_IN_TIME = {
 }
 
 
-def _channels(c: int, width: float) -> int:
-    return max(4, int(round(c * width)))
-
-
 class KarpathyNet(nn.Module):
     """The paper's AlexNet-like net with time fused as `FUSION_IN_TIME[fusion]` says.
 
@@ -81,8 +78,8 @@ class KarpathyNet(nn.Module):
         super().__init__()
         self.fusion, self.spec = fusion, FUSION_IN_TIME[fusion]
         (t1, s1), (t2, s2), (t3, s3) = self.spec.time
-        c1, c2, c3, c4, c5 = (_channels(c, width) for c in (96, 256, 384, 384, 256))
-        fc = _channels(4096, width)
+        c1, c2, c3, c4, c5 = (scale_channels(c, width) for c in (96, 256, 384, 384, 256))
+        fc = scale_channels(4096, width)
         # The paper pads nothing in conv1 (170 -> 54 -> pool 27) and keeps sizes in conv2-5 (27 -> 13
         # -> 6), which is AlexNet's padding; pools and LRN act on each time step separately.
         pool = dict(kernel_size=(1, 2, 2), stride=(1, 2, 2))
@@ -131,7 +128,7 @@ class KarpathyNet(nn.Module):
         return self.classifier(x)
 
 
-@register_model("single_frame")
+@register_model("single_frame", InputContract(tuple(IN_CHANNELS), "clip"))
 def single_frame(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                  pretrained: str | None = None, fusion: str = "single") -> nn.Module:
     """Karpathy et al.'s CNN with time fused as `fusion` says ("single", "early", "late", "slow").

@@ -20,15 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models._api import register_model
+from models._api import InputContract, register_model
+from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
 MODALITIES = tuple(IN_CHANNELS)
 MIN_CLIP_SIZE = 32  # frames, and pixels per side: five halvings must leave at least 1
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
 
 
 class DenseLayer3d(nn.Module):
@@ -164,7 +161,7 @@ class T3D(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-@register_model("t3d")
+@register_model("t3d", InputContract(MODALITIES, "clip"))
 def t3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None, block_config: tuple[int, ...] = (6, 12, 24, 16),
         ttl_depths: tuple[tuple[int, ...], ...] = ((1, 3, 6), (1, 3, 4), (1, 3, 4))) -> T3D:
@@ -189,8 +186,8 @@ def t3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
     """
     if modality not in MODALITIES:
         raise ValueError(f"t3d supports modality {' | '.join(MODALITIES)}, not {modality!r}")
-    model = T3D(num_classes, in_channels=IN_CHANNELS[modality], growth_rate=_scaled(32, width),
-                block_config=tuple(block_config), num_init_features=_scaled(64, width),
+    model = T3D(num_classes, in_channels=IN_CHANNELS[modality], growth_rate=scale_channels(32, width),
+                block_config=tuple(block_config), num_init_features=scale_channels(64, width),
                 ttl_depths=tuple(tuple(d) for d in ttl_depths), dropout=dropout)
     if pretrained is not None:
         from models.pretrained import inflate_state_dict, read_state_dict

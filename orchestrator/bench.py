@@ -111,30 +111,29 @@ class _MemoryClips:
 
 
 def _bench_config(architecture: str, width: float, batch_size: int):
-    from orchestrator.config import from_dict
+    from orchestrator.config import parse_experiment
 
-    return from_dict({"model": {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}},
-                      "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}}, check_paths=False)
+    return parse_experiment({"model": {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}},
+                             "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}}, source="bench")
 
 
-def _step_seconds(cfg_dict: dict, steps: int, threads: int, device) -> float:
+def _step_seconds(cfg, steps: int, threads: int, device) -> float:
     """Seconds per step of `train_one_epoch` over in-memory batches, after one warm-up epoch."""
     import torch
     from torch.utils.data import DataLoader
 
     from models import build_model
-    from orchestrator.config import from_dict, model_kwargs
+    from orchestrator.config import input_spec
     from orchestrator.data.dataset import collate_skip_bad
     from orchestrator.training.loop import build_optimizer, lr_lambda, train_one_epoch
 
     torch.set_num_threads(threads)
-    cfg = from_dict(cfg_dict, check_paths=False)
-    d = cfg.data
-    shape = (1, 3, d.num_segments * d.frames_per_segment, d.crop_size, d.crop_size)
+    spec = input_spec(cfg)
+    shape = (1, *spec.shapes["rgb"])  # one view (V, C, T, H, W), as the Dataset yields it
     loader = DataLoader(_MemoryClips(steps * cfg.optim.batch_size, shape, 10), batch_size=cfg.optim.batch_size,
                         collate_fn=collate_skip_bad)
     torch.manual_seed(0)
-    model = build_model(cfg.model.architecture, num_classes=10, **model_kwargs(cfg)).to(device)
+    model = build_model(cfg.model.architecture, num_classes=10, **spec.builder_kwargs).to(device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         import ray.train.torch
 
@@ -165,7 +164,7 @@ def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: i
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = _bench_config(architecture, width, batch_size).to_dict()
+    cfg = _bench_config(architecture, width, batch_size)
     plain = _step_seconds(cfg, steps, threads, torch.device("cpu"))
     out(f"plain PyTorch: {plain * 1000:.1f} ms/step")
     if not ray.is_initialized():

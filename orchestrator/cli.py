@@ -9,7 +9,7 @@ import sys
 
 from orchestrator.errors import UserError
 
-COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "ui"]
+COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "ui", "schema"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,19 +69,18 @@ def _curve(ax, history: list[dict], key: str, label: str, style: str) -> None:
 
 
 def plot_learning_curves(history: list[dict], path: Path) -> Path:
-    """Loss and accuracy per epoch, train vs validation.
+    """Training loss, and top-1 accuracy train vs validation, per epoch.
 
     Args:
-        history: one dict per epoch with 'epoch' and any of 'train/loss', 'val/loss',
-            'train/clip_top1', 'val/clip_top1', 'val/video_top1'.
+        history: one dict per epoch with 'epoch' and any of 'train/loss', 'train/clip_top1',
+            'val/clip_top1', 'val/video_top1' (the curves the training loop logs).
         path: PNG to write.
     Returns:
         path.
     """
     fig, (loss_ax, acc_ax) = _figure(10.0, 4.0, ncols=2)
     _curve(loss_ax, history, "train/loss", "train", "o-")
-    _curve(loss_ax, history, "val/loss", "validation", "s--")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    loss_ax.set(title="Training loss", xlabel="epoch", ylabel="cross-entropy")
     _curve(acc_ax, history, "train/clip_top1", "train (clip)", "o-")
     _curve(acc_ax, history, "val/clip_top1", "validation (clip)", "s--")
     _curve(acc_ax, history, "val/video_top1", "validation (video)", "^--")

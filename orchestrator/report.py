@@ -117,7 +117,7 @@ def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: st
     """The finished variant/trial runs under one study (or sweep) run, oldest first.
 
     Args:
-        tracking_uri: from `tracking.resolve_tracking_uri`.
+        tracking_uri: from `config.resolve_tracking_uri`.
         experiment: MLflow experiment name.
         parent_run_id: the study run; None: the latest study or sweep run of the experiment.
     Returns:

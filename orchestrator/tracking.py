@@ -23,9 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a SQLite store in the working directory
 MAX_PARAM_VALUE_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH (longer values are rejected)
 _PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 _ARTIFACT_DIR = "mlartifacts"  # beside a SQLite store, like `mlflow server`'s default
@@ -35,30 +33,6 @@ PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
 KILLED_REASON_TAG = "actionlab.killed_reason"  # why a KILLED run was ended from outside
 ERROR_TAG = "actionlab.error"  # the exception that ended a FAILED run
 RESUME_KEY_TAG = "actionlab.resume_key"  # the Tune trial a run belongs to (see `train_run`)
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The tracking URI with local paths made absolute.
-
-    Ray actors and Tune trials run in other working directories, so a relative
-    `sqlite:///mlflow.db` would silently open a different store in each of them.
-
-    Args:
-        uri: `sqlite:///rel.db`, `sqlite:////abs.db`, `file:rel`, a plain folder, a server
-            URL (`http://...`, `databricks`), or None for DEFAULT_TRACKING_URI.
-    Returns:
-        The URI, pointing at the same store from any working directory.
-    """
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///"):]
-        return uri if db.startswith("/") else f"sqlite:///{Path(db).resolve()}"
-    scheme = urlparse(uri).scheme
-    if scheme == "file":
-        return Path(uri[len("file:"):].removeprefix("//")).resolve().as_uri()
-    if scheme == "" and not uri.startswith("databricks"):  # a plain folder is MLflow's file store
-        return Path(uri).resolve().as_uri()
-    return uri
 
 
 def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
@@ -126,7 +100,7 @@ def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[s
     """Create a RUNNING MLflow run and log its params; the caller ends it (see `run_status`).
 
     Args:
-        tracking_uri: from `resolve_tracking_uri`.
+        tracking_uri: from `config.resolve_tracking_uri`.
         experiment: MLflow experiment name (created if missing).
         run_name: shown in the UI.
         tags: `actionlab.*` tags (kind, study, variant, dataset, seed, ...).
@@ -232,7 +206,7 @@ def reap_stale_runs(tracking_uri: str, experiment: str) -> list[str]:
     Other runs started on other hosts are left alone: their pids mean nothing here.
 
     Args:
-        tracking_uri: from `resolve_tracking_uri`.
+        tracking_uri: from `config.resolve_tracking_uri`.
         experiment: MLflow experiment name (a missing experiment has nothing to reap).
     Returns:
         Ids of the runs marked KILLED.
@@ -329,7 +303,7 @@ def mlflow_metrics_callback(tracking_uri: str, run_id: str):
     controller with cloudpickle, which pickles such a class by value.
 
     Args:
-        tracking_uri: from `resolve_tracking_uri`.
+        tracking_uri: from `config.resolve_tracking_uri`.
         run_id: the run `start_run` created.
     Returns:
         An MLflowMetricsCallback instance for `RunConfig(callbacks=[...])`.
@@ -354,3 +328,27 @@ def mlflow_metrics_callback(tracking_uri: str, run_id: str):
                 print(f"warning: epoch {step} metrics not logged to MLflow: {err}", file=sys.stderr)
 
     return MLflowMetricsCallback(tracking_uri, run_id)
+
+
+def fetch_artifact(tracking_uri: str, run_id: str, name: str, dest: Path | None) -> Path | None:
+    """Check that run `run_id` logged the artifact `name`, and download it into `dest` (None: only check).
+
+    Raises:
+        UserError: no such run in the store, or the run has no such artifact (with what it has).
+    """
+    import mlflow
+
+    from orchestrator.errors import UserError
+
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        names = [a.path for a in client.list_artifacts(run_id)]
+    except mlflow.exceptions.MlflowException as err:
+        raise UserError(f"mlflow:{run_id}: no such run in {tracking_uri} ({err.message})") from None
+    if name not in names:
+        raise UserError(f"mlflow:{run_id}: that run logged no {name} (did it finish?); "
+                        f"artifacts: {', '.join(names) or 'none'}")
+    if dest is None:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, name, str(dest)))

@@ -5,12 +5,21 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from orchestrator.data.video_io import decode_all_pyav, write_video
+from orchestrator.data.video_io import write_video
 
 
 class TinyVideo(NamedTuple):
     path: Path
     frames: np.ndarray  # uint8 (T, H, W, 3), exactly as PyAV decodes the file
+
+
+def decode_all_pyav(path: str | Path) -> np.ndarray:
+    """Every frame of a video, uint8 (T, H, W, 3), decoded sequentially with PyAV: the reference
+    that decord's frames are compared against."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def make_frames(num_frames: int = 24, height: int = 32, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -1,7 +1,7 @@
 """A tiny synthetic data set with flow, and a config for it, shared by the Ray tests."""
 from pathlib import Path
 
-from orchestrator.config import from_dict
+from orchestrator.config import parse_experiment
 
 
 def write_tiny_benchmark(out: Path) -> Path:
@@ -35,4 +35,4 @@ def tiny_config(data_dir: Path, tmp: Path, **sections) -> dict:
 
 
 def tiny_experiment(data_dir: Path, tmp: Path, **sections):
-    return from_dict(tiny_config(data_dir, tmp, **sections))
+    return parse_experiment(tiny_config(data_dir, tmp, **sections), source="tiny")

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import expand_study, load_experiment, with_overrides
+from orchestrator.config import expand_study, input_spec, parse_experiment, with_overrides
 from orchestrator.errors import UserError
+from orchestrator.preflight import load_experiment, preflight
 
 EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.yaml"))
 
@@ -13,6 +14,7 @@ EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.y
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_shipped_experiments_validate(path):
     cfg = load_experiment(path)
+    preflight(cfg)
     assert cfg.name == yaml.safe_load(path.read_text()).get("name", path.stem)
     assert cfg.study or cfg.sweep, "every shipped experiment is a study or a sweep"
 
@@ -31,14 +33,17 @@ def write(tmp_path, text: str) -> Path:
     ("optim: {epochs: ten}\n", "optim.epochs: expected a whole number, got 'ten'"),
     ("optim: {lr: fast}\n", "optim.lr: expected float"),
     ("model: {architecture: resnet}\n", "model.architecture: 'resnet' is not one of"),
-    ("model: {architecture: two_stream_fusion, modality: rgb}\n", "model (two_stream_fusion, modality rgb"),
-    ("model: {architecture: tsn, modality: rgb+flow}\n", "model (tsn, modality rgb+flow"),
+    ("model: {architecture: two_stream_fusion, modality: rgb}\n",
+     "model.modality 'rgb' does not fit model.architecture two_stream_fusion, which takes rgb+flow"),
+    ("model: {architecture: tsn, modality: rgb+flow}\n", "model.modality 'rgb+flow' does not fit model.architecture tsn"),
     ("data: {crop_size: 300, short_side: 128}\n", "data.crop_size (300) is larger than data.short_side (128)"),
     ("scaling: {num_workers: 0}\n", "scaling.num_workers: must be > 0"),
     ("optim: {warmup_epochs: -1}\n", "optim.warmup_epochs: must be >= 0"),
-    ("data: {sampler: dense, clip_len: 16}\n", "model (tsn, modality rgb, options {}) with data.sampler dense"),
+    ("data: {sampler: dense, clip_len: 16}\n", "data.sampler 'dense' does not fit model.architecture tsn, which takes K "
+     "segments x L frames: set data.sampler: tsn"),
     ("model: {architecture: two_stream, modality: flow, options: {flow_frames: 10}}\ndata: {frames_per_segment: 5}\n",
-     "model (two_stream, modality flow"),
+     "model.options.flow_frames (10) duplicates data.frames_per_segment (5): two_stream takes it from "
+     "data.frames_per_segment; remove model.options.flow_frames"),
     ("data: {dataset: csv}\n", "data.test_annotations: a csv data set is one list"),
     ("study: {variants: {rgb: {}, flow: {model.modality: flow}}, late_fusion: {ts: {streams: [rgb, flow], "
      "mode: sofmax}}}\n", "study.late_fusion.ts.mode: 'sofmax' is not one of"),
@@ -52,6 +57,12 @@ def write(tmp_path, text: str) -> Path:
      "study.late_fusion.ts.streams must name two study variants"),
     ("sweep: {parameters: {data.num_segments: [3, 5]}}\n", "sweep.parameters.data.num_segments: expected one of"),
     ("sweep: {parameters: {model.options.consensus: {grid: [avg, median]}}}\n", "consensus"),
+    ("model: {architecture: tsn, modality: rgbdiff}\n", "data.frames_per_segment must be >= 2 for model.modality rgbdiff"),
+    ("optim: {optimiser: adam}\n", "optim.optimiser: unknown key; did you mean 'optimizer'?"),
+    ("data: {sampler: tns}\n", "data.sampler: 'tns' is not one of tsn, dense; did you mean 'tsn'?"),
+    ("data: {synth: {groups: 2, colours: [Red]}}\n", "data.synth: colours: unknown key"),
+    ("model: {architecture: hidden_two_stream, options: {num_flows: 10}}\ndata: {sampler: dense, clip_len: 8}\n",
+     "fed rgb 3x8x56x56 (C x T x H x W, from the data section)"),
 ])
 def test_invalid_experiments_name_the_field(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -61,7 +72,7 @@ def test_invalid_experiments_name_the_field(tmp_path, text, message):
     raw["data"] = {**base["data"], **raw.get("data", {})}
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError) as err:
-        load_experiment(path)
+        preflight(load_experiment(path))
     assert str(path) in str(err.value)
     assert message in str(err.value)
 
@@ -69,8 +80,9 @@ def test_invalid_experiments_name_the_field(tmp_path, text, message):
 def test_missing_dataset_path_names_field_and_fix(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(f"data: {{root: {tmp_path / 'UCF101'}, annotations: {tmp_path}}}\n")
+    cfg = load_experiment(path)  # parsing reads no file system
     with pytest.raises(UserError, match=r"data.root: .*UCF101 does not exist; .*data.synth: true"):
-        load_experiment(path)
+        preflight(cfg)
 
 
 def test_overrides_and_study_expansion(tmp_path):
@@ -79,7 +91,9 @@ def test_overrides_and_study_expansion(tmp_path):
     cfg = load_experiment(path)
     variants = expand_study(cfg)
     assert sorted(variants) == ["flow/seed0", "flow/seed1", "rgb/seed0", "rgb/seed1"]
-    flow = with_overrides(cfg, variants["flow/seed1"])
+    flow = variants["flow/seed1"].config
+    assert (variants["flow/seed1"].variant, variants["flow/seed1"].seed) == ("flow", 1)
+    assert flow.study is None and flow.data == cfg.data
     assert with_overrides(cfg, {"scaling.use_gpu": True}).scaling.use_gpu is True
     assert (flow.model.modality, flow.seed, cfg.model.modality) == ("flow", 1, "rgb")
     with pytest.raises(Exception):  # frozen: a config is never changed in place
@@ -90,18 +104,95 @@ def test_init_checkpoint_from_an_mlflow_run(tmp_path):
     import torch
 
     from orchestrator import tracking
-    from orchestrator.config import checkpoint_path
+    from orchestrator.preflight import init_weights
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = tracking.start_run(tracking_uri=uri, experiment="source", run_name="pretrain", tags={})
     torch.save({"model": {"w": torch.arange(3.0)}}, tmp_path / "model.pt")
     tracking.log_artifacts(uri, run_id, [tmp_path / "model.pt"])
 
-    path = write(tmp_path, f"model: {{init_checkpoint: 'mlflow:{run_id}'}}\ntracking: {{tracking_uri: '{uri}'}}\n")
+    path = write(tmp_path, f"model: {{init_checkpoint: 'mlflow:{run_id}'}}\ntracking: {{tracking_uri: '{uri}'}}\n"
+                           f"scaling: {{storage_path: {tmp_path / 'runs'}}}\n")
     cfg = load_experiment(path)
-    local = checkpoint_path(cfg)
+    preflight(cfg)  # checks the run's model.pt exists, fetches nothing
+    assert not (tmp_path / "runs").exists()
+    local = init_weights(cfg)  # fetched into the run's output folder, where the next call finds it
+    assert local == tmp_path / "runs" / "scores" / run_id / "model.pt"
     assert torch.equal(torch.load(local, weights_only=True)["model"]["w"], torch.arange(3.0))
 
     path.write_text(path.read_text().replace(run_id, "0" * 32))
     with pytest.raises(UserError, match="model.init_checkpoint: mlflow:0+: no such run"):
-        load_experiment(path)
+        preflight(load_experiment(path))
+
+
+def test_choices_match_the_registries():
+    from typing import get_args
+
+    from models.late_fusion import FUSION_MODES
+    from orchestrator import config
+    from orchestrator.data.annotations import DATASETS
+    from orchestrator.data.flow import FLOW_METHODS
+    from orchestrator.data.sampling import SAMPLERS
+
+    assert set(get_args(config.Dataset)) == set(DATASETS)
+    assert set(get_args(config.Sampler)) == set(SAMPLERS)
+    assert set(get_args(config.FlowMethod)) == set(FLOW_METHODS)
+    assert set(get_args(config.FusionMode)) == set(FUSION_MODES)
+
+
+def _spec(model: dict, data: dict):
+    return input_spec(parse_experiment({"model": model, "data": {"crop_size": 32, "short_side": 32, **data}}))
+
+
+@pytest.mark.parametrize("model,data,shapes,keywords", [
+    # TSN: K segments x L frames; K and L reach the builder under its declared keywords
+    ({"architecture": "tsn", "modality": "rgb"}, {"num_segments": 3, "frames_per_segment": 1},
+     {"rgb": (3, 3, 32, 32)}, {"num_segments": 3, "frames_per_segment": 1}),
+    ({"architecture": "tsn", "modality": "flow"}, {"num_segments": 3, "frames_per_segment": 5},
+     {"flow": (2, 15, 32, 32)}, {"num_segments": 3, "frames_per_segment": 5}),
+    # RGB difference: L + 1 frames read per segment give L differences
+    ({"architecture": "tsn", "modality": "rgbdiff"}, {"num_segments": 2, "frames_per_segment": 6},
+     {"rgbdiff": (3, 10, 32, 32)}, {"num_segments": 2, "frames_per_segment": 5}),
+    # two-stream fusion: K steps of L flow fields, RGB read at the same instants; L is its flow_frames
+    ({"architecture": "two_stream_fusion", "modality": "rgb+flow"}, {"num_segments": 5, "frames_per_segment": 2},
+     {"rgb": (3, 10, 32, 32), "flow": (2, 10, 32, 32)}, {"flow_frames": 2}),
+    ({"architecture": "actionvlad", "modality": "flow"}, {"num_segments": 2, "frames_per_segment": 10},
+     {"flow": (2, 20, 32, 32)}, {"frames_per_sample": 10}),
+    # a dense clip is one group of T frames; clip models take no time keyword
+    ({"architecture": "i3d", "modality": "rgb+flow"}, {"sampler": "dense", "clip_len": 8},
+     {"rgb": (3, 8, 32, 32), "flow": (2, 8, 32, 32)}, {}),
+    ({"architecture": "lrcn", "modality": "rgb"}, {"sampler": "tsn", "num_segments": 4},
+     {"rgb": (3, 4, 32, 32)}, {}),
+])
+def test_input_spec_from_the_declared_contract(model, data, shapes, keywords):
+    spec = _spec(model, data)
+    assert spec.shapes == shapes
+    time_keywords = {k: v for k, v in spec.builder_kwargs.items()
+                     if k in ("num_segments", "frames_per_segment", "flow_frames", "frames_per_sample")}
+    assert time_keywords == keywords
+    assert spec.builder_kwargs["modality"] == model["modality"]
+
+
+def test_schema_command_prints_the_experiment_schema(capsys):
+    import json
+
+    from orchestrator.cli import main
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"data", "model", "optim", "scaling", "tracking", "sweep", "study"} <= set(schema["properties"])
+    assert "source" not in schema["properties"]
+    data = schema["$defs"]["DataConfig"]
+    assert data["additionalProperties"] is False
+    assert data["properties"]["sampler"]["enum"] == ["tsn", "dense"]
+    assert data["properties"]["num_segments"]["exclusiveMinimum"] == 0
+
+
+def test_parsing_does_no_io(tmp_path, monkeypatch):
+    """Relative paths become absolute without touching the file system; nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_experiment({"data": {"root": "videos/UCF101"}, "scaling": {"storage_path": "runs"}})
+    assert cfg.data.root == str(tmp_path / "videos" / "UCF101")
+    assert cfg.scaling.storage_path == str(tmp_path / "runs")
+    assert cfg.tracking.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert list(tmp_path.iterdir()) == []

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_frames
+from conftest import decode_all_pyav, make_frames
 from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.dataset import VideoDataset, collate_skip_bad
-from orchestrator.data.video_io import decode_all_pyav, write_video
+from orchestrator.data.video_io import write_video
 
 NUM_FRAMES = 24
 

@@ -205,6 +205,7 @@ def test_command_prints_failures_and_exits_nonzero(videos, tmp_path, monkeypatch
     fake = types.ModuleType("orchestrator.data.annotations")
     problems = [(tmp_path / "a.csv", "line 3: unknown class 'C'")]
     fake.read_split = fake.read_all_subsets = lambda dataset, **kwargs: Split([*records, bad], ["A", "B"], problems)
+    fake.DATASETS = {"csv": fake.read_split}  # the registry --dataset takes its choices from
     monkeypatch.setitem(sys.modules, "orchestrator.data.annotations", fake)
     parser = argparse.ArgumentParser()
     flow_command.add_arguments(parser)

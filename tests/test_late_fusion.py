@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from models.late_fusion import (FUSION_MODES, VideoScores, fuse_scores, load_scores, save_scores,
-                                sweep_fusion_weight, topk_accuracy)
+from models.late_fusion import FUSION_MODES, VideoScores, fuse_scores, load_scores, save_scores
+from orchestrator.metrics import topk_accuracy
 
 
 def scores(ids, labels, logits) -> VideoScores:
@@ -22,13 +22,13 @@ FLOW = scores(["v1", "v2", "v3"], [0, 1, 2], [[0, 2, 0], [0, 4, 0], [0, 0, 4]])
 
 
 def test_hand_computed_example():
-    assert topk_accuracy(RGB) == pytest.approx(1 / 3)
-    assert topk_accuracy(FLOW) == pytest.approx(2 / 3)
-    assert topk_accuracy(RGB, k=2) == pytest.approx(1.0)
+    assert topk_accuracy(RGB.labels, RGB.scores) == pytest.approx(1 / 3)
+    assert topk_accuracy(FLOW.labels, FLOW.scores) == pytest.approx(2 / 3)
+    assert topk_accuracy(RGB.labels, RGB.scores, k=2) == pytest.approx(1.0)
     fused = fuse_scores(RGB, FLOW, weight=0.5, mode="logits")
     # v1: (2, 1, 0) -> 0 right; v2: (1.5, 3, 0) -> 1 right; v3: (1.5, 0, 3) -> 2 right
     np.testing.assert_allclose(fused.scores, [[2, 1, 0], [1.5, 3, 0], [1.5, 0, 3]])
-    assert topk_accuracy(fused) == pytest.approx(1.0)
+    assert topk_accuracy(fused.labels, fused.scores) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
@@ -69,9 +69,3 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.scores, RGB.scores)
     assert loaded.labels.dtype == np.int64 and loaded.scores.dtype == np.float32
     assert loaded.video_ids.dtype.kind == "U"  # strings, not pickled objects
-
-
-def test_sweep_returns_a_row_per_weight():
-    rows = sweep_fusion_weight(RGB, FLOW, [0.0, 0.5, 1.0], mode="logits")
-    assert [w for w, _ in rows] == [0.0, 0.5, 1.0]
-    assert [acc for _, acc in rows] == pytest.approx([2 / 3, 1.0, 1 / 3])

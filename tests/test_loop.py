@@ -1,14 +1,16 @@
-"""The per-worker loop's pieces, without Ray: schedule, input preparation, an epoch with a bad video."""
+"""The per-worker loop's pieces, without Ray: schedule, input preparation, an epoch with a bad video,
+sharded evaluation over two ranks, and a resumed run that continues exactly where it stopped."""
 import logging
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from orchestrator.config import from_dict, model_kwargs
+from orchestrator.config import input_spec, parse_experiment
 from orchestrator.data.annotations import read_split
 from orchestrator.data.dataset import collate_skip_bad
 from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
+from orchestrator.training import loop
 from orchestrator.training.loop import build_dataset, build_optimizer, lr_lambda, prepare_inputs, train_one_epoch
 
 
@@ -18,7 +20,7 @@ def config(**sections):
            "optim": {"epochs": 4, "warmup_epochs": 1, "batch_size": 4}}
     for section, values in sections.items():
         raw[section] = {**raw[section], **values}
-    return from_dict(raw, check_paths=False)
+    return parse_experiment(raw)
 
 
 @pytest.mark.parametrize("step,factor", [(0, 0.25), (3, 1.0), (4, 1.0), (10, 0.5), (16, 0.0)])
@@ -32,7 +34,7 @@ def test_rgbdiff_inputs_difference_within_segments():
     clip = torch.randint(0, 256, (2, 1, 3, 6, 32, 32), dtype=torch.uint8)  # (B, V, C, K*(L+1), H, W)
     x, views = prepare_inputs({"rgb": clip}, cfg, torch.device("cpu"))
     assert views == 1 and x.shape == (2, 3, 4, 32, 32)  # K=2 segments x L=2 differences
-    assert model_kwargs(cfg)["frames_per_segment"] == 2
+    assert input_spec(cfg).builder_kwargs["frames_per_segment"] == 2
 
 
 def test_an_epoch_skips_a_bad_video_with_a_warning_and_a_count(tmp_path, caplog):
@@ -45,7 +47,7 @@ def test_an_epoch_skips_a_bad_video_with_a_warning_and_a_count(tmp_path, caplog)
     torch.manual_seed(0)
     from models import build_model
 
-    model = build_model("tsn", num_classes=len(split.class_names), **model_kwargs(cfg))
+    model = build_model("tsn", num_classes=len(split.class_names), **input_spec(cfg).builder_kwargs)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -55,3 +57,62 @@ def test_an_epoch_skips_a_bad_video_with_a_warning_and_a_count(tmp_path, caplog)
     assert stats["seen"] == len(split.records) - 1
     assert torch.isfinite(torch.tensor(stats["loss_sum"]))
     assert str(split.records[0].path) in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tiny_ucf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_ucf")
+    write_synthetic_ucf(out, SynthSpec(groups=3, clips_per_group=1, num_frames=16), progress=False)
+    return {"root": str(out / "UCF101"), "annotations": str(out / "ucfTrainTestlist")}
+
+
+def test_two_ranks_score_every_test_video_once_with_its_label(tiny_ucf, monkeypatch):
+    """world = 2 with a faked all_gather_object: rank 1 scores its shard, rank 0 gathers and merges."""
+    cfg = config(data=tiny_ucf, optim={"batch_size": 3})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    model = loop.unwrap(w.model)
+    shard_1 = loop.score_shard(model, w.test_set, cfg, torch.device("cpu"), rank=1, world=2)
+
+    def fake_gather(parts, local):  # what torch.distributed does across the two processes
+        parts[:] = [local, shard_1]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", fake_gather)
+    result = loop.evaluate(model, w.test_set, cfg, torch.device("cpu"), rank=0, world=2)
+    assert loop.evaluate(model, w.test_set, cfg, torch.device("cpu"), rank=1, world=2) is None
+    records = w.test_set.records
+    assert result.indices.tolist() == list(range(len(records)))  # each video once, in dataset order
+    assert result.labels.tolist() == [r.label for r in records]
+    assert shard_1.indices.tolist() == list(range(1, len(records), 2))
+    assert result.video_scores.shape == (len(records), len(w.test_split.class_names))
+    alone = loop.evaluate(model, w.test_set, cfg, torch.device("cpu"), rank=0, world=1)
+    assert torch.allclose(torch.from_numpy(result.video_scores), torch.from_numpy(alone.video_scores), atol=1e-5)
+    assert result.clip_top1 == pytest.approx(alone.clip_top1)
+
+
+def test_a_resumed_run_continues_where_it_stopped(tiny_ucf, tmp_path):
+    """Two epochs straight vs one epoch, save, a fresh worker, load, one epoch: the same weights,
+    optimiser state, learning rate and RNG, because the checkpoint holds all of them."""
+    cfg = config(data=tiny_ucf, model={"dropout": 0.5}, optim={"epochs": 2, "eval_every": 2})
+    cpu = torch.device("cpu")
+    straight = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
+    history = [loop.run_epoch(straight, epoch)[0] for epoch in range(2)]
+    rng_straight = torch.get_rng_state()
+
+    first = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
+    loop.save_state(first, tmp_path, epoch=0, history=[loop.run_epoch(first, 0)[0]])
+    torch.manual_seed(12345)  # a restarted process starts from another RNG state
+    resumed = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
+    start, resumed_history = loop.load_state(resumed, tmp_path)
+    assert start == 1 and len(resumed_history) == 1
+    resumed_history.append(loop.run_epoch(resumed, 1)[0])
+    assert torch.equal(torch.get_rng_state(), rng_straight)
+
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+    assert resumed.scheduler.last_epoch == straight.scheduler.last_epoch > 0
+    momentum = [s["momentum_buffer"] for s in straight.optimizer.state_dict()["state"].values()]
+    for a, b in zip(momentum, [s["momentum_buffer"] for s in resumed.optimizer.state_dict()["state"].values()]):
+        assert torch.equal(a, b)
+    assert resumed_history[1]["train/loss"] == pytest.approx(history[1]["train/loss"])
+    assert resumed_history[1]["val/video_top1"] == history[1]["val/video_top1"]

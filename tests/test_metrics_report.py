@@ -113,8 +113,9 @@ def study_store(tmp_path_factory):
     """A store with an old study, the latest study (children finished, failed, running) and their truth."""
     mlflow = pytest.importorskip("mlflow")
     from orchestrator import tracking
+    from orchestrator.config import resolve_tracking_uri
 
-    uri = tracking.resolve_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    uri = resolve_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
     client = mlflow.MlflowClient(uri)
 
     def child(parent, variant, seed, top1, status="FINISHED", kind="variant"):

@@ -2,71 +2,83 @@
 import pytest
 import torch
 
-from models import MODELS, build_model
+from models import MODEL_INPUTS, MODELS, build_model
+from orchestrator.config import input_spec, parse_experiment
 
-# name -> (builder kwargs, {modality: input shape (B, C, T, H, W)} per supported modality).
-# A model registered without a row here fails `test_every_model_has_a_tiny_config`.
+
+def dense(clip_len: int) -> dict:
+    return {"sampler": "dense", "clip_len": clip_len}
+
+
+def tsn(segments: int, frames_per_segment: int) -> dict:
+    return {"sampler": "tsn", "num_segments": segments, "frames_per_segment": frames_per_segment}
+
+
+# name -> (model section, data section or {modality: data section}) at tiny sizes: 32x32 crops.
+# Input shapes and the builders' time keywords come from `config.input_spec`, i.e. from what each
+# architecture declares where it is registered; every declared modality is tested. A model
+# registered without a row here fails `test_every_model_has_a_tiny_config`.
 TINY = {
-    # --- single_frame, lrcn, c3d, r2plus1d, two_stream, two_stream_fusion (rows below) ---
-    # single_frame: slow fusion needs its 10-frame clip (other fusions: tests/test_fusion.py)
-    "single_frame": (dict(width=0.125, fusion="slow"),
-                     {"rgb": (2, 3, 10, 32, 32), "flow": (2, 2, 10, 32, 32), "rgbdiff": (2, 3, 10, 32, 32)}),
+    # single_frame: slow fusion needs its 10-frame clip (11 frames give 10 rgb differences; other
+    # fusions: tests/test_fusion.py)
+    "single_frame": ({"options": {"fusion": "slow"}}, {"rgb": dense(10), "flow": dense(10), "rgbdiff": dense(11)}),
     # lrcn: with Sharma et al.'s attention, so auxiliary_loss is exercised too
-    "lrcn": (dict(width=0.125, attention=True),
-             {"rgb": (2, 3, 4, 32, 32), "flow": (2, 2, 4, 32, 32), "rgbdiff": (2, 3, 4, 32, 32)}),
-    "c3d": (dict(width=0.125),
-            {"rgb": (2, 3, 8, 32, 32), "flow": (2, 2, 8, 32, 32), "rgbdiff": (2, 3, 8, 32, 32)}),
-    "r2plus1d": (dict(width=0.125),
-                 {"rgb": (2, 3, 8, 32, 32), "flow": (2, 2, 8, 32, 32), "rgbdiff": (2, 3, 8, 32, 32)}),
-    # two_stream: L = 4 stacked flow fields
-    "two_stream": (dict(width=0.125, flow_frames=4),
-                   {"rgb": (2, 3, 4, 32, 32), "flow": (2, 2, 4, 32, 32),
-                    "rgb+flow": {"rgb": (2, 3, 4, 32, 32), "flow": (2, 2, 4, 32, 32)}}),
+    "lrcn": ({"options": {"attention": True}}, dense(4)),
+    "c3d": ({}, dense(8)),
+    "r2plus1d": ({}, dense(8)),
+    # two_stream: one snippet of L = 4 stacked flow fields
+    "two_stream": ({}, tsn(1, 4)),
     # two_stream_fusion: T = 2 steps of 1 rgb frame + L = 2 flow fields, default conv3d_pool3d fusion
-    "two_stream_fusion": (dict(width=0.125, flow_frames=2),
-                          {"rgb+flow": {"rgb": (2, 3, 2, 32, 32), "flow": (2, 2, 4, 32, 32)}}),
-    # --- tsn, actionvlad, hidden_two_stream (rows below) ---
-    # tsn: K = 2 segments of 1 rgb frame, or of 5 flow fields / rgb differences (the defaults)
-    "tsn": (dict(width=0.125, num_segments=2, backbone="resnet18", consensus="learnable"),
-            {"rgb": (2, 3, 2, 32, 32), "flow": (2, 2, 10, 32, 32), "rgbdiff": (2, 3, 10, 32, 32)}),
-    # actionvlad: 2 rgb frames, or 2 samples of 10 stacked flow fields (the default)
-    "actionvlad": (dict(width=0.125, num_clusters=4, backbone="resnet18"),
-                   {"rgb": (2, 3, 2, 32, 32), "flow": (2, 2, 20, 32, 32)}),
+    "two_stream_fusion": ({}, tsn(2, 2)),
+    # tsn: K = 2 segments of 1 rgb frame, of 5 flow fields, or of 6 frames (5 rgb differences)
+    "tsn": ({"options": {"backbone": "resnet18", "consensus": "learnable"}},
+            {"rgb": tsn(2, 1), "flow": tsn(2, 5), "rgbdiff": tsn(2, 6)}),
+    # actionvlad: 2 rgb frames, or 2 samples of 10 stacked flow fields
+    "actionvlad": ({"options": {"num_clusters": 4, "backbone": "resnet18"}}, {"rgb": tsn(2, 1), "flow": tsn(2, 10)}),
     # hidden_two_stream: 3 frames -> 2 predicted flows, both streams
-    "hidden_two_stream": (dict(width=0.125, num_flows=2, backbone="resnet18", with_spatial=True),
-                          {"rgb": (2, 3, 3, 32, 32)}),
-    # --- i3d, t3d (rows below) ---
+    "hidden_two_stream": ({"options": {"num_flows": 2, "backbone": "resnet18", "with_spatial": True}}, dense(3)),
     # i3d: 8-frame clips; time is halved three times (conv1, maxpool3, maxpool4)
-    "i3d": (dict(width=0.125),
-            {"rgb": (2, 3, 8, 32, 32), "flow": (2, 2, 8, 32, 32),
-             "rgb+flow": {"rgb": (2, 3, 8, 32, 32), "flow": (2, 2, 8, 32, 32)}}),
+    "i3d": ({}, dense(8)),
     # t3d: one layer per dense block; five halvings need 32 frames of 32x32
-    "t3d": (dict(width=0.125, block_config=(1, 1, 1, 1)),
-            {"rgb": (2, 3, 32, 32, 32), "flow": (2, 2, 32, 32, 32)}),
+    "t3d": ({"options": {"block_config": [1, 1, 1, 1]}}, dense(32)),
 }
 
 NUM_CLASSES = 5
-CASES = [(name, modality) for name, (_, inputs) in sorted(TINY.items()) for modality in inputs]
+CASES = [(name, modality) for name in sorted(TINY) for modality in MODEL_INPUTS[name].modalities]
 
 
-def make_input(shape_or_shapes):
-    """A random clip (B, C, T, H, W), or a dict of them for two-stream ("rgb+flow") models."""
-    if isinstance(shape_or_shapes, dict):
-        return {k: torch.randn(*s) for k, s in shape_or_shapes.items()}
-    return torch.randn(*shape_or_shapes)
+def tiny_spec(name: str, modality: str):
+    model, data = TINY[name]
+    data = data if "sampler" in data else data[modality]
+    return input_spec(parse_experiment({
+        "model": {"architecture": name, "modality": modality, "width": 0.125, **model},
+        "data": {"crop_size": 32, "short_side": 32, **data}}))
 
 
 def test_every_model_has_a_tiny_config():
     assert set(MODELS) == set(TINY)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_declared_modalities_are_what_the_builder_accepts(name):
+    for modality in ("rgb", "flow", "rgbdiff", "rgb+flow"):
+        try:
+            with torch.device("meta"):
+                MODELS[name](num_classes=2, modality=modality)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == (modality in MODEL_INPUTS[name].modalities), modality
+
+
 @pytest.mark.parametrize("name,modality", CASES)
 def test_model_forward_backward(name, modality):
     torch.manual_seed(0)
-    kwargs, inputs = TINY[name]
-    model = build_model(name, num_classes=NUM_CLASSES, modality=modality, **kwargs)
-    x = make_input(inputs[modality])
-    batch = next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0]
+    spec = tiny_spec(name, modality)
+    model = build_model(name, num_classes=NUM_CLASSES, **spec.builder_kwargs)
+    batch = 2
+    clips = {stream: torch.randn(batch, *shape) for stream, shape in spec.shapes.items()}
+    x = clips if len(clips) > 1 else next(iter(clips.values()))
 
     logits = model(x)
     assert logits.shape == (batch, NUM_CLASSES)

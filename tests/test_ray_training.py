@@ -69,7 +69,11 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
     logged_epochs = [m.step for m in mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
         outcome.run_id, "train/loss")]
     assert set(logged_epochs) == set(range(8)), "every epoch logged, before and after the restart"
-    assert outcome.scores_path is not None and outcome.scores_path.exists()
+    # results as files the run owns; the checkpoints hold only the resume state
+    assert sorted(p.name for p in outcome.output_dir.iterdir()) == ["history.json", "model.pt", "scores.npz"]
+    checkpoints = [c for c in Path(cfg.scaling.storage_path).glob("*/checkpoint_*") if c.is_dir()]
+    assert checkpoints and all("state.pt" in {p.name for p in c.iterdir()} for c in checkpoints)
+    assert not any((c / name).exists() for c in checkpoints for name in ("model.pt", "scores.npz"))
 
 
 def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path):
@@ -78,8 +82,9 @@ def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_p
     from orchestrator.training.tune import run_sweep
 
     cfg = tiny_experiment(tiny_data, tmp_path, sweep={"parameters": {"model.options.consensus": {"grid": ["avg", "max"]}}})
-    results = run_sweep(cfg)
+    results, outcomes = run_sweep(cfg)
     assert len(results) == 2 and not results.errors
+    assert sorted((o.label, o.status) for o in outcomes) == [("consensus=avg", "finished"), ("consensus=max", "finished")]
 
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
@@ -106,7 +111,7 @@ def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
     cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": epochs}, sweep={
         "parameters": {"optim.lr": {"grid": [0.05, 1e-5, 2e-5, 3e-5]}}, "scheduler": "asha",
         "max_concurrent_trials": 1})
-    results = run_sweep(cfg)
+    results, outcomes = run_sweep(cfg)
     assert len(results) == 4 and not results.errors
     assert min(r.metrics["epoch"] for r in results) < epochs - 1, "ASHA stopped at least one trial early"
 
@@ -123,6 +128,10 @@ def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
         else:
             assert epochs_logged == epochs and "test/video_top1" in run.data.metrics
     assert "KILLED" in {r.info.status for r in trials}
+    # the sweep read each stop from the scheduler, not from a missing key
+    stopped = [o for o in outcomes if o.status == "stopped early"]
+    assert len(stopped) == sum(r.info.status == "KILLED" for r in trials)
+    assert {o.status for o in outcomes} <= {"finished", "stopped early"} and all(o.reason == STOPPED_EARLY for o in stopped)
 
 
 def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):
@@ -142,7 +151,8 @@ def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):
 
 
 def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny_data, tmp_path):
-    from models.late_fusion import fuse_scores, load_scores, topk_accuracy
+    from models.late_fusion import fuse_scores, load_scores
+    from orchestrator.metrics import topk_accuracy
     from orchestrator.training.tune import run_study
 
     cfg = tiny_experiment(tiny_data, tmp_path, study={
@@ -166,8 +176,12 @@ def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny
 
     # the fused run's accuracy is exactly the fusion of the two streams' logged per-video scores
     scores = [load_scores(client.download_artifacts(children[v].info.run_id, "scores.npz")) for v in ("rgb", "flow")]
-    expected = topk_accuracy(fuse_scores(*scores, weight=0.5, mode="softmax"), 1)
+    assert scores[0].class_names == scores[1].class_names and len(scores[0].class_names) == 4
+    fused = fuse_scores(*scores, weight=0.5, mode="softmax")
+    expected = topk_accuracy(fused.labels, fused.scores, 1)
     assert children["two_stream"].data.metrics["test/video_top1"] == pytest.approx(expected)
+    assert {o.label: o.status for o in outcome["outcomes"]} == {
+        "rgb/seed0": "finished", "flow/seed0": "finished", "rgb_pretrained/seed0": "finished"}
     table = outcome["markdown"]
     assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream", "rgb_pretrained"))
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0

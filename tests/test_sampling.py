@@ -9,7 +9,6 @@ from orchestrator.data.sampling import (
     dense_clip_indices,
     dense_test_indices,
     dense_train_indices,
-    flow_pair_indices,
     make_sampler,
     tsn_segment_bounds,
     tsn_test_indices,
@@ -144,26 +143,12 @@ def test_tsn_train_indices_random_but_bounded_within_segments(num_frames, num_se
         (lambda: tsn_test_indices(2, num_segments=3), "video has 2 frames; the clip needs 3"),
         (lambda: tsn_train_indices(4, num_segments=3, frames_per_segment=3, rng=np.random.default_rng()),
          "video has 4 frames; the clip needs 5"),
-        (lambda: flow_pair_indices(3, start_frame=0, num_flows=3), "video has 3 frames; the clip needs 4"),
         (lambda: dense_clip_indices(10, clip_len=4, stride=2, start_frame=4), "start_frame 4 is outside 0..3"),
-        (lambda: flow_pair_indices(10, start_frame=7, num_flows=3), "start_frame 7 is outside 0..6"),
     ],
 )
 def test_too_short_or_out_of_range_raises(call, message):
     with pytest.raises(ValueError, match=message):
         call()
-
-
-@pytest.mark.parametrize(
-    "num_frames, start_frame, num_flows, expected",
-    [
-        (10, 2, 3, [[2, 3], [3, 4], [4, 5]]),
-        (4, 0, 3, [[0, 1], [1, 2], [2, 3]]),  # L flows need exactly L + 1 frames
-        (5, 3, 1, [[3, 4]]),
-    ],
-)
-def test_flow_pair_indices(num_frames, start_frame, num_flows, expected):
-    np.testing.assert_array_equal(flow_pair_indices(num_frames, start_frame=start_frame, num_flows=num_flows), expected)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from models import MODELS, build_model
-from models.summary import PAPER_SETTINGS, PaperSetting, count_macs, summarize, supported_modalities
 from orchestrator.commands import models as models_command
+from orchestrator.model_summary import PAPER_SETTINGS, PaperSetting, count_macs, summarize
 from orchestrator.errors import UserError
 
 
@@ -16,9 +16,10 @@ def test_every_registered_model_has_paper_settings():
 
 
 def test_summary_row_counts_parameters_exactly():
-    kwargs = dict(num_classes=5, modality="flow", width=0.125, block_config=(1, 1, 1, 1))
-    row = summarize("t3d", PaperSetting(kwargs, (1, 2, 32, 32, 32), None, "tiny"))
-    model = build_model("t3d", **kwargs)
+    setting = PaperSetting(5, {"sampler": "dense", "clip_len": 32, "crop_size": 32},
+                           {"modality": "flow", "width": 0.125, "options": {"block_config": [1, 1, 1, 1]}}, None, "tiny")
+    row = summarize("t3d", setting)
+    model = build_model("t3d", num_classes=5, modality="flow", width=0.125, block_config=(1, 1, 1, 1))
     assert row.params == sum(p.numel() for p in model.parameters())
     assert row.macs > 0
     assert row.macs == count_macs(model, torch.randn(1, 2, 32, 32, 32))  # meta and CPU counts agree
@@ -39,9 +40,13 @@ def test_paper_size_summary(name):
         assert 24e6 < row.params < 26e6
 
 
-def test_supported_modalities_probe_the_builder():
-    assert supported_modalities("i3d") == ["rgb", "flow", "rgb+flow"]
-    assert supported_modalities("t3d") == ["rgb", "flow"]
+@pytest.mark.parametrize("name,inputs", [
+    ("tsn", "3x3x224x224"),  # K = 3 segments of one frame
+    ("two_stream", "3x10x224x224 + 2x10x224x224"),  # RGB read at the 10 flow fields' instants
+    ("c3d", "3x16x112x112"),
+])
+def test_paper_inputs_come_from_the_data_section(name, inputs):
+    assert summarize(name).inputs == inputs
 
 
 def _run(argv):
@@ -54,6 +59,7 @@ def test_models_command_lists_and_summarizes(capsys):
     assert _run([]) == 0
     listing = capsys.readouterr().out
     assert "i3d" in listing and "rgb, flow, rgb+flow" in listing
+    assert "K segments x L frames" in listing and "one clip of T frames" in listing
     assert _run(["--summary", "--name", "t3d"]) == 0
     table = capsys.readouterr().out
     assert "t3d" in table and "i3d" not in table and "GMACs" in table

@@ -12,12 +12,13 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from orchestrator import tracking  # noqa: E402
+from orchestrator.config import resolve_tracking_uri  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     """One SQLite store per module (creating its tables takes seconds); tests use their own experiments."""
-    return tracking.resolve_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    return resolve_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
 def new_run(store: str, experiment: str, **kwargs) -> str:
@@ -41,7 +42,7 @@ def status(store: str, run_id: str) -> str:
 ])
 def test_resolve_tracking_uri_makes_local_stores_absolute(uri, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_tracking_uri(uri) == expected.format(cwd=tmp_path.resolve())
+    assert resolve_tracking_uri(uri) == expected.format(cwd=tmp_path.resolve())
 
 
 def test_flatten_params():

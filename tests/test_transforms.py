@@ -10,16 +10,14 @@ from orchestrator.data.transforms import (
     CropBox,
     center_crop,
     center_crop_box,
+    crop,
     five_crop_boxes,
     fixed_crop_offsets,
     horizontal_flip,
-    multiscale_crop,
     multiscale_crop_sizes,
     normalize_clip,
-    random_crop,
     random_crop_box,
     random_multiscale_crop_box,
-    resize_short_side,
     short_side_size,
     ten_crop,
     three_crop,
@@ -158,31 +156,16 @@ def test_crop_too_big_raises(height, width, crop_size):
 # ---- ops on clips ------------------------------------------------------------------------------
 
 
-def test_resize_short_side_shape_and_dtype():
-    clip = torch.randint(0, 256, (3, 3, 240, 320), dtype=torch.uint8)
-    out = resize_short_side(clip, 128)
-    assert out.shape == (3, 3, 128, 171) and out.dtype == torch.uint8
-
-
 def test_crops_take_the_same_box_in_every_frame():
     clip = coordinate_clip(5, 40, 60)
-    rng = np.random.default_rng(0)
-    cropped = random_crop(clip, 16, rng)  # (T, C, 16, 16)
-    box = box_of(cropped)
-    expected_box = random_crop_box(40, 60, 16, np.random.default_rng(0))
-    assert box == expected_box
+    box = random_crop_box(40, 60, 16, np.random.default_rng(0))
+    cropped = crop(clip, box)  # (T, C, 16, 16)
+    assert box_of(cropped) == box
     for t in range(5):
         torch.testing.assert_close(cropped[t, :2], clip[0, :2, box.top:box.top + 16, box.left:box.left + 16])
         assert torch.all(cropped[t, 2] == t)
     assert box_of(center_crop(clip, 16)) == CropBox(12, 22, 16, 16)
     assert [box_of(c) for c in three_crop(clip, 40)] == list(three_crop_boxes(40, 60, 40))
-
-
-def test_multiscale_crop_resizes_to_input_size_and_is_seeded():
-    clip = torch.randint(0, 256, (4, 3, 64, 80), dtype=torch.uint8)
-    first = multiscale_crop(clip, 32, np.random.default_rng(5))
-    assert first.shape == (4, 3, 32, 32) and first.dtype == torch.uint8
-    torch.testing.assert_close(multiscale_crop(clip, 32, np.random.default_rng(5)), first)
 
 
 @pytest.mark.parametrize("is_flow, channels", [(False, 3), (True, 2)])

@@ -13,9 +13,10 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace):
-    """The experiment with --set overrides applied, fully validated."""
-    from orchestrator.config import load_experiment, with_overrides
+    """The experiment with --set overrides applied, parsed and checked (not yet preflighted)."""
+    from orchestrator.config import with_overrides
     from orchestrator.errors import UserError
+    from orchestrator.preflight import load_experiment
 
     cfg = load_experiment(args.experiment)
     overrides = {}

@@ -13,13 +13,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.config import expand_study, with_overrides
+    from orchestrator.errors import UserError
+    from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
     from orchestrator.training.tune import run_study
 
     cfg = load_config(args)
+    if not cfg.study:
+        raise UserError(f"{args.experiment}: has no 'study:' section; add variants (see experiments/quickstart.yaml), "
+                        "or use `actionlab train`")
+    runs = preflight(cfg)
     connect_ray(args.address)
-    prepare_data([with_overrides(cfg, o) for o in expand_study(cfg).values()])
+    prepare_data(list(runs.values()))
     outcome = run_study(cfg, resume=args.resume, out_dir=args.out)
     print(outcome["markdown"])
     print(f"table: {outcome['paths']['markdown']}  chart: {outcome['paths']['plot']}")

@@ -5,6 +5,8 @@ HELP = "Generate the synthetic benchmark (synth) or check a data set for bad vid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.data.annotations import DATASETS
+
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     synth = sub.add_parser("synth", help="Write the seeded synthetic data set (UCF-101 layout, H.264 videos).")
     synth.add_argument("--out", default="data/synth", help="output folder (default: %(default)s)")
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--texture", type=float, help="background texture contrast (grey levels)")
 
     check = sub.add_parser("check", help="Report every bad entry (path and reason) of a data set split.")
-    check.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "kinetics", "csv"])
+    check.add_argument("--dataset", required=True, choices=list(DATASETS))
     check.add_argument("--root", required=True, help="folder holding the videos")
     check.add_argument("--annotations", required=True, help="split folder (UCF/HMDB) or CSV (Kinetics, csv)")
     check.add_argument("--split", type=int, default=1)

@@ -3,14 +3,14 @@ from pathlib import Path
 
 HELP = "Compute optical flow (Farneback, TV-L1 or RAFT) for a dataset and cache it as uint8 .npy files."
 
-DATASETS = ("ucf101", "hmdb51", "kinetics", "csv")
 SHOWN_PROBLEMS = 5  # annotation problems printed in full; the rest are counted
 
 
 def add_arguments(parser) -> None:
+    from orchestrator.data.annotations import DATASETS
     from orchestrator.data.flow import FLOW_METHODS
 
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--root", required=True, type=Path, help="folder holding the videos")
     parser.add_argument("--annotations", required=True, type=Path, help="split files folder (or CSV file)")
     parser.add_argument("--split", type=int, default=1, help="official split number (default 1)")

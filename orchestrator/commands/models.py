@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models import MODELS
-    from models.summary import format_table, summarize, supported_modalities
+    from models import MODEL_INPUTS, MODELS
+    from orchestrator.model_summary import format_table, summarize
     from orchestrator.errors import UserError
 
     if args.name is not None and args.name not in MODELS:
@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
         print(format_table([summarize(name) for name in names]))
         return 0
     width = max(len(name) for name in names)
-    print(f"{'model':<{width}}  modalities")
+    print(f"{'model':<{width}}  {'modalities':<24}  time axis")
     for name in names:
-        print(f"{name:<{width}}  {', '.join(supported_modalities(name))}")
+        contract = MODEL_INPUTS[name]
+        layout = "K segments x L frames (tsn sampler)" if contract.layout == "segments" else "one clip of T frames"
+        print(f"{name:<{width}}  {', '.join(contract.modalities):<24}  {layout}")
     return 0

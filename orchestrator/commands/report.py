@@ -6,7 +6,7 @@ HELP = "Rebuild a study's comparison table (mean ± std over seeds) from its MLf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="study YAML (e.g. experiments/ablation.yaml) or an MLflow experiment name")
+    parser.add_argument("experiment", help="study YAML (e.g. experiments/quickstart.yaml) or an MLflow experiment name")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: the YAML's tracking.tracking_uri, else sqlite:///mlflow.db)")
     parser.add_argument("--parent-run-id", default=None,
@@ -19,12 +19,12 @@ def resolve_experiment(experiment: str, tracking_uri: str | None) -> tuple[str, 
 
     A --tracking-uri given on the command line wins over the YAML's.
     """
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.config import resolve_tracking_uri
 
     if experiment.endswith((".yaml", ".yml")) or Path(experiment).is_file():
-        from orchestrator.config import load_experiment
+        from orchestrator.preflight import load_experiment
 
-        cfg = load_experiment(experiment, check_paths=False)  # the data need not be here: MLflow is
+        cfg = load_experiment(experiment)  # no preflight: the data need not be here, MLflow is
         uri = tracking_uri or cfg.tracking.tracking_uri
         return resolve_tracking_uri(uri), cfg.experiment_name, cfg.description or cfg.name
     return resolve_tracking_uri(tracking_uri), experiment, experiment

@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.config import with_overrides
     from orchestrator.errors import UserError
+    from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
     from orchestrator.training.tune import run_sweep
 
@@ -21,11 +21,10 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.sweep:
         raise UserError(f"{args.experiment}: has no 'sweep:' section; add one (see "
                         "experiments/sweep_fusion_segments.yaml), or use `actionlab train`")
+    runs = preflight(cfg)
     connect_ray(args.address)
-    variants = [with_overrides(cfg, {k: v}) for k, spec in cfg.sweep.parameters.items()
-                for kind, values in spec.items() if kind in ("grid", "choice") for v in values] or [cfg]
-    prepare_data(variants)
-    results = run_sweep(cfg, resume=args.resume)
+    prepare_data(list(runs.values()))
+    results, _ = run_sweep(cfg, resume=args.resume)
     frame = results.get_dataframe()
     columns = [c for c in frame.columns if c.startswith("config/") or c in (cfg.sweep.metric, "epoch")]
     print(frame[columns].sort_values(cfg.sweep.metric, ascending=cfg.sweep.mode == "min").to_string(index=False))

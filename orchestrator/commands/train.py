@@ -12,12 +12,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator import tracking
+    from orchestrator.preflight import preflight
     from orchestrator.training.driver import train_run
     from orchestrator.training.prepare import prepare_data
 
-    cfg = load_config(args)
+    cfg = load_config(args).model_copy(update={"sweep": None, "study": None})  # the base run alone
+    preflight(cfg)
     connect_ray(args.address)
-    tracking.reap_stale_runs(tracking.resolve_tracking_uri(cfg.tracking.tracking_uri), cfg.experiment_name)
+    tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
     prepare_data([cfg])
     outcome = train_run(cfg)
     print(f"MLflow run {outcome.run_id} ({cfg.experiment_name}); `actionlab ui` to browse")

@@ -33,7 +33,7 @@ def _reap_all(tracking_uri: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.config import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     _reap_all(uri)

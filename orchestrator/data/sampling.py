@@ -168,21 +168,6 @@ def tsn_test_indices(
     return _expand_segment_starts(starts, frames_per_segment)
 
 
-def flow_pair_indices(num_frames: int, *, start_frame: int, num_flows: int) -> np.ndarray:
-    """Frame pairs whose optical flow makes a two-stream temporal input (Simonyan & Zisserman 2014).
-
-    Flow field t is computed from frames (t, t + 1), so a stack of L fields needs L + 1 frames.
-
-    Returns:
-        int64 (L, 2): [[start, start + 1], [start + 1, start + 2], ...].
-    """
-    _check_long_enough(num_frames, num_flows + 1)
-    if not 0 <= start_frame <= num_frames - num_flows - 1:
-        raise ValueError(f"start_frame {start_frame} is outside 0..{num_frames - num_flows - 1} for {num_flows} flows")
-    first = start_frame + np.arange(num_flows, dtype=np.int64)  # (L,)
-    return np.stack([first, first + 1], axis=1)
-
-
 def _dense_sampler(num_frames: int, rng: np.random.Generator, *, train: bool, clip_len: int, stride: int,
                    num_clips: int) -> np.ndarray:
     if train:

@@ -376,6 +376,24 @@ noise_std={spec.noise_std} (Gaussian, grey levels), texture={spec.texture} (back
 """
 
 
+def spec_from_options(options: bool | dict) -> SynthSpec | None:
+    """The SynthSpec an experiment's `data.synth` asks for: None for false, the defaults for true,
+    or the given fields (lists become tuples). Raises ValueError naming a bad field."""
+    if options is False:
+        return None
+    options = {} if options is True else options
+    known = {f.name for f in dataclasses.fields(SynthSpec)}
+    for key in options:
+        if key not in known:
+            raise ValueError(f"{key}: unknown key; valid keys: {', '.join(sorted(known))}")
+    try:
+        spec = SynthSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    validate_spec(spec)
+    return spec
+
+
 def write_synthetic_ucf(out_dir: str | Path, spec: SynthSpec = SynthSpec(), *, progress: bool = True) -> Path:
     """Write the data set: videos under UCF101/, split files under ucfTrainTestlist/, README.md, spec.json.
 

@@ -131,11 +131,6 @@ def random_multiscale_crop_box(
 # ---- ops on uint8 clips (T, C, H, W) ------------------------------------------------------------
 
 
-def resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
-    """(T, C, H, W) -> (T, C, H', W'), shorter side `short_side`, bilinear with antialiasing."""
-    return F.resize(clip, list(short_side_size(*clip.shape[-2:], short_side)), antialias=True)
-
-
 def crop(clip: torch.Tensor, box: CropBox) -> torch.Tensor:
     """(T, C, H, W) -> (T, C, box.height, box.width), the same box in every frame."""
     return F.crop(clip, *box)
@@ -144,17 +139,6 @@ def crop(clip: torch.Tensor, box: CropBox) -> torch.Tensor:
 def center_crop(clip: torch.Tensor, crop_size: int) -> torch.Tensor:
     """(T, C, H, W) -> (T, C, crop_size, crop_size)."""
     return crop(clip, center_crop_box(*clip.shape[-2:], crop_size))
-
-
-def random_crop(clip: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(T, C, H, W) -> (T, C, crop_size, crop_size) at one random position for all frames."""
-    return crop(clip, random_crop_box(*clip.shape[-2:], crop_size, rng))
-
-
-def multiscale_crop(clip: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(T, C, H, W) -> (T, C, crop_size, crop_size): TSN multi-scale crop resized to the input size."""
-    box = random_multiscale_crop_box(*clip.shape[-2:], rng)
-    return F.resized_crop(clip, *box, size=[crop_size, crop_size], antialias=True)
 
 
 def horizontal_flip(clip: torch.Tensor, *, is_flow: bool = False) -> torch.Tensor:

@@ -59,11 +59,3 @@ def read_frames_pyav(path: str | Path, indices) -> np.ndarray:
             else:
                 raise IndexError(f"{path}: frame {index} is past the end of the video")
     return np.stack(out)
-
-
-def decode_all_pyav(path: str | Path) -> np.ndarray:
-    """Every frame of a video, uint8 (T, H, W, 3), decoded sequentially with PyAV (tests only)."""
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

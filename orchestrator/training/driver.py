@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import yaml
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.training.loop import MODEL_FILE, SCORES_FILE, STATE_FILE
-
-
-class RunOutcome(NamedTuple):
-    run_id: str
-    metrics: dict  # final test metrics (test/...) and the last epoch's report
-    scores_path: Path | None  # per-video scores kept beside the run (for offline late fusion)
+from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, RunOutcome, run_output_dir
 
 
 def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict | None = None) -> dict:
@@ -49,17 +41,19 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def make_trainer(cfg: ExperimentConfig, *, name: str, callbacks: list):
-    """The TorchTrainer for one run: scaling, storage, failure handling and checkpoints from cfg."""
+def make_trainer(cfg: ExperimentConfig, *, name: str, run_id: str, callbacks: list):
+    """The TorchTrainer for one run: scaling, storage, failure handling and checkpoints from cfg.
+    The workers receive the frozen config as it is, and the fine-tuning weights as a file."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from orchestrator.preflight import init_weights
     from orchestrator.training.loop import train_loop_per_worker
 
     gpu = use_gpu(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": cfg.to_dict()},
+        train_loop_config={"experiment": cfg, "run_id": run_id, "init_weights": init_weights(cfg)},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
                                                            **({"GPU": 1} if gpu else {})}),
@@ -85,7 +79,7 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
     a restored trial reopens the same MLflow run and Ray Train resumes from its checkpoints.
     `stopped_by` tells a stop from outside from a failure (see `tracking.run_status`).
     """
-    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+    uri = cfg.tracking.tracking_uri
     name = safe_name(f"{cfg.name}-{variant}" if variant else cfg.name)
     run_id = _unfinished_run(uri, cfg.experiment_name, resume_key) if resume_key else None
     if run_id:
@@ -98,10 +92,10 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
                                     tags=tags, params=tracking.flatten_params(cfg.to_dict()),
                                     parent_run_id=parent_run_id)
     with tracking.run_status(uri, run_id, stopped_by=stopped_by):
-        trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}",
+        trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}", run_id=run_id,
                                callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])
-        result = trainer.fit()
-        return _log_outcome(cfg, uri, run_id, result)
+        trainer.fit()
+        return _log_outcome(cfg, uri, run_id)
 
 
 def _unfinished_run(uri: str, experiment: str, resume_key: str) -> str | None:
@@ -116,45 +110,34 @@ def _unfinished_run(uri: str, experiment: str, resume_key: str) -> str | None:
     return next((r.info.run_id for r in runs if r.info.status != "FINISHED"), None)
 
 
-def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str, result) -> RunOutcome:
-    """Test metrics and artifacts from the final checkpoint (written by rank 0 of the last epoch)."""
+def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str) -> RunOutcome:
+    """Test metrics and artifacts from the files rank 0 wrote in the last epoch (results.run_output_dir)."""
     import mlflow
     import numpy as np
-    import torch
 
     from models.late_fusion import load_scores
     from orchestrator import metrics as M
     from orchestrator import plots
 
-    client = mlflow.MlflowClient(uri)
-    out_dir = Path(cfg.scaling.storage_path).resolve() / "scores" / run_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with result.checkpoint.as_directory() as ckpt_dir:
-        ckpt_dir = Path(ckpt_dir)
-        history = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)["history"]
-        for name in (SCORES_FILE, MODEL_FILE):
-            if (ckpt_dir / name).exists():
-                shutil.copy(ckpt_dir / name, out_dir / name)
+    out_dir = run_output_dir(cfg.scaling.storage_path, run_id)
+    history = json.loads((out_dir / HISTORY_FILE).read_text())
     final = dict(history[-1])
-    scores_path = out_dir / SCORES_FILE if (out_dir / SCORES_FILE).exists() else None
-    artifacts = [out_dir / MODEL_FILE]
+    artifacts = [out_dir / MODEL_FILE, out_dir / HISTORY_FILE]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "experiment.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (tmp / "history.json").write_text(json.dumps(history, indent=1))
-        artifacts += [tmp / "experiment.yaml", tmp / "history.json",
-                      plots.plot_learning_curves(history, tmp / "learning_curves.png")]
-        if scores_path:
-            scores = load_scores(scores_path)
+        artifacts += [tmp / "experiment.yaml", plots.plot_learning_curves(history, tmp / "learning_curves.png")]
+        if (out_dir / SCORES_FILE).exists():
+            scores = load_scores(out_dir / SCORES_FILE)
             test = M.classification_metrics(scores.labels, scores.scores, prefix="test/video_")
             test["test/clip_top1"] = final.get("val/clip_top1", float("nan"))
             final.update(test)
             now_ms = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, final["epoch"])
-                                              for k, v in test.items() if np.isfinite(v)])
-            class_names = torch.load(out_dir / MODEL_FILE, map_location="cpu", weights_only=True)["class_names"]
-            cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(class_names))
-            artifacts += [scores_path, plots.plot_confusion_matrix(cm, class_names, tmp / "confusion_matrix.png",
-                                                                   title=f"{cfg.name}: video-level confusion")]
-        tracking.log_artifacts(uri, run_id, [p for p in artifacts if p.exists()])
-    return RunOutcome(run_id, final, scores_path)
+            mlflow.MlflowClient(uri).log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, final["epoch"])
+                                                                for k, v in test.items() if np.isfinite(v)])
+            cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(scores.class_names))
+            artifacts += [out_dir / SCORES_FILE,
+                          plots.plot_confusion_matrix(cm, list(scores.class_names), tmp / "confusion_matrix.png",
+                                                      title=f"{cfg.name}: video-level confusion")]
+        tracking.log_artifacts(uri, run_id, artifacts)
+    return RunOutcome(run_id, final, out_dir)

@@ -1,9 +1,11 @@
-"""The per-worker training loop every Ray Train worker runs (Train V2 style).
+"""The per-worker training loop every Ray Train worker runs (Train V2 style), in pieces that run
+without Ray too (tests/test_loop.py):
 
     train_loop_per_worker(loop_config)      <- TorchTrainer (orchestrator/training/driver.py)
-        build data (sampler -> decord Dataset -> DistributedSampler -> DataLoader)
-        build model -> prepare_model (DDP) ; SGD + warm-up/cosine ; resume from get_checkpoint()
-        for each epoch: train_one_epoch ; evaluate ; ray.train.report(metrics, checkpoint)
+        setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader),
+                      model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
+        for each epoch: run_epoch (train_one_epoch ; evaluate) ; save_state -> ray.train.report
+        last epoch, rank 0: write_run_outputs -> <storage_path>/scores/<run_id>/
 
 Batches stay uint8 until they reach the device (4x less to copy); `prepare_inputs` normalises
 there. Evaluation shards the test videos round-robin without padding (DistributedSampler would
@@ -12,11 +14,15 @@ repeat videos to even out ranks and count them twice) and gathers per-video scor
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,11 +30,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from orchestrator.config import ExperimentConfig, checkpoint_path, from_dict, model_kwargs
+from orchestrator.config import ExperimentConfig, clip_layout, input_spec
+from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE
 
-STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume
-SCORES_FILE = "scores.npz"  # per-video test scores (models.late_fusion.VideoScores)
-MODEL_FILE = "model.pt"  # final weights alone (an `init_checkpoint` for fine-tuning)
+STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume, nothing else
 
 logger = logging.getLogger("actionlab.train")
 
@@ -67,8 +72,7 @@ def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[t
         views = clip.shape[1]
         clip = rearrange(clip.to(device, non_blocking=True), "b v c t h w -> (b v) c t h w")
         if cfg.model.modality == "rgbdiff":  # differences within each segment, never across two
-            k = cfg.data.num_segments if cfg.data.sampler == "tsn" else 1
-            out[modality] = normalize_clip(clip, "rgbdiff", num_segments=k)
+            out[modality] = normalize_clip(clip, "rgbdiff", num_segments=clip_layout(cfg.data).segments)
         else:
             out[modality] = normalize_clip(clip, modality)
     return (out if cfg.model.modality == "rgb+flow" else next(iter(out.values()))), views
@@ -135,15 +139,29 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg: Experiment
             "seconds": elapsed, "data_wait_s": wait_s}
 
 
-@torch.no_grad()
-def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int) -> dict | None:
-    """Clip and video accuracy over every view of every test video, computed once on rank 0.
+class ShardScores(NamedTuple):
+    """One rank's share of an evaluation: the test videos rank, rank + world, ..."""
+    indices: torch.Tensor  # (n,) int64 dataset indices
+    labels: torch.Tensor  # (n,) int64
+    video_scores: torch.Tensor  # (n, K) float32 logits averaged over the views
+    clip_correct: int  # views whose own argmax was right
+    clip_total: int  # views scored
+    skipped: int  # unreadable videos
 
-    Each rank scores the videos rank, rank+world, ... (no padding); rank 0 gathers
-    {index: (label, per-view logits)} and returns
-    {'indices' (N,), 'labels' (N,), 'video_scores' (N, K) mean logits over views,
-     'clip_top1', 'skipped'}; other ranks return None.
-    """
+
+class EvalResult(NamedTuple):
+    """Every test video scored once, in dataset order (rank 0's merge of all shards)."""
+    indices: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64
+    video_scores: np.ndarray  # (N, K) float32
+    clip_top1: float
+    skipped: int
+
+
+@torch.no_grad()
+def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int) -> ShardScores:
+    """Score this rank's test videos, every view of each, without padding (DistributedSampler would
+    repeat videos to even out ranks and count them twice)."""
     from orchestrator.data.dataset import collate_skip_bad
 
     model.eval()
@@ -166,28 +184,33 @@ def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world:
         indices.append(batch["index"])
         labels.append(y)
         scores.append(logits.mean(1))
-    local = (torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
-             torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
-             torch.cat(scores) if scores else torch.zeros(0, 0), clip_correct, clip_total, skipped)
-    parts = [local]
-    if world > 1:
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, local)
-    if rank != 0:
-        return None
-    skipped = sum(p[5] for p in parts)
-    parts = [p for p in parts if p[0].numel()]
+    if not indices:
+        return ShardScores(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 0),
+                           0, 0, skipped)
+    return ShardScores(torch.cat(indices), torch.cat(labels), torch.cat(scores), clip_correct, clip_total, skipped)
+
+
+def merge_shards(parts: list[ShardScores]) -> EvalResult:
+    """All ranks' shards as one result in dataset order; clip accuracy over every view scored."""
+    skipped = sum(p.skipped for p in parts)
+    parts = [p for p in parts if p.indices.numel()]
     if not parts:
-        return {"indices": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64), "video_scores": np.zeros((0, 0)),
-                "clip_top1": 0.0, "skipped": skipped}
-    order = torch.cat([p[0] for p in parts]).argsort()
-    return {
-        "indices": torch.cat([p[0] for p in parts])[order].numpy(),
-        "labels": torch.cat([p[1] for p in parts])[order].numpy(),
-        "video_scores": torch.cat([p[2] for p in parts])[order].numpy().astype(np.float32),
-        "clip_top1": sum(p[3] for p in parts) / max(1, sum(p[4] for p in parts)),
-        "skipped": skipped,
-    }
+        return EvalResult(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0.0, skipped)
+    indices = torch.cat([p.indices for p in parts])
+    order = indices.argsort()
+    return EvalResult(indices[order].numpy(), torch.cat([p.labels for p in parts])[order].numpy(),
+                      torch.cat([p.video_scores for p in parts])[order].numpy().astype(np.float32),
+                      sum(p.clip_correct for p in parts) / max(1, sum(p.clip_total for p in parts)), skipped)
+
+
+def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int) -> EvalResult | None:
+    """Clip and video scores over every view of every test video: each rank scores its shard, rank 0
+    gathers and merges them (other ranks return None)."""
+    parts = [score_shard(model, dataset, cfg, device, rank=rank, world=world)]
+    if world > 1:
+        local, parts = parts[0], [None] * world
+        torch.distributed.all_gather_object(parts, local)
+    return merge_shards(parts) if rank == 0 else None
 
 
 def _sum_across_workers(values: dict, device, world: int) -> dict:
@@ -199,106 +222,177 @@ def _sum_across_workers(values: dict, device, world: int) -> dict:
     return dict(zip(keys, t.tolist()))
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry point. loop_config: {'experiment': ExperimentConfig.to_dict()}."""
-    import ray
-    import ray.train
-    import ray.train.torch
+@dataclass
+class Worker:
+    """Everything one training worker holds between epochs (built by `setup_worker`)."""
+    cfg: ExperimentConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module  # DDP-wrapped when world > 1
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_set: Any  # VideoDataset
+    train_sampler: DistributedSampler
+    train_loader: DataLoader
+    test_set: Any  # VideoDataset
+    test_split: Any  # annotations.Split: class names and video ids of the test list
+    unlisted: dict  # {"train": n, "test": n} list entries the annotation reader left out
 
+    def resumable(self) -> dict:
+        """The objects whose state_dict a checkpoint holds."""
+        return {"model": unwrap(self.model), "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.scaler}
+
+
+def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.device,
+                 init_weights: Path | None = None, wrap_model=None) -> Worker:
+    """Data, model, optimiser and schedule for one worker of `world`.
+
+    Args:
+        init_weights: a model.pt to fine-tune from (the driver resolves `model.init_checkpoint`).
+        wrap_model: puts the model on the device for data-parallel training
+            (`ray.train.torch.prepare_model`); default: `.to(device)`.
+    """
     from models import build_model
     from orchestrator.data.annotations import read_train_test
     from orchestrator.data.dataset import collate_skip_bad
 
-    cfg = from_dict(loop_config["experiment"], check_paths=False)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    nodes = [ray.get_runtime_context().get_node_id()] * world
-    if world > 1:  # where the data-parallel replicas landed, for the run's record
-        torch.distributed.all_gather_object(nodes, nodes[0])
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
-
     d = cfg.data
     train_split, test_split = read_train_test(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
                                               test_annotations=d.test_annotations)
-    missing = {"train": len(train_split.problems), "test": len(test_split.problems)}
-    if rank == 0 and any(missing.values()):  # left out by the reader: never seen by the Dataset
+    unlisted = {"train": len(train_split.problems), "test": len(test_split.problems)}
+    if rank == 0 and any(unlisted.values()):  # left out by the reader: never seen by the Dataset
         for path, reason in (train_split.problems + test_split.problems)[:20]:
             logger.warning("left out %s: %s", path, reason)
         logger.warning("left out %d training and %d test list entries (`actionlab data check` lists all)",
-                       missing["train"], missing["test"])
+                       unlisted["train"], unlisted["test"])
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-
     train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler,
                               num_workers=d.loader_workers, collate_fn=collate_skip_bad,
                               pin_memory=device.type == "cuda")  # not persistent: workers must see set_epoch
 
-    model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names), **model_kwargs(cfg))
-    if cfg.model.init_checkpoint:  # the "pretraining" ablation: weights of an earlier run
+    model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
+                        **input_spec(cfg).builder_kwargs)
+    if init_weights:  # the "pretraining" ablation: weights of an earlier run
         from models.pretrained import load_checkpoint
 
-        load_checkpoint(model, checkpoint_path(cfg), skip_head=True)
-    model = ray.train.torch.prepare_model(model)
+        load_checkpoint(model, init_weights, skip_head=True)
+    model = wrap_model(model) if wrap_model else model.to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.optim.amp and device.type == "cuda")
-
-    parts = {"model": unwrap(model), "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    start_epoch, history = restore(ray.train.get_checkpoint(), parts)
-
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        # join(): a rank whose batch held only unreadable videos skips a step; DDP's join keeps the
-        # other ranks' gradient all-reduces from waiting for it
-        with model.join() if world > 1 else contextlib.nullcontext():
-            stats = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device)
-        stats = _sum_across_workers(stats, device, world)
-        last = epoch == cfg.optim.epochs - 1
-        result = None
-        if last or (epoch + 1) % cfg.optim.eval_every == 0:
-            # the bare module: DDP's forward would broadcast buffers, a collective that hangs when
-            # one rank has no test batch
-            result = evaluate(unwrap(model), test_set, cfg, device, rank=rank, world=world)
-        metrics = epoch_metrics(stats, result, epoch=epoch, lr=scheduler.get_last_lr()[0], world=world)
-        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes)),
-                        "data/unlisted_train_videos": missing["train"], "data/unlisted_test_videos": missing["test"]})
-        history.append(metrics)
-        skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
-        if rank == 0 and any(skipped):
-            logger.warning("epoch %d: skipped %d training and %d test videos that could not be read (each named "
-                           "in a warning above; `actionlab data check` lists them all)", epoch, *skipped)
-
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
-                torch.save({**{k: v.state_dict() for k, v in parts.items()}, "torch_rng": torch.get_rng_state(),
-                            "epoch": epoch, "history": history}, Path(tmp) / STATE_FILE)
-                if last:
-                    write_final_outputs(Path(tmp), unwrap(model), cfg, test_split, result)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+    return Worker(cfg, rank, world, device, model, optimizer, scheduler, scaler, train_set, sampler, train_loader,
+                  test_set, test_split, unlisted)
 
 
-def restore(checkpoint, parts: dict) -> tuple[int, list]:
-    """Load model/optimizer/scheduler/scaler/RNG from a Ray checkpoint, if there is one.
+def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
+    """Train one epoch and, when due (every eval_every epochs and the last), evaluate.
 
-    A restarted worker group continues where the last report left off.
-    Returns (first epoch to run, metrics history so far).
+    Returns the epoch's metrics (training stats summed over workers) and rank 0's EvalResult.
     """
-    if checkpoint is None:
-        return 0, []
-    with checkpoint.as_directory() as ckpt_dir:
-        state = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)
-    for name, part in parts.items():
+    cfg = w.cfg
+    w.train_sampler.set_epoch(epoch)
+    w.train_set.set_epoch(epoch)
+    # join(): a rank whose batch held only unreadable videos skips a step; DDP's join keeps the
+    # other ranks' gradient all-reduces from waiting for it
+    with w.model.join() if w.world > 1 else contextlib.nullcontext():
+        stats = train_one_epoch(w.model, w.train_loader, w.optimizer, w.scheduler, w.scaler, cfg, w.device)
+    stats = _sum_across_workers(stats, w.device, w.world)
+    result = None
+    if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
+        # the bare module: DDP's forward would broadcast buffers, a collective that hangs when one
+        # rank has no test batch
+        result = evaluate(unwrap(w.model), w.test_set, cfg, w.device, rank=w.rank, world=w.world)
+    metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.scheduler.get_last_lr()[0], world=w.world)
+    metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"]})
+    skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
+    if w.rank == 0 and any(skipped):
+        logger.warning("epoch %d: skipped %d training and %d test videos that could not be read (each named "
+                       "in a warning above; `actionlab data check` lists them all)", epoch, *skipped)
+    return metrics, result
+
+
+def save_state(w: Worker, directory: Path, *, epoch: int, history: list[dict]) -> None:
+    """Everything resuming needs, after `epoch`: weights, optimiser, schedule, scaler, RNG, history."""
+    torch.save({**{k: v.state_dict() for k, v in w.resumable().items()}, "torch_rng": torch.get_rng_state(),
+                "epoch": epoch, "history": history}, Path(directory) / STATE_FILE)
+
+
+def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
+    """Restore what `save_state` wrote. Returns (first epoch to run, metrics history so far)."""
+    state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    for name, part in w.resumable().items():
         part.load_state_dict(state[name])
     torch.set_rng_state(state["torch_rng"])
     return state["epoch"] + 1, state["history"]
 
 
-def epoch_metrics(stats: dict, result: dict | None, *, epoch: int, lr: float, world: int) -> dict:
+def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, history: list[dict]) -> None:
+    """Rank 0, last epoch: final weights, per-video scores (with class names) and the history, each
+    written under a temporary name and renamed, so a reader never sees half a file."""
+    from models.late_fusion import VideoScores, save_scores
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = tuple(w.test_split.class_names)
+
+    def publish(name: str, write) -> None:
+        tmp = out_dir / f".{name}.tmp{Path(name).suffix}"
+        write(tmp)
+        os.replace(tmp, out_dir / name)
+
+    publish(MODEL_FILE, lambda p: torch.save({"model": unwrap(w.model).state_dict(), "class_names": list(names),
+                                              "architecture": w.cfg.model.architecture,
+                                              "modality": w.cfg.model.modality}, p))
+    publish(HISTORY_FILE, lambda p: p.write_text(json.dumps(history, indent=1)))
+    if result is not None:
+        ids = np.array([w.test_split.records[i].video_id for i in result.indices])
+        publish(SCORES_FILE, lambda p: save_scores(p, VideoScores(ids, result.labels.astype(np.int64),
+                                                                  result.video_scores, names)))
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point. loop_config: {'experiment': ExperimentConfig (frozen, checked by the
+    driver), 'run_id': the MLflow run (names the output folder), 'init_weights': Path | None}."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from orchestrator.training.results import run_output_dir
+
+    cfg: ExperimentConfig = loop_config["experiment"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    nodes = [ray.get_runtime_context().get_node_id()] * world
+    if world > 1:  # where the data-parallel replicas landed, for the run's record
+        torch.distributed.all_gather_object(nodes, nodes[0])
+    w = setup_worker(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
+                     init_weights=loop_config["init_weights"], wrap_model=ray.train.torch.prepare_model)
+    start_epoch, history = 0, []
+    if (checkpoint := ray.train.get_checkpoint()) is not None:  # a restarted worker group goes on from there
+        with checkpoint.as_directory() as ckpt_dir:
+            start_epoch, history = load_state(w, Path(ckpt_dir))
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        metrics, result = run_epoch(w, epoch)
+        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes))})
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
+                save_state(w, Path(tmp), epoch=epoch, history=history)
+                if epoch == cfg.optim.epochs - 1:
+                    write_run_outputs(w, run_output_dir(cfg.scaling.storage_path, loop_config["run_id"]),
+                                      result, history)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def epoch_metrics(stats: dict, result: EvalResult | None, *, epoch: int, lr: float, world: int) -> dict:
     """One epoch's report: training stats summed over workers, plus validation when it ran."""
     from orchestrator.metrics import topk_accuracy
 
@@ -314,19 +408,8 @@ def epoch_metrics(stats: dict, result: dict | None, *, epoch: int, lr: float, wo
         "scaling/num_workers": world,
     }
     if result is not None:
-        metrics["data/skipped_test_videos"] = result["skipped"]
-        if len(result["labels"]):
-            metrics["val/clip_top1"] = result["clip_top1"]
-            metrics["val/video_top1"] = topk_accuracy(result["labels"], result["video_scores"], 1)
+        metrics["data/skipped_test_videos"] = result.skipped
+        if len(result.labels):
+            metrics["val/clip_top1"] = result.clip_top1
+            metrics["val/video_top1"] = topk_accuracy(result.labels, result.video_scores, 1)
     return metrics
-
-
-def write_final_outputs(out_dir: Path, model, cfg: ExperimentConfig, test_split, result: dict | None) -> None:
-    """The last epoch's extras: final weights (a fine-tuning `init_checkpoint`) and per-video scores."""
-    from models.late_fusion import VideoScores, save_scores
-
-    torch.save({"model": model.state_dict(), "architecture": cfg.model.architecture,
-                "modality": cfg.model.modality, "class_names": test_split.class_names}, out_dir / MODEL_FILE)
-    if result is not None:
-        ids = np.array([test_split.records[i].video_id for i in result["indices"]])
-        save_scores(out_dir / SCORES_FILE, VideoScores(ids, result["labels"].astype(np.int64), result["video_scores"]))

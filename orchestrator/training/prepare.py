@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.config import ExperimentConfig, synth_spec
+from orchestrator.config import ExperimentConfig
 from orchestrator.errors import UserError
 from orchestrator.training.loop import data_modalities
 
@@ -16,10 +16,11 @@ def prepare_data(configs: list[ExperimentConfig]) -> None:
     """
     from orchestrator.data.annotations import read_all_subsets
     from orchestrator.data.flow import extract_flow
+    from orchestrator.data.synth import spec_from_options
 
     for cfg in configs:
         if cfg.data.synth is not False and not Path(cfg.data.root).exists():
-            _synthesize(Path(cfg.data.root), synth_spec(cfg.data))
+            _synthesize(Path(cfg.data.root), spec_from_options(cfg.data.synth))
     done = set()
     for cfg in configs:
         d = cfg.data

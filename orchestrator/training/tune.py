@@ -1,33 +1,48 @@
 """Sweeps and ablation studies: a Ray Tune `Tuner` over a per-trial driver that builds a TorchTrainer.
 
-    Tuner(trial_driver, param_space={'overrides': ...})      (Ray Train V2 / Tune interop)
-        trial_driver(config) -> with_overrides(base, overrides) -> train_run(...) -> TorchTrainer.fit()
+    Tuner(trial_driver, param_space=...)      (Ray Train V2 / Tune interop)
+        sweep trial:  with_overrides(base, sampled overrides) -> train_run(...) -> TorchTrainer.fit()
+        study trial:  the variant's config, built and checked on the driver -> train_run(...)
+    -> TrialOutcome per trial (finished / stopped early / failed, with the reason)
 
 One MLflow parent run per sweep or study; every trial/variant is a child run (mlflow.parentRunId).
+A study chains its stages and pairs its late-fusion streams from the outcomes it has just received;
+it asks MLflow only on `--resume`, for the fused runs an earlier attempt already logged.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 from pathlib import Path
 
-from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentConfig, expand_study, from_dict,
-                                 resolved_overrides, with_overrides)
+from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentConfig, Variant, expand_study,
+                                 with_overrides)
 from orchestrator.errors import UserError
+from orchestrator.training.results import SCORES_FILE, TrialOutcome, run_output_dir
 
 PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
 STOPPED_EARLY = "stopped early by the trial scheduler"
 
 
-def search_space(parameters: dict) -> dict:
-    """{dotted field: {grid|choice|uniform|loguniform|randint: values}} -> Tune search space."""
+def search_space(cfg: ExperimentConfig) -> dict:
+    """`sweep.parameters` as a Tune search space. Listed values are taken as the checked config
+    holds them (relative paths made absolute), so they mean the same in a trial's directory."""
     from ray import tune
+
+    def held(dotted: str, value):
+        node = with_overrides(cfg, {dotted: value})
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
 
     makers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
               "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
-    return {dotted: makers[kind](values) for dotted, spec in parameters.items() for kind, values in spec.items()}
+    space = {}
+    for dotted, spec in cfg.sweep.parameters.items():
+        values = [held(dotted, v) for v in spec.values] if spec.kind in ("grid", "choice") else spec.values
+        space[dotted] = makers[spec.kind](values)
+    return space
 
 
 def max_concurrent_trials(cfg: ExperimentConfig) -> int:
@@ -43,25 +58,45 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     return max(1, int(resources.get("CPU", 1) // (s.num_workers * s.cpus_per_worker)))
 
 
-def trial_driver(config: dict, *, base: dict, parent_run_id: str, kind: str) -> None:
-    """One Tune trial: apply this trial's overrides, train with Ray Train, report the final metrics."""
+def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Variant], tags: dict[str, dict],
+                 parent_run_id: str, kind: str) -> None:
+    """One Tune trial: its config (a study variant's, or the base with the sampled overrides), one
+    Ray Train run, and a final report that says it finished."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.training.driver import train_run
 
-    cfg = from_dict(base, check_paths=False)
-    trial = config.get("trial", config)  # a study trial carries its label and tags; a sweep's only overrides
-    overrides, label, tags = trial["overrides"], trial.get("label", ""), trial.get("tags", {})
-    if not label:  # sweep trial: name it by its sampled values
-        label = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in overrides.items())
-    cfg = with_overrides(cfg, overrides, where=f"trial {label}")
+    if "label" in config:  # a study variant, built and checked on the driver
+        label = config["label"]
+        cfg = variants[label].config
+    else:  # a sweep point: name it by its sampled values
+        overrides = config["overrides"]
+        label = _sweep_label(overrides)
+        cfg = with_overrides(base, overrides, where=f"trial {label}")
     trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
-    outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags,
+    outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags.get(label),
                         callbacks=[TuneReportCallback()], resume_key=_resume_key(parent_run_id, trial_id),
                         stopped_by=_stopped_by_tune)
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    ray.tune.report({**final, "mlflow_run_id": outcome.run_id})
+    ray.tune.report({**final, "mlflow_run_id": outcome.run_id, "outcome": "finished"})
+
+
+def _sweep_label(overrides: dict) -> str:
+    return ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in overrides.items())
+
+
+def _dataset_tag(v: Variant) -> str:
+    root = Path(v.config.data.root)
+    return v.dataset or f"{root.parent.name}/{root.name}"
+
+
+def _variant_tags(v: Variant) -> dict:
+    tags = {"actionlab.variant": v.variant, "actionlab.dataset": _dataset_tag(v),
+            "actionlab.study_dataset": v.dataset, "actionlab.seed": str(v.seed)}
+    if source := _source_of(v):
+        tags["actionlab.source_variant"] = source
+    return tags
 
 
 def _resume_key(parent_run_id: str, trial_id: str) -> str:
@@ -80,14 +115,35 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id: str, kind: str,
-           resume: bool, num_samples: int = 1, scheduler=None, metric: str | None = None, mode: str = "max",
-           max_concurrent: int | None = None):
+STOPS_FILE = "stopped_trials.json"  # the trials the scheduler stopped, beside Tune's experiment state
+
+
+def recording_asha(stops_file: Path, **kwargs):
+    """ASHA that writes down each trial it stops, so the sweep reads the stop instead of inferring
+    it (a restored sweep's scheduler keeps appending to the same file)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                stopped = set(json.loads(stops_file.read_text())) if stops_file.exists() else set()
+                stops_file.write_text(json.dumps(sorted(stopped | {trial.trial_id})))
+            return decision
+
+    return RecordingASHA(**kwargs)
+
+
+def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id: str, kind: str, resume: bool,
+           variants: dict[str, Variant] | None = None, tags: dict[str, dict] | None = None,
+           num_samples: int = 1, scheduler=None,
+           metric: str | None = None, mode: str = "max", max_concurrent: int | None = None):
     from ray import tune
 
-    storage = Path(cfg.scaling.storage_path).resolve()
-    base = dataclasses.replace(cfg, sweep=None, study=None).to_dict()  # a trial is one run; the parent has the rest
-    trainable = tune.with_parameters(trial_driver, base=base, parent_run_id=parent_run_id, kind=kind)
+    storage = Path(cfg.scaling.storage_path)
+    base = cfg.model_copy(update={"sweep": None, "study": None})  # a trial is one run; the parent has the rest
+    trainable = tune.with_parameters(trial_driver, base=base, variants=variants or {}, tags=tags or {},
+                                     parent_run_id=parent_run_id, kind=kind)
     # A trial only drives its TorchTrainer: it asks for a little memory and no CPU, so the
     # training workers can hold every CPU/GPU (Tune refuses an entirely empty request).
     trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([{"CPU": 0, "memory": 100 * 2**20}]))
@@ -108,9 +164,9 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
 def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) -> tuple[str, str]:
     from orchestrator import tracking
 
-    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri)
+    uri = cfg.tracking.tracking_uri
     tracking.reap_stale_runs(uri, cfg.experiment_name)
-    marker = Path(cfg.scaling.storage_path).resolve() / name / PARENT_FILE
+    marker = Path(cfg.scaling.storage_path) / name / PARENT_FILE
     if resume and marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
         tracking.reopen_run(uri, run_id)  # it ended KILLED when interrupted
@@ -124,9 +180,10 @@ def _parent_run(cfg: ExperimentConfig, *, kind: str, name: str, resume: bool) ->
 
 
 def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
-    """Sweep `cfg.sweep.parameters` (grid / random, FIFO or ASHA); returns Tune's ResultGrid."""
-    from ray import tune
+    """Sweep `cfg.sweep.parameters` (grid / random, FIFO or ASHA).
 
+    Returns Tune's ResultGrid and a TrialOutcome per trial.
+    """
     from orchestrator import tracking
 
     if not cfg.sweep:
@@ -137,13 +194,13 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
     scheduler = None
     if sw.scheduler == "asha":
         require_state_api(f"{cfg.source}: sweep.scheduler 'asha'")
-        scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=cfg.optim.epochs,
-                                                  grace_period=1, reduction_factor=2)
-    tuner = _tuner(cfg, name=name, param_space={"overrides": search_space(sw.parameters)}, parent_run_id=parent,
+        scheduler = recording_asha(Path(cfg.scaling.storage_path) / name / STOPS_FILE, time_attr="epoch",
+                                   max_t=cfg.optim.epochs, grace_period=1, reduction_factor=2)
+    tuner = _tuner(cfg, name=name, param_space={"overrides": search_space(cfg)}, parent_run_id=parent,
                    kind="trial", resume=resume, num_samples=sw.num_samples, scheduler=scheduler,
                    metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
     with tracking.run_status(uri, parent):
-        return _fit(tuner, uri, parent)
+        return _fit(tuner, cfg, name, uri, parent)
 
 
 def require_state_api(what: str) -> None:
@@ -161,32 +218,55 @@ def require_state_api(what: str) -> None:
                         " include_dashboard=False), or use sweep.scheduler 'fifo'") from None
 
 
-def _fit(tuner, uri: str, parent: str):
+def trial_outcomes(results, stopped: set[str]) -> list[TrialOutcome]:
+    """How each trial ended: failed (Tune holds its error), finished (its driver's final report says
+    so), or stopped early (the scheduler recorded the stop)."""
+    outcomes = []
+    for r in results:
+        metrics, config = r.metrics or {}, r.config or {}
+        label = config.get("label") or _sweep_label(config.get("overrides", {}))
+        run_id = metrics.get("mlflow_run_id")
+        if r.error is not None:
+            outcomes.append(TrialOutcome(label, "failed", str(r.error).strip().splitlines()[0], run_id, metrics))
+        elif metrics.get("outcome") == "finished":
+            outcomes.append(TrialOutcome(label, "finished", "", run_id, metrics))
+        elif metrics.get("trial_id") in stopped:
+            outcomes.append(TrialOutcome(label, "stopped early", STOPPED_EARLY, run_id, metrics))
+        else:
+            outcomes.append(TrialOutcome(label, "failed", "ended without its final report", run_id, metrics))
+    return outcomes
+
+
+def _fit(tuner, cfg: ExperimentConfig, name: str, uri: str, parent: str):
     """Run the Tuner; Ctrl-C interrupts it like any command (the parent run ends KILLED and
-    `--resume` continues from Tune's saved state). A trial that ends without an error and without
-    its driver's final report was stopped by the scheduler (ASHA): its run ends KILLED with that
-    reason, whatever its driver managed to record. Every trial failing is a FAILED sweep; some
-    failing is reported."""
+    `--resume` continues from Tune's saved state). Trials the scheduler stopped end KILLED with
+    that reason, whatever their drivers managed to record. Every trial failing is a FAILED sweep;
+    some failing is reported. Returns (ResultGrid, [TrialOutcome])."""
     from orchestrator import tracking
 
     # Tune's own SIGINT handler would turn Ctrl-C into an ordinary-looking return.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     results = tuner.fit()
-    stopped = {_resume_key(parent, r.metrics["trial_id"]) for r in results
-               if r.error is None and r.metrics and "mlflow_run_id" not in r.metrics}
-    tracking.end_stopped_runs(uri, parent, stopped, reason=STOPPED_EARLY)
-    if results.errors and len(results.errors) == len(results):
-        raise RuntimeError(f"all {len(results)} trials failed; first error: {results.errors[0]}")
-    if results.errors:
-        print(f"warning: {len(results.errors)} of {len(results)} trials failed (FAILED runs in MLflow); "
-              f"first error: {results.errors[0]}")
-    return results
+    stops_file = Path(cfg.scaling.storage_path) / name / STOPS_FILE
+    stopped = set(json.loads(stops_file.read_text())) if stops_file.exists() else set()
+    outcomes = trial_outcomes(results, stopped)
+    tracking.end_stopped_runs(uri, parent, {_resume_key(parent, o.metrics["trial_id"]) for o in outcomes
+                                            if o.status == "stopped early"}, reason=STOPPED_EARLY)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and len(failed) == len(outcomes):
+        raise RuntimeError(f"all {len(outcomes)} trials failed; first error: {failed[0].reason}")
+    if failed:
+        print(f"warning: {len(failed)} of {len(outcomes)} trials failed (FAILED runs in MLflow); "
+              f"first error: {failed[0].label}: {failed[0].reason}")
+    return results, outcomes
 
 
 def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | None = None) -> dict:
     """Train every variant x dataset x seed of `cfg.study`, add offline late fusion, write the table.
 
-    Returns {'parent_run_id', 'markdown', 'paths'}.
+    Variants fine-tuned from another variant ("variant:<name>") run in a second stage, from the
+    first stage's finished runs of that variant with the same seed and study.datasets entry.
+    Returns {'parent_run_id', 'markdown', 'paths', 'outcomes'}.
     """
     from ray import tune
 
@@ -196,101 +276,93 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
         raise UserError(f"{cfg.source}: has no 'study:' section; add variants, or use `actionlab train`")
     name = f"study-{cfg.name}"
     uri, parent = _parent_run(cfg, kind="study", name=name, resume=resume)
-    trials = []
-    for key, overrides in expand_study(cfg).items():
-        variant, *rest = key.split("/")
-        overrides = resolved_overrides(cfg, overrides)
-        root = Path(overrides.get("data.root", cfg.data.root))
-        dataset = rest[0] if len(rest) == 2 else f"{root.parent.name}/{root.name}"
-        trials.append({"overrides": overrides, "label": key,
-                       "tags": {"actionlab.variant": variant, "actionlab.dataset": dataset,
-                                "actionlab.study_dataset": rest[0] if len(rest) == 2 else "",
-                                "actionlab.seed": str(overrides["seed"])}})
-    # Variants fine-tuned from another variant ("variant:<name>") run once their sources have finished.
-    stages = [[t for t in trials if not _source_variant(t)], [t for t in trials if _source_variant(t)]]
+    variants = expand_study(cfg)
+    scratch = {label: v for label, v in variants.items() if not _source_of(v)}
     with tracking.run_status(uri, parent):
-        for stage, stage_trials in enumerate(s for s in stages if s):
-            if stage:
-                stage_trials = _resolve_sources(stage_trials, uri, cfg.experiment_name, parent)
-            stage_name = name if stage == 0 else f"{name}-finetune"
+        outcomes = []
+        stages = [(name, lambda: scratch), (f"{name}-finetune", lambda: _fine_tuned(variants, outcomes))]
+        for stage_name, make_stage in stages:
+            if not (stage := make_stage()):
+                continue
             stage_resume = resume and tune.Tuner.can_restore(str(Path(cfg.scaling.storage_path) / stage_name))
-            tuner = _tuner(cfg, name=stage_name, param_space={"trial": tune.grid_search(stage_trials)},
-                           parent_run_id=parent, kind="variant", resume=stage_resume)
-            results = _fit(tuner, uri, parent)
-            if results.errors:  # a table with holes would misreport the study
-                raise RuntimeError(f"{len(results.errors)} study variant(s) failed; first error: {results.errors[0]}")
-        _late_fusion_runs(cfg, uri, parent)
+            tuner = _tuner(cfg, name=stage_name, param_space={"label": tune.grid_search(sorted(stage))},
+                           parent_run_id=parent, kind="variant", resume=stage_resume, variants=stage,
+                           tags={label: _variant_tags(variants[label]) for label in stage})
+            stage_outcomes = _fit(tuner, cfg, stage_name, uri, parent)[1]
+            failed = [o for o in stage_outcomes if o.status != "finished"]
+            if failed:  # a table with holes would misreport the study
+                raise RuntimeError(f"{len(failed)} study variant(s) did not finish; first: {failed[0].label}: "
+                                   f"{failed[0].reason}")
+            outcomes += stage_outcomes
+        _late_fusion_runs(cfg, uri, parent, variants, {o.label: o.run_id for o in outcomes}, resume=resume)
         rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
-        out_dir = Path(out_dir or Path(cfg.scaling.storage_path).resolve() / name / "report")
+        out_dir = Path(out_dir or Path(cfg.scaling.storage_path) / name / "report")
         paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name)
         tracking.log_artifacts(uri, parent, list(paths.values()))
         markdown = paths["markdown"].read_text()
-    return {"parent_run_id": parent, "markdown": markdown, "paths": paths}
+    return {"parent_run_id": parent, "markdown": markdown, "paths": paths, "outcomes": outcomes}
 
 
-def _source_variant(trial: dict) -> str | None:
-    spec = trial["overrides"].get("model.init_checkpoint") or ""
+def _source_of(v: Variant) -> str | None:
+    spec = v.config.model.init_checkpoint or ""
     return spec[len(VARIANT_PREFIX):] if spec.startswith(VARIANT_PREFIX) else None
 
 
-def _resolve_sources(trials: list[dict], uri: str, experiment: str, parent: str) -> list[dict]:
-    """Point each "variant:<name>" at the finished run of that variant with the same seed (and the same
-    study.datasets entry) as mlflow:<run_id>, whose model.pt the worker loads. The source may have
-    trained on other data (a larger source set): that is the point of pretraining."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                              f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED'")
-    finished = {(r.data.tags.get("actionlab.variant"), r.data.tags.get("actionlab.study_dataset"),
-                 r.data.tags.get("actionlab.seed")): r.info.run_id for r in runs}
-    resolved = []
-    for trial in trials:
-        tags = trial["tags"]
-        source = (_source_variant(trial), tags["actionlab.study_dataset"], tags["actionlab.seed"])
-        if source not in finished:
-            raise RuntimeError(f"study variant {trial['label']}: its source variant {source[0]} has no finished run")
-        overrides = {**trial["overrides"], "model.init_checkpoint": f"{MLFLOW_RUN_PREFIX}{finished[source]}"}
-        resolved.append({**trial, "overrides": overrides, "tags": {**tags, "actionlab.source_variant": source[0]}})
+def _fine_tuned(variants: dict[str, Variant], outcomes: list[TrialOutcome]) -> dict[str, Variant]:
+    """The fine-tuned variants, each pointed at its source's run as mlflow:<run_id> (whose model.pt
+    the driver finds in the run's output folder). The source may have trained on other data (a
+    larger source set): that is the point of pretraining."""
+    run_ids = {(variants[o.label].variant, variants[o.label].dataset, variants[o.label].seed): o.run_id
+               for o in outcomes}
+    resolved = {}
+    for label, v in variants.items():
+        if source := _source_of(v):
+            run_id = run_ids[(source, v.dataset, v.seed)]
+            resolved[label] = v._replace(config=with_overrides(v.config, {
+                "model.init_checkpoint": f"{MLFLOW_RUN_PREFIX}{run_id}"}))
     return resolved
 
 
-def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str) -> None:
-    """Score-level fusion of two trained variants, computed offline from their per-video scores."""
+def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: dict[str, Variant],
+                      run_ids: dict[str, str], *, resume: bool) -> None:
+    """Score-level fusion of two trained variants, per study dataset and seed, computed offline from
+    the per-video scores their runs wrote (results.run_output_dir)."""
     import mlflow
 
     from models.late_fusion import fuse_scores, load_scores
     from orchestrator import metrics as M
     from orchestrator import tracking
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tiny file per run
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
-                                                "tags.`actionlab.kind` = 'variant' and attributes.status = 'FINISHED'")
-
-    def run_key(run) -> tuple[str, str, str]:
-        return run.data.tags["actionlab.variant"], run.data.tags["actionlab.dataset"], run.data.tags["actionlab.seed"]
-
-    by_key = {run_key(r): r for r in children if "actionlab.fusion" not in r.data.tags}
-    done = {run_key(r) for r in children if "actionlab.fusion" in r.data.tags}  # a resumed study has them
+    done = set()
+    if resume:  # only an earlier attempt can have logged fused runs already
+        client = mlflow.MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}' and tags.`actionlab.fusion` = 'late'")
+        done = {(r.data.tags["actionlab.variant"], r.data.tags["actionlab.dataset"], r.data.tags["actionlab.seed"])
+                for r in runs if r.info.status == "FINISHED"}
+    by_key = {(v.variant, v.dataset, v.seed): label for label, v in variants.items()}
     for fusion_name, spec in cfg.study.late_fusion.items():
-        a_name, b_name = spec["streams"]
-        params = {"weight": spec.get("weight", 0.5), "mode": spec.get("mode", "softmax")}
-        for (variant, dataset, seed), run_a in sorted(by_key.items()):
-            run_b = by_key.get((b_name, dataset, seed))
-            if variant != a_name or run_b is None or (fusion_name, dataset, seed) in done:
+        a_name, b_name = spec.streams
+        for (variant, dataset, seed), label_a in sorted(by_key.items()):
+            label_b = by_key.get((b_name, dataset, seed))
+            if variant != a_name or label_b is None:
                 continue
-            scores = [load_scores(client.download_artifacts(r.info.run_id, "scores.npz")) for r in (run_a, run_b)]
-            fused = fuse_scores(*scores, **params)
+            streams = (variants[label_a], variants[label_b])
+            key = (fusion_name, _dataset_tag(streams[0]), str(seed))
+            if key in done:
+                continue
+            scores = [load_scores(run_output_dir(cfg.scaling.storage_path, run_ids[label]) / SCORES_FILE)
+                      for label in (label_a, label_b)]
+            fused = fuse_scores(*scores, weight=spec.weight, mode=spec.mode)
             tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
-                    "actionlab.dataset": dataset, "actionlab.seed": seed, "actionlab.fusion": "late",
+                    "actionlab.dataset": key[1], "actionlab.seed": key[2], "actionlab.fusion": "late",
                     "actionlab.streams": f"{a_name}+{b_name}",
-                    "actionlab.modality": "+".join(r.data.tags.get("actionlab.modality", "?") for r in (run_a, run_b)),
-                    "actionlab.architecture": run_a.data.tags.get("actionlab.architecture", "")}
+                    "actionlab.modality": "+".join(v.config.model.modality for v in streams),
+                    "actionlab.architecture": streams[0].config.model.architecture}
             run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=fusion_name,
-                                        tags=tags, params=params, parent_run_id=parent)
+                                        tags=tags, params={"weight": spec.weight, "mode": spec.mode},
+                                        parent_run_id=parent)
             with tracking.run_status(uri, run_id):
-                for key, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
-                    client.log_metric(run_id, key, float(value))
+                client = mlflow.MlflowClient(uri)
+                for metric, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
+                    client.log_metric(run_id, metric, float(value))

@@ -1,10 +1,11 @@
 """Size and cost of every registered architecture at its paper's input, beside the paper's figure.
 
-`PAPER_SETTINGS` says, per registered name, how the paper runs the model: builder keywords (the
-paper's dataset fixes `num_classes`), one clip's input shape, and the parameter count the paper
-reports. `summarize` builds the model on the meta device (no memory, no weights, no compute:
-building a 25M-parameter I3D takes milliseconds) and counts its parameters and the multiply-adds
-of one forward pass with `torch.utils.flop_counter.FlopCounterMode`.
+`PAPER_SETTINGS` says, per registered name, how the paper runs the model, in the experiment
+file's own terms: its data set's class count, the data section (sampler, segments or clip length,
+crop) and the model section (modality, options). `summarize` derives the input from them with
+`config.input_spec` (the architecture's declared input), builds the model on the meta device (no
+memory, no weights, no compute: building a 25M-parameter I3D takes milliseconds) and counts its
+parameters and the multiply-adds of one forward pass with `torch.utils.flop_counter.FlopCounterMode`.
 
 Convention: FlopCounterMode counts 2 FLOPs per multiply-add of convolutions and matrix products
 and nothing for pooling, normalisation or activations; we print its count / 2 as GMACs
@@ -19,56 +20,62 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models._api import MODELS, build_model
-
-ALL_MODALITIES = ("rgb", "flow", "rgbdiff", "rgb+flow")
-
-Shape = tuple[int, ...]
+from models import build_model
+from orchestrator.config import example_input, input_spec, parse_experiment
 
 
 class PaperSetting(NamedTuple):
-    kwargs: dict  # builder keywords, `num_classes` included (the paper's dataset)
-    inputs: Shape | dict[str, Shape]  # one clip (1, C, T, H, W), or {"rgb": ..., "flow": ...}
+    num_classes: int  # the paper's data set
+    data: dict  # data-section fields: sampler, num_segments / frames_per_segment or clip_len, crop_size
+    model: dict  # model-section fields: modality, options
     paper_params_m: float | None  # parameters the paper reports, millions; None = not stated
     citation: str
 
 
+def _dense(clip_len: int, crop: int) -> dict:
+    return {"sampler": "dense", "clip_len": clip_len, "crop_size": crop}
+
+
+def _tsn(segments: int, frames_per_segment: int, crop: int) -> dict:
+    return {"sampler": "tsn", "num_segments": segments, "frames_per_segment": frames_per_segment, "crop_size": crop}
+
+
 PAPER_SETTINGS: dict[str, PaperSetting] = {
     "single_frame": PaperSetting(
-        dict(num_classes=487, fusion="slow"), (1, 3, 10, 170, 170), None,
+        487, _dense(10, 170), {"options": {"fusion": "slow"}}, None,
         "Karpathy et al., CVPR 2014 (Sports-1M, slow fusion, 10 frames of 170x170)"),
     "lrcn": PaperSetting(
-        dict(num_classes=101), (1, 3, 16, 224, 224), 9.0,
+        101, _dense(16, 224), {}, 9.0,
         "Donahue et al., CVPR 2015 (16-frame clips; ResNet-18 stands in for CaffeNet); 9M is the "
         "ConvNet+LSTM (Inception-v1) of Carreira & Zisserman 2017, Table 1"),
     "c3d": PaperSetting(
-        dict(num_classes=487), (1, 3, 16, 112, 112), 79.0,
+        487, _dense(16, 112), {}, 79.0,
         "Tran et al., ICCV 2015 (Sports-1M, 16x112x112 clips); 79M: Carreira & Zisserman 2017, Table 1"),
     "r2plus1d": PaperSetting(
-        dict(num_classes=400, depth=18), (1, 3, 8, 112, 112), 33.3,
+        400, _dense(8, 112), {"options": {"depth": 18}}, 33.3,
         "Tran et al., CVPR 2018, Table 2 (R(2+1)D-18, 8x112x112 clips)"),
     "two_stream": PaperSetting(
-        dict(num_classes=101, modality="rgb+flow"), {"rgb": (1, 3, 1, 224, 224), "flow": (1, 2, 10, 224, 224)},
-        12.0, "Simonyan & Zisserman, NeurIPS 2014 (1 frame + L=10 flow fields; ResNet-18 for CNN-M-2048); "
+        101, _tsn(1, 10, 224), {"modality": "rgb+flow"}, 12.0,
+        "Simonyan & Zisserman, NeurIPS 2014 (1 frame + L=10 flow fields; ResNet-18 for CNN-M-2048); "
         "12M: the Inception-v1 Two-Stream of Carreira & Zisserman 2017, Table 1"),
     "two_stream_fusion": PaperSetting(
-        dict(num_classes=101, modality="rgb+flow"), {"rgb": (1, 3, 5, 224, 224), "flow": (1, 2, 50, 224, 224)},
-        39.0, "Feichtenhofer et al., CVPR 2016 (T=5 steps of 1 frame + 10 flow fields; ResNet-18 for VGG-16); "
+        101, _tsn(5, 10, 224), {"modality": "rgb+flow"}, 39.0,
+        "Feichtenhofer et al., CVPR 2016 (T=5 steps of 1 frame + 10 flow fields; ResNet-18 for VGG-16); "
         "39M: the Inception-v1 3D-Fused of Carreira & Zisserman 2017, Table 1"),
     "tsn": PaperSetting(
-        dict(num_classes=101, num_segments=3), (1, 3, 3, 224, 224), None,
+        101, _tsn(3, 1, 224), {}, None,
         "Wang et al., ECCV 2016 (K=3 segments of 224x224; ResNet-50 for BN-Inception)"),
     "actionvlad": PaperSetting(
-        dict(num_classes=101), (1, 3, 25, 224, 224), None,
+        101, _tsn(25, 1, 224), {}, None,
         "Girdhar et al., CVPR 2017 (25 frames, K=64 words; ResNet-18 for VGG-16)"),
     "hidden_two_stream": PaperSetting(
-        dict(num_classes=101, num_flows=10), (1, 3, 11, 224, 224), None,
+        101, _dense(11, 224), {"options": {"num_flows": 10}}, None,
         "Zhu et al., ACCV 2018 (11 frames -> 10 predicted flows; ResNet-50 streams)"),
     "i3d": PaperSetting(
-        dict(num_classes=400, modality="rgb+flow"), {"rgb": (1, 3, 64, 224, 224), "flow": (1, 2, 64, 224, 224)},
-        25.0, "Carreira & Zisserman, CVPR 2017, Table 1 (Two-Stream I3D, 12M per stream; 64x224x224)"),
+        400, _dense(64, 224), {"modality": "rgb+flow"}, 25.0,
+        "Carreira & Zisserman, CVPR 2017, Table 1 (Two-Stream I3D, 12M per stream; 64x224x224)"),
     "t3d": PaperSetting(
-        dict(num_classes=101), (1, 3, 32, 224, 224), None,
+        101, _dense(32, 224), {}, None,
         "Diba et al., arXiv:1711.08200 (T3D-121, 32x224x224 clips)"),
 }
 
@@ -80,22 +87,6 @@ class SummaryRow(NamedTuple):
     macs: int  # multiply-adds of one clip's forward pass
     paper_params_m: float | None
     citation: str
-
-
-def supported_modalities(name: str) -> list[str]:
-    """The modalities `name`'s builder accepts: those for which it does not raise ValueError.
-
-    Builds on the meta device, so probing even large models costs no memory.
-    """
-    supported = []
-    for modality in ALL_MODALITIES:
-        try:
-            with torch.device("meta"):
-                MODELS[name](num_classes=2, modality=modality)
-        except ValueError:
-            continue
-        supported.append(modality)
-    return supported
 
 
 def count_macs(model: nn.Module, inputs: torch.Tensor | dict[str, torch.Tensor]) -> int:
@@ -117,16 +108,15 @@ def summarize(name: str, setting: PaperSetting | None = None) -> SummaryRow:
         A SummaryRow; counts are exact (shapes fix both), though nothing is computed.
     """
     setting = setting or PAPER_SETTINGS[name]
+    data = {**setting.data, "short_side": setting.data["crop_size"]}
+    spec = input_spec(parse_experiment({"data": data, "model": {**setting.model, "architecture": name}},
+                                       source=f"PAPER_SETTINGS[{name!r}]"))
     with torch.device("meta"):
-        model = build_model(name, **setting.kwargs)
-        if isinstance(setting.inputs, dict):
-            inputs = {k: torch.zeros(shape) for k, shape in setting.inputs.items()}
-        else:
-            inputs = torch.zeros(setting.inputs)
-    shapes = setting.inputs.values() if isinstance(setting.inputs, dict) else [setting.inputs]
+        model = build_model(name, num_classes=setting.num_classes, **spec.builder_kwargs)
+        inputs = example_input(spec)
     return SummaryRow(
         name=name,
-        inputs=" + ".join("x".join(map(str, shape[1:])) for shape in shapes),
+        inputs=" + ".join("x".join(map(str, shape)) for shape in spec.shapes.values()),
         params=sum(p.numel() for p in model.parameters()),
         macs=count_macs(model, inputs),
         paper_params_m=setting.paper_params_m,
