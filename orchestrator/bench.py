@@ -113,8 +113,9 @@ class _MemoryClips:
 def _bench_config(architecture: str, width: float, batch_size: int):
     from orchestrator.config import parse_experiment
 
-    return parse_experiment({"model": {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}},
-                             "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}}, source="bench")
+    model = {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}}
+    return parse_experiment({"model": model, "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}},
+                            source="bench")
 
 
 def _step_seconds(cfg, steps: int, threads: int, device) -> float:

@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer,
+                      model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
 from models import MODEL_INPUTS, MODELS
@@ -171,6 +172,10 @@ class SearchSpace(_Section):
             raise ValueError(f"expected one of {', '.join('{' + k + ': ...}' for k in SEARCH_SPACES)}, got {value!r}")
         return value
 
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict:  # {grid: [...]}, as in the experiment file
+        return {self.kind: handler(self)[self.kind]}
+
     @property
     def kind(self) -> str:
         return next(k for k in SEARCH_SPACES if getattr(self, k) is not None)
@@ -236,7 +241,7 @@ class ExperimentConfig(_Section):
 
     def to_dict(self) -> dict:
         """Plain values (the experiment.yaml artifact, MLflow params)."""
-        return self.model_dump(mode="json", exclude={"source"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude={"source"})
 
     @model_validator(mode="after")
     def _data_fits_model(self) -> ExperimentConfig:
@@ -389,8 +394,8 @@ def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
             wanted = _source_of(v.config)
             if wanted is not None and wanted not in sources:
                 raise UserError(f"{where}: study variant '{label}': model.init_checkpoint: {VARIANT_PREFIX}{wanted}: "
-                                f"inside a study, name a variant trained from scratch ({', '.join(sources) or 'none'}); "
-                                "outside one, give a model.pt path or mlflow:<run_id>")
+                                "inside a study, name a variant trained from scratch "
+                                f"({', '.join(sources) or 'none'}); outside one, give a model.pt path or mlflow:<run_id>")
     elif _source_of(cfg) is not None:
         raise UserError(f"{where}: model.init_checkpoint: {cfg.model.init_checkpoint} names a study variant, but "
                         "this experiment has no study; give a model.pt path or mlflow:<run_id>")
@@ -434,7 +439,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 def with_overrides(cfg: ExperimentConfig, overrides: dict, *, where: str = "") -> ExperimentConfig:
     """A checked copy of `cfg` with dotted-field overrides applied (e.g. {'model.modality': 'flow'})."""
-    raw = _merge(cfg.model_dump(exclude={"source"}, exclude_none=True), _split_dotted(overrides))
+    raw = _merge(cfg.model_dump(exclude={"source"}), _split_dotted(overrides))
     return _validate({**raw, "source": cfg.source}, where or cfg.source or "config")
 
 

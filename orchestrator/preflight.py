@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentConfig, example_input, expand_study,
+from orchestrator.config import (VARIANT_PREFIX, ExperimentConfig, example_input, expand_study,
                                  input_spec, parse_experiment, sweep_points, with_overrides)
 from orchestrator.errors import UserError
-from orchestrator.training.results import MODEL_FILE, run_output_dir
+from orchestrator.training.results import init_weights
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -38,7 +38,7 @@ def launch_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
     """{label: config} of every run the command will start: a study's variants, a sweep's listed
     values (ranges at their low end), or the experiment itself."""
     if cfg.study:
-        return {label: v.config for label, v in expand_study(cfg).items()}
+        return {f"study variant '{label}'": v.config for label, v in expand_study(cfg).items()}
     if cfg.sweep:
         base = cfg.model_copy(update={"sweep": None})
         return {f"sweep.parameters.{k}={v!r}": with_overrides(base, {k: v}) for k, v in sweep_points(cfg)}
@@ -104,24 +104,3 @@ def _check_model(cfg: ExperimentConfig) -> None:
         shapes = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in spec.shapes.items())
         raise UserError(f"model ({m.architecture}, modality {m.modality}, options {m.options}) fed {shapes} "
                         f"(C x T x H x W, from the data section): {err}") from None
-
-
-def init_weights(cfg: ExperimentConfig, *, download: bool = True) -> Path | None:
-    """The local file of `model.init_checkpoint`: a path as given; for `mlflow:<run_id>` that run's
-    final weights, read where the run wrote them (`<storage_path>/scores/<run_id>/model.pt`) or
-    else fetched from the tracking store into that folder (only checked when download=False)."""
-    from orchestrator.tracking import fetch_artifact
-
-    spec = cfg.model.init_checkpoint
-    if not spec:
-        return None
-    if not spec.startswith(MLFLOW_RUN_PREFIX):
-        if not Path(spec).is_file():
-            raise UserError(f"{spec} is not a file; give the model.pt of an earlier actionlab run "
-                            "(<storage_path>/scores/<run_id>/model.pt) or mlflow:<run_id>")
-        return Path(spec)
-    run_id = spec[len(MLFLOW_RUN_PREFIX):]
-    local = run_output_dir(cfg.scaling.storage_path, run_id) / MODEL_FILE
-    if local.is_file():
-        return local
-    return fetch_artifact(cfg.tracking.tracking_uri, run_id, MODEL_FILE, local.parent if download else None)

@@ -104,7 +104,7 @@ def test_init_checkpoint_from_an_mlflow_run(tmp_path):
     import torch
 
     from orchestrator import tracking
-    from orchestrator.preflight import init_weights
+    from orchestrator.training.results import init_weights
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = tracking.start_run(tracking_uri=uri, experiment="source", run_name="pretrain", tags={})

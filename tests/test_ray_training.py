@@ -131,7 +131,8 @@ def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
     # the sweep read each stop from the scheduler, not from a missing key
     stopped = [o for o in outcomes if o.status == "stopped early"]
     assert len(stopped) == sum(r.info.status == "KILLED" for r in trials)
-    assert {o.status for o in outcomes} <= {"finished", "stopped early"} and all(o.reason == STOPPED_EARLY for o in stopped)
+    assert {o.status for o in outcomes} <= {"finished", "stopped early"}
+    assert all(o.reason == STOPPED_EARLY for o in stopped)
 
 
 def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):

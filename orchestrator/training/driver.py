@@ -19,7 +19,8 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, RunOutcome, run_output_dir
+from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, RunOutcome, init_weights,
+                                           run_output_dir)
 
 
 def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict | None = None) -> dict:
@@ -47,7 +48,6 @@ def make_trainer(cfg: ExperimentConfig, *, name: str, run_id: str, callbacks: li
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from orchestrator.preflight import init_weights
     from orchestrator.training.loop import train_loop_per_worker
 
     gpu = use_gpu(cfg)
@@ -133,8 +133,8 @@ def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str) -> RunOutcome:
             test["test/clip_top1"] = final.get("val/clip_top1", float("nan"))
             final.update(test)
             now_ms = int(time.time() * 1000)
-            mlflow.MlflowClient(uri).log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, final["epoch"])
-                                                                for k, v in test.items() if np.isfinite(v)])
+            mlflow.MlflowClient(uri).log_batch(run_id, metrics=[
+                mlflow.entities.Metric(k, float(v), now_ms, final["epoch"]) for k, v in test.items() if np.isfinite(v)])
             cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(scores.class_names))
             artifacts += [out_dir / SCORES_FILE,
                           plots.plot_confusion_matrix(cm, list(scores.class_names), tmp / "confusion_matrix.png",

@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from orchestrator.config import MLFLOW_RUN_PREFIX, ExperimentConfig
+from orchestrator.errors import UserError
+
 MODEL_FILE = "model.pt"
 SCORES_FILE = "scores.npz"
 HISTORY_FILE = "history.json"
@@ -20,6 +23,27 @@ HISTORY_FILE = "history.json"
 def run_output_dir(storage_path: str | Path, run_id: str) -> Path:
     """A run's result files: <storage_path>/scores/<run_id>/ (shared storage on clusters)."""
     return Path(storage_path) / "scores" / run_id
+
+
+def init_weights(cfg: ExperimentConfig, *, download: bool = True) -> Path | None:
+    """The local file of `model.init_checkpoint`: a path as given; for `mlflow:<run_id>` that run's
+    final weights, read where the run wrote them (`<storage_path>/scores/<run_id>/model.pt`) or
+    else fetched from the tracking store into that folder (only checked when download=False)."""
+    from orchestrator.tracking import fetch_artifact
+
+    spec = cfg.model.init_checkpoint
+    if not spec:
+        return None
+    if not spec.startswith(MLFLOW_RUN_PREFIX):
+        if not Path(spec).is_file():
+            raise UserError(f"{spec} is not a file; give the model.pt of an earlier actionlab run "
+                            "(<storage_path>/scores/<run_id>/model.pt) or mlflow:<run_id>")
+        return Path(spec)
+    run_id = spec[len(MLFLOW_RUN_PREFIX):]
+    local = run_output_dir(cfg.scaling.storage_path, run_id) / MODEL_FILE
+    if local.is_file():
+        return local
+    return fetch_artifact(cfg.tracking.tracking_uri, run_id, MODEL_FILE, local.parent if download else None)
 
 
 class RunOutcome(NamedTuple):

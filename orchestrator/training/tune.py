@@ -285,7 +285,7 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
             if not (stage := make_stage()):
                 continue
             stage_resume = resume and tune.Tuner.can_restore(str(Path(cfg.scaling.storage_path) / stage_name))
-            tuner = _tuner(cfg, name=stage_name, param_space={"label": tune.grid_search(sorted(stage))},
+            tuner = _tuner(cfg, name=stage_name, param_space={"label": tune.grid_search(list(stage))},
                            parent_run_id=parent, kind="variant", resume=stage_resume, variants=stage,
                            tags={label: _variant_tags(variants[label]) for label in stage})
             stage_outcomes = _fit(tuner, cfg, stage_name, uri, parent)[1]
