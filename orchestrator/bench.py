@@ -5,6 +5,8 @@ decode: clips/s of the Dataset path (decord `get_batch` on the sampled indices, 
         naive PyAV seek-and-decode of the same indices.
 train:  per-step time of one Ray Train worker vs a plain PyTorch loop, same model, same
         in-memory batches, same `train_one_epoch` code, after a warm-up epoch.
+flow:   the flow cache formats (npy, jpg q95, png) on the same fields: bytes per field and TSN
+        clips read per second.
 """
 from __future__ import annotations
 
@@ -90,6 +92,43 @@ def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: i
     figures = {k: statistics.median(v) for k, v in results.items()}
     figures["dataset/decord"] = figures["dataset"] / figures["decord"]
     figures["dataset/pyav"] = figures["dataset"] / figures["pyav"]
+    return figures
+
+
+def bench_flow(*, videos: int = 4, num_frames: int = 60, height: int = 240, width: int = 320, clips: int = 20,
+               rounds: int = 3, out=print) -> dict:
+    """Farneback flow of UCF-101-sized videos (320x240), cached in each of FLOW_FORMATS; then TSN
+    training clips (K=3 segments of L=5 fields, random positions) read back through `load_flow`.
+
+    Returns {format: {'bytes_per_field', 'vs_npy', 'clips_per_s'}} (clips/s: median over rounds).
+    """
+    from orchestrator.data.flow import FLOW_FORMATS, compute_flow, flow_path, load_flow, quantize_flow, save_flow
+    from orchestrator.data.sampling import make_sampler
+
+    frames = _bench_frames(num_frames, height, width)
+    fields = [quantize_flow(compute_flow(np.roll(frames, 7 * i, axis=2))) for i in range(videos)]  # (N, H, W, 2)
+    sampler = make_sampler(kind="tsn", train=True, num_segments=3, frames_per_segment=5)
+    rng = np.random.default_rng(0)
+    reads = [(f"v{j % videos}", sampler(len(fields[0]), rng).ravel()) for j in range(clips)]
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in FLOW_FORMATS:
+            root = Path(tmp) / fmt
+            for i, q in enumerate(fields):
+                save_flow(flow_path(root, f"v{i}", fmt), q, fmt)
+            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+            figures[fmt] = {"bytes_per_field": size / sum(len(q) for q in fields), "clips_per_s": []}
+        for _ in range(rounds):  # interleaved, so drifts in machine load hit every format alike
+            for fmt in FLOW_FORMATS:
+                root = Path(tmp) / fmt
+                figures[fmt]["clips_per_s"].append(_timed(lambda r: load_flow(root, *r), reads))
+    out(f"\nflow cache, {videos} videos {width}x{height} x {num_frames - 1} Farneback fields, TSN K=3 x L=5 clips, "
+        f"median of {rounds} rounds:")
+    for fmt, f in figures.items():
+        f["clips_per_s"] = statistics.median(f["clips_per_s"])
+        f["vs_npy"] = f["bytes_per_field"] / figures["npy"]["bytes_per_field"]
+        out(f"  {fmt:>4}: {f['bytes_per_field'] / 1024:8.1f} KiB/field ({f['vs_npy']:.3f} x npy) | "
+            f"read {f['clips_per_s']:7.1f} clips/s")
     return figures
 
 

@@ -30,6 +30,7 @@ from orchestrator.errors import UserError
 Dataset = Literal["ucf101", "hmdb51", "kinetics", "csv"]  # orchestrator.data.annotations.DATASETS
 Sampler = Literal["tsn", "dense"]  # orchestrator.data.sampling.SAMPLERS
 FlowMethod = Literal["farneback", "tvl1", "raft"]  # orchestrator.data.flow.FLOW_METHODS
+FlowFormat = Literal["jpg", "png", "npy"]  # orchestrator.data.flow.FLOW_FORMATS
 Modality = Literal["rgb", "flow", "rgbdiff", "rgb+flow"]
 Architecture = Literal[tuple(sorted(MODELS))]  # the registry's names (models/_api.py)
 FusionMode = Literal["softmax", "logits"]  # models.late_fusion.FUSION_MODES
@@ -92,6 +93,8 @@ class DataConfig(_Section):
     flow_dir: OptionalPath = None  # flow cache; default <root>_flow/<flow_method>
     flow_method: FlowMethod = "farneback"  # farneback (fast CPU) | tvl1 (accurate, slow) | raft (GPU)
     flow_bound: float = Field(20.0, gt=0)  # flow is clipped to +-bound pixels and quantised to uint8
+    # cache: jpg (TSN's per-field JPEGs, q95, ~1/10 the bytes) | png (lossless) | npy (one array per video)
+    flow_format: FlowFormat = "jpg"
     sampler: Sampler = "tsn"  # tsn: K segments (TSN, two-stream) | dense: T frames at stride s (C3D, I3D)
     num_segments: Positive = 3  # TSN's K
     frames_per_segment: Positive = 1  # 1 RGB frame, L flow fields, or L+1 frames for RGB difference
@@ -133,7 +136,11 @@ class OptimConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)  # linear warm-up, then cosine decay
     grad_clip: float = Field(40.0, ge=0)  # TSN clips the gradient norm at 40; 0 disables
-    amp: bool = True  # mixed precision on GPU (ignored on CPU)
+    # autocast: auto = bf16 where the GPU supports it (no loss scaling needed), else fp16 with a
+    # GradScaler; fp32 on CPU. bf16 / fp16 / fp32 force one (fp16 always with a GradScaler)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # GPU: convolutions in NHWC / NDHWC memory format (tensor cores); ignored on CPU
+    compile: bool = False  # torch.compile the model: faster steps after a slow first one (it compiles)
     eval_every: Positive = 1  # epochs between validation passes
 
 

@@ -49,6 +49,6 @@ def test_flow_command_covers_every_subset_and_then_costs_nothing(tmp_path, capsy
     capsys.readouterr()
     assert main(args) == 0
     assert "12 computed, 0 cached, 0 failed" in capsys.readouterr().out  # train and test videos
-    assert len(list((tmp_path / "flow").rglob("*.npy"))) == 12
+    assert len(list((tmp_path / "flow").rglob("x_00001.jpg"))) == 12  # one folder of field JPEGs per video
     assert main(args) == 0
     assert "0 computed, 12 cached" in capsys.readouterr().out

@@ -131,12 +131,13 @@ def test_choices_match_the_registries():
     from models.late_fusion import FUSION_MODES
     from orchestrator import config
     from orchestrator.data.annotations import DATASETS
-    from orchestrator.data.flow import FLOW_METHODS
+    from orchestrator.data.flow import FLOW_FORMATS, FLOW_METHODS
     from orchestrator.data.sampling import SAMPLERS
 
     assert set(get_args(config.Dataset)) == set(DATASETS)
     assert set(get_args(config.Sampler)) == set(SAMPLERS)
     assert set(get_args(config.FlowMethod)) == set(FLOW_METHODS)
+    assert set(get_args(config.FlowFormat)) == set(FLOW_FORMATS)
     assert set(get_args(config.FusionMode)) == set(FUSION_MODES)
 
 

@@ -1,6 +1,7 @@
-"""Optical flow: quantisation, estimators on synthetic motion, the .npy cache, resume, Ray fan-out."""
+"""Optical flow: quantisation, estimators on synthetic motion, the cache formats, resume, Ray fan-out."""
 import argparse
 import json
+import shutil
 import sys
 import types
 from collections import namedtuple
@@ -11,8 +12,8 @@ import pytest
 
 from orchestrator.commands import flow as flow_command
 from orchestrator.data.flow import (
-    FlowParams, compute_flow, dequantize_flow, extract_flow, flow_frame_count, flow_path, load_flow, quantize_flow,
-    read_manifest,
+    FlowParams, compute_flow, convert_flow_cache, dequantize_flow, extract_flow, flow_frame_count, flow_path, load_flow,
+    quantize_flow, read_manifest, save_flow,
 )
 from orchestrator.data.video_io import write_video
 from orchestrator.errors import UserError
@@ -127,7 +128,7 @@ def test_unknown_method_is_user_error():
 
 def test_load_flow_reads_exact_indices(tmp_path):
     cached = np.random.default_rng(0).integers(0, 256, (7, 4, 5, 2)).astype(np.uint8)
-    path = flow_path(tmp_path, "Class/v_Class_g01_c01")
+    path = flow_path(tmp_path, "Class/v_Class_g01_c01", "npy")
     assert path == tmp_path / "Class" / "v_Class_g01_c01.npy"
     path.parent.mkdir()
     np.save(path, cached)
@@ -152,24 +153,79 @@ def videos(tmp_path_factory):
     return records, VideoRecord(bad, 1, "B/broken")
 
 
-def test_extract_caches_skips_and_resumes(videos, tmp_path):
+@pytest.mark.parametrize("fmt", ["jpg", "npy"])
+def test_extract_caches_skips_and_resumes(videos, tmp_path, fmt):
     records, _ = videos
-    first = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    first = extract_flow(records, flow_dir=tmp_path, fmt=fmt, use_ray=False, progress=False)
     assert (first.computed, first.cached, first.failed, first.frames) == (3, 0, [], 3 * (NUM_FRAMES - 1))
-    assert read_manifest(tmp_path) == FlowParams("farneback", 20.0, None, False)
+    assert read_manifest(tmp_path) == FlowParams("farneback", 20.0, None, False, fmt)
+    every = np.arange(NUM_FRAMES - 1)
     for record in records:
-        assert np.load(flow_path(tmp_path, record.video_id)).shape == (NUM_FRAMES - 1, HEIGHT, WIDTH, 2)
+        assert load_flow(tmp_path, record.video_id, every).shape == (NUM_FRAMES - 1, HEIGHT, WIDTH, 2)
+        assert flow_frame_count(tmp_path, record.video_id) == NUM_FRAMES - 1
     assert not list(tmp_path.rglob("*.tmp"))
 
-    second = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    second = extract_flow(records, flow_dir=tmp_path, fmt=fmt, use_ray=False, progress=False)
     assert (second.computed, second.cached, second.frames) == (0, 3, 0)
 
-    kept = np.load(flow_path(tmp_path, records[0].video_id))
-    flow_path(tmp_path, records[1].video_id).unlink()  # as if killed before this video's rename
-    resumed = extract_flow(records, flow_dir=tmp_path, use_ray=False, progress=False)
+    kept = load_flow(tmp_path, records[0].video_id, every)
+    shutil.rmtree(flow_path(tmp_path, records[1].video_id, fmt)) if fmt != "npy" else \
+        flow_path(tmp_path, records[1].video_id, fmt).unlink()  # as if killed before this video's rename
+    resumed = extract_flow(records, flow_dir=tmp_path, fmt=fmt, use_ray=False, progress=False)
     assert (resumed.computed, resumed.cached) == (1, 2)
-    assert flow_path(tmp_path, records[1].video_id).is_file()
-    np.testing.assert_array_equal(np.load(flow_path(tmp_path, records[0].video_id)), kept)
+    assert flow_path(tmp_path, records[1].video_id, fmt).exists()
+    np.testing.assert_array_equal(load_flow(tmp_path, records[0].video_id, every), kept)
+
+
+def smooth_flow(n: int = 6, height: int = 24, width: int = 40) -> np.ndarray:
+    """Quantised fields that vary smoothly, as real flow does: uint8 (n, H, W, 2)."""
+    t, y, x = np.meshgrid(np.arange(n), np.arange(height), np.arange(width), indexing="ij")
+    flow = np.stack([8 * np.sin(x / 7 + t), 5 * np.cos(y / 5 - t / 2)], axis=-1)
+    return quantize_flow(flow)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "npy"])
+def test_every_format_reads_back_the_sampled_fields(tmp_path, fmt):
+    q = smooth_flow()
+    save_flow(flow_path(tmp_path, "A/v", fmt), q, fmt)
+    indices = np.array([4, 0, 4])
+    out = load_flow(tmp_path, "A/v", indices)
+    assert out.dtype == np.uint8 and out.shape == (3, 24, 40, 2) and flow_frame_count(tmp_path, "A/v") == 6
+    error = np.abs(out.astype(int) - q[indices].astype(int))
+    if fmt == "jpg":  # lossy: within a couple of quantisation steps of 0.16 px
+        assert error.mean() < 1.0 and error.max() <= 8
+    else:
+        assert error.max() == 0
+
+
+def test_image_cache_opens_only_the_sampled_fields(tmp_path):
+    save_flow(flow_path(tmp_path, "v", "jpg"), smooth_flow(), "jpg")
+    (tmp_path / "v" / "x_00003.jpg").unlink()  # field 2
+    assert load_flow(tmp_path, "v", np.array([0, 5])).shape == (2, 24, 40, 2)
+    with pytest.raises(IndexError, match="no flow field 2"):
+        load_flow(tmp_path, "v", np.array([2]))
+
+
+def test_a_npy_cache_is_read_and_converted_with_the_command_named(videos, tmp_path):
+    records, _ = videos
+    extract_flow(records[:2], flow_dir=tmp_path, fmt="npy", use_ray=False, progress=False)
+    manifest = tmp_path / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["format"]  # as written before the image formats existed
+    manifest.write_text(json.dumps(old))
+    arrays = {r.video_id: np.load(flow_path(tmp_path, r.video_id, "npy")) for r in records[:2]}
+    assert read_manifest(tmp_path).format == "npy"
+    np.testing.assert_array_equal(load_flow(tmp_path, records[0].video_id, np.arange(3)), arrays["A/v0"][:3])
+
+    with pytest.raises(UserError, match=f"actionlab data convert-flow --flow-dir {tmp_path} --format jpg"):
+        extract_flow(records[:2], flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)
+    assert convert_flow_cache(tmp_path, "jpg", progress=False) == 2
+    assert not list(tmp_path.rglob("*.npy")) and read_manifest(tmp_path).format == "jpg"
+    again = extract_flow(records[:2], flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)
+    assert (again.computed, again.cached) == (0, 2)
+    for video_id, array in arrays.items():
+        jpg = load_flow(tmp_path, video_id, np.arange(len(array)))
+        assert np.abs(jpg.astype(int) - array.astype(int)).mean() < 1.0
 
 
 def test_extract_matches_compute_flow_and_resizes(videos, tmp_path):
@@ -196,7 +252,7 @@ def test_bad_video_reported_run_goes_on(videos, tmp_path):
     assert summary.computed == 3
     assert [path for path, _ in summary.failed] == [bad.path]
     assert summary.failed[0][1]  # a non-empty reason
-    assert not flow_path(tmp_path, bad.video_id).exists()
+    assert not flow_path(tmp_path, bad.video_id, "jpg").exists()
 
 
 def test_command_prints_failures_and_exits_nonzero(videos, tmp_path, monkeypatch, capsys):
@@ -225,6 +281,17 @@ def test_ray_fan_out(videos, tmp_path, ray_session):
     assert [path for path, _ in summary.failed] == [bad.path]
     no_ray = extract_flow(records, flow_dir=tmp_path / "local", use_ray=False, progress=False)
     assert no_ray.computed == 3
-    for record in records:  # same bytes whichever way it ran
-        np.testing.assert_array_equal(np.load(flow_path(tmp_path, record.video_id)),
-                                      np.load(flow_path(tmp_path / "local", record.video_id)))
+    every = np.arange(NUM_FRAMES - 1)
+    for record in records:  # same fields whichever way it ran
+        np.testing.assert_array_equal(load_flow(tmp_path, record.video_id, every),
+                                      load_flow(tmp_path / "local", record.video_id, every))
+
+
+def test_bench_flow_compares_every_format_on_the_same_fields():
+    from orchestrator.bench import bench_flow
+
+    lines = []
+    figures = bench_flow(videos=1, num_frames=16, height=48, width=64, clips=2, rounds=1, out=lines.append)
+    assert set(figures) == {"jpg", "png", "npy"} and figures["npy"]["vs_npy"] == 1.0
+    assert all(f["bytes_per_field"] > 0 and f["clips_per_s"] > 0 for f in figures.values())
+    assert any("jpg" in line and "x npy" in line for line in lines)

@@ -2,6 +2,7 @@
 sharded evaluation over two ranks, and a resumed run that continues exactly where it stopped."""
 import logging
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -116,3 +117,29 @@ def test_a_resumed_run_continues_where_it_stopped(tiny_ucf, tmp_path):
         assert torch.equal(a, b)
     assert resumed_history[1]["train/loss"] == pytest.approx(history[1]["train/loss"])
     assert resumed_history[1]["val/video_top1"] == history[1]["val/video_top1"]
+
+
+def test_precision_resolves_per_device_and_bf16_trains_on_cpu(tiny_ucf):
+    cpu = torch.device("cpu")
+    assert loop.autocast_dtype("auto", cpu) is None  # fp32 on CPU
+    assert loop.autocast_dtype("bf16", cpu) is torch.bfloat16 and loop.autocast_dtype("fp16", cpu) is torch.float16
+    cfg = config(data=tiny_ucf, optim={"epochs": 1, "precision": "bf16"})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
+    assert not w.scaler.is_enabled()  # bf16 needs no loss scaling
+    metrics, result = loop.run_epoch(w, 0)
+    assert metrics["precision"] == "bf16" and torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert result.video_scores.dtype == np.float32
+
+
+def test_channels_last_keeps_the_outputs_and_unwrap_sees_through_compile():
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("c3d", num_classes=3, width=0.125).eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    before = model(x)
+    loop.to_channels_last(model)
+    conv = model.conv1.weight  # 5D: NDHWC
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last_3d)), before, atol=1e-5)
+    assert loop.unwrap(torch.compile(model)) is model  # compiling is lazy: nothing runs here

@@ -1,7 +1,8 @@
 """`actionlab bench decode|train`: throughput figures measured side by side in one run."""
 import argparse
 
-HELP = "Benchmarks: video decoding (dataset vs raw decord vs naive PyAV) and the Ray Train step overhead."
+HELP = ("Benchmarks: video decoding (dataset vs raw decord vs naive PyAV), the Ray Train step overhead, and the "
+        "flow cache formats.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--steps", type=int, default=30)
     train.add_argument("--threads", type=int, default=1, help="torch threads in both loops")
+    flow = sub.add_parser("flow", help="flow cache formats: bytes per field and clips/s read, npy vs jpg vs png")
+    flow.add_argument("--videos", type=int, default=4)
+    flow.add_argument("--frames", type=int, default=60)
+    flow.add_argument("--rounds", type=int, default=3)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what == "decode":
         bench.bench_decode(videos=args.videos, num_frames=args.frames, num_segments=args.segments, rounds=args.rounds)
+    elif args.what == "flow":
+        bench.bench_flow(videos=args.videos, num_frames=args.frames, rounds=args.rounds)
     else:
         bench.bench_train(architecture=args.architecture, width=args.width, batch_size=args.batch_size,
                           steps=args.steps, threads=args.threads)

@@ -1,7 +1,9 @@
-"""`actionlab data synth|check`: generate the synthetic benchmark, or list every bad entry of a data set."""
+"""`actionlab data synth|check|convert-flow`: generate the synthetic benchmark, list every bad entry
+of a data set, or turn a .npy flow cache into per-field images."""
 import argparse
 
-HELP = "Generate the synthetic benchmark (synth) or check a data set for bad videos (check)."
+HELP = ("Generate the synthetic benchmark (synth), check a data set for bad videos (check), or convert a .npy "
+        "flow cache to JPEG/PNG (convert-flow).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="which videos of the split (default: all of them)")
     check.add_argument("--min-frames", type=int, default=1, help="frames a clip needs (shorter videos are bad)")
 
+    convert = sub.add_parser("convert-flow", help="Rewrite a .npy flow cache as per-field images, in place.")
+    convert.add_argument("--flow-dir", required=True, help="the cache folder (with manifest.json)")
+    convert.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                         help="jpg: quality 95, TSN's format (default); png: lossless")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "synth":
         return _synth(args)
+    if args.action == "convert-flow":
+        from orchestrator.data.flow import convert_flow_cache
+
+        print(f"converted {convert_flow_cache(args.flow_dir, args.format)} videos in {args.flow_dir} to {args.format}")
+        return 0
     return _check(args)
 
 

@@ -1,14 +1,14 @@
 """`actionlab flow`: compute and cache the optical flow of a dataset's videos, one Ray task per video."""
 from pathlib import Path
 
-HELP = "Compute optical flow (Farneback, TV-L1 or RAFT) for a dataset and cache it as uint8 .npy files."
+HELP = "Compute optical flow (Farneback, TV-L1 or RAFT) for a dataset and cache it (JPEG per field by default)."
 
 SHOWN_PROBLEMS = 5  # annotation problems printed in full; the rest are counted
 
 
 def add_arguments(parser) -> None:
     from orchestrator.data.annotations import DATASETS
-    from orchestrator.data.flow import FLOW_METHODS
+    from orchestrator.data.flow import FLOW_FORMATS, FLOW_METHODS
 
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--root", required=True, type=Path, help="folder holding the videos")
@@ -16,7 +16,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", type=int, default=1, help="official split number (default 1)")
     parser.add_argument("--subset", choices=("train", "val", "test", "all"), default="all",
                         help="which videos of the split (default all)")
-    parser.add_argument("--flow-dir", required=True, type=Path, help="cache folder: <video_id>.npy + manifest.json")
+    parser.add_argument("--flow-dir", required=True, type=Path,
+                        help="cache folder: <video_id>/x_00001.jpg, y_00001.jpg, ... (or <video_id>.npy) + manifest.json")
+    parser.add_argument("--format", choices=FLOW_FORMATS, default="jpg",
+                        help="jpg: TSN's per-field JPEGs, quality 95 (default); png: lossless; npy: one uint8 array")
     parser.add_argument("--method", choices=FLOW_METHODS, default="farneback")
     parser.add_argument("--bound", type=float, default=20.0, help="flow clipped to +-bound px for uint8 (default 20)")
     parser.add_argument("--short-side", type=int, default=None, help="resize frames to this short side first")
@@ -41,7 +44,7 @@ def run(args) -> int:
     if len(split.problems) > SHOWN_PROBLEMS:
         print(f"warning: ... and {len(split.problems) - SHOWN_PROBLEMS} more annotation problems")
     summary = extract_flow(split.records, flow_dir=args.flow_dir, method=args.method, bound=args.bound,
-                           short_side=args.short_side, warp=args.warp, raft_weights=args.raft_weights,
+                           short_side=args.short_side, warp=args.warp, fmt=args.format, raft_weights=args.raft_weights,
                            device=args.device, use_ray=not args.no_ray, address=args.address)
     for path, reason in summary.failed:
         print(f"failed: {path}: {reason}")

@@ -1,4 +1,4 @@
-"""Optical flow for the temporal stream: compute, quantise to uint8, cache one .npy per video.
+"""Optical flow for the temporal stream: compute, quantise to uint8, cache per video.
 
 Flow field i is the motion from frame i to frame i + 1, (dx, dy) in pixels, so a video of T
 frames has T - 1 fields. Three estimators, picked by `method`:
@@ -12,15 +12,25 @@ frames has T - 1 fields. Three estimators, picked by `method`:
 motion between two frames, fitted as a homography to the flow itself with RANSAC, is subtracted
 so that mostly the actors' motion is left.
 
-The cache is `flow_dir/<video_id>.npy`, uint8 (T - 1, H, W, 2), quantised with a fixed `bound`
-(TSN stores flow as JPEGs clipped to +-20 px the same way). A .npy memory-maps, so training reads
-only the sampled fields. Files are written under a temporary name and renamed, so an interrupted
+Fields are quantised to uint8 with a fixed `bound` (+-20 px by default, as TSN) and cached in one
+of three formats (`FLOW_FORMATS`, `data.flow_format`):
+
+- 'jpg' (default): `flow_dir/<video_id>/x_00001.jpg, y_00001.jpg, ...`, one greyscale JPEG (quality
+  95) per field and axis, 1-based: the layout of TSN's and MMAction2's denseflow extractions, about
+  a tenth of the bytes of 'npy' (`actionlab bench flow` measures it).
+- 'png': the same layout, lossless.
+- 'npy': `flow_dir/<video_id>.npy`, uint8 (T - 1, H, W, 2), memory-mapped; the format of caches
+  made before the image formats existed (`actionlab data convert-flow` turns one into images).
+
+Reads open only the sampled fields (their image files, or their rows of the memory map), whatever
+the format. A video's cache is written under a temporary name and renamed, so an interrupted
 extraction leaves no half-written cache and a rerun resumes where it stopped.
 `flow_dir/manifest.json` records the parameters; a rerun with other parameters is refused.
 """
 import functools
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +41,8 @@ import numpy as np
 from orchestrator.errors import UserError
 
 FLOW_METHODS = ("farneback", "tvl1", "raft")
+FLOW_FORMATS = ("jpg", "png", "npy")  # see the module docstring
+JPEG_QUALITY = 95  # TSN's and denseflow's
 MANIFEST_NAME = "manifest.json"
 
 # OpenCV's documented example values, the ones TSN-style extractors use: a 3-level pyramid halving
@@ -49,6 +61,7 @@ class FlowParams(NamedTuple):
     bound: float
     short_side: int | None
     warp: bool
+    format: str = "npy"  # manifests written before the image formats existed name none
 
 
 class FlowSummary(NamedTuple):
@@ -247,28 +260,74 @@ def compute_flow(frames: np.ndarray, *, method: str = "farneback", raft_weights:
 
 # --- cache ----------------------------------------------------------------------------------
 
-def flow_path(flow_dir: Path, video_id: str) -> Path:
-    """Cache file of one video: flow_dir / '<video_id>.npy' (video_id may contain '/')."""
-    return Path(flow_dir) / f"{video_id}.npy"
+def flow_path(flow_dir: Path, video_id: str, fmt: str) -> Path:
+    """Cache of one video (video_id may contain '/'): '<video_id>.npy' for 'npy', else the folder
+    '<video_id>/' of its field images."""
+    return Path(flow_dir) / (f"{video_id}.npy" if fmt == "npy" else video_id)
 
 
-def _open_flow(flow_dir: Path, video_id: str) -> np.ndarray:
-    """Memory-map a cache file (reads nothing but the header); UserError if it is missing."""
-    path = flow_path(flow_dir, video_id)
-    if not path.is_file():
-        raise UserError(f"{path}: no cached flow for video {video_id!r}; run `actionlab flow --flow-dir {flow_dir}` "
-                        "on this dataset first")
-    return np.load(path, mmap_mode="r")
+def _field_image(folder: Path, axis: str, index: int, fmt: str) -> Path:
+    return folder / f"{axis}_{index + 1:05d}.{fmt}"  # 1-based, as denseflow names them
+
+
+def _locate(flow_dir: Path, video_id: str) -> tuple[str, Path]:
+    """(format, path) of a video's cache, whichever format it was written in; UserError if none."""
+    npy = flow_path(flow_dir, video_id, "npy")
+    if npy.is_file():
+        return "npy", npy
+    folder = flow_path(flow_dir, video_id, "jpg")
+    for fmt in ("jpg", "png"):
+        if _field_image(folder, "x", 0, fmt).is_file():
+            return fmt, folder
+    raise UserError(f"{folder}: no cached flow for video {video_id!r}; run `actionlab flow --flow-dir {flow_dir}` "
+                    "on this dataset first")
 
 
 def load_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
-    """The cached fields at `indices` only: uint8 (len(indices), H, W, 2)."""
-    return np.asarray(_open_flow(flow_dir, video_id)[np.asarray(indices, np.int64)])
+    """The cached fields at `indices` only, uint8 (len(indices), H, W, 2); nothing else is read."""
+    import cv2
+
+    fmt, path = _locate(flow_dir, video_id)
+    indices = np.asarray(indices, np.int64)
+    if fmt == "npy":
+        return np.asarray(np.load(path, mmap_mode="r")[indices])
+    fields = []
+    for i in indices.tolist():
+        planes = [cv2.imread(str(_field_image(path, axis, i, fmt)), cv2.IMREAD_GRAYSCALE) for axis in "xy"]
+        if any(p is None for p in planes):
+            raise IndexError(f"{path}: no flow field {i} (x_/y_{i + 1:05d}.{fmt} missing or unreadable)")
+        fields.append(np.stack(planes, axis=-1))  # (H, W, 2)
+    return np.stack(fields)
 
 
 def flow_frame_count(flow_dir: Path, video_id: str) -> int:
-    """Number of cached flow fields (frames - 1), from the .npy header."""
-    return int(_open_flow(flow_dir, video_id).shape[0])
+    """Number of cached flow fields (frames - 1): the .npy header, or the x_ images."""
+    fmt, path = _locate(flow_dir, video_id)
+    if fmt == "npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    return sum(1 for name in os.listdir(path) if name.startswith("x_"))
+
+
+def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
+    """Write a video's quantised fields, uint8 (N, H, W, 2), as `fmt`, atomically (a temporary
+    sibling renamed into place)."""
+    if fmt == "npy":
+        _write_atomic(Path(out_path), lambda f: np.save(f, q))
+        return
+    import cv2
+
+    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        for i, field in enumerate(q):
+            for c, axis in enumerate("xy"):
+                if not cv2.imwrite(str(_field_image(tmp, axis, i, fmt)), np.ascontiguousarray(field[..., c]), options):
+                    raise OSError(f"could not write {_field_image(tmp, axis, i, fmt)}")
+        os.replace(tmp, out_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -298,6 +357,11 @@ def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> None:
         text = json.dumps(params._asdict(), indent=2)
         _write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
         return
+    if existing.format == "npy" != params.format and existing._replace(format=params.format) == params:
+        raise UserError(f"{flow_dir}: this flow cache is stored as npy, and {params.format} is asked for: convert it "
+                        f"in place with `actionlab data convert-flow --flow-dir {flow_dir} --format {params.format}` "
+                        "(about a tenth of the bytes for jpg), or keep it as it is with data.flow_format: npy "
+                        "(`actionlab flow --format npy`)")
     mismatches = [f"{name} is {old!r} there but {new!r} now"
                   for name, old, new in zip(FlowParams._fields, existing, params) if old != new]
     if mismatches:
@@ -332,7 +396,7 @@ def extract_video_flow(path: Path, out_path: Path, *, params: FlowParams, raft_w
     frames = decode_video(path, short_side=params.short_side)
     flow = compute_flow(frames, method=params.method, raft_weights=raft_weights, device=device, warp=params.warp)
     q = quantize_flow(flow, bound=params.bound)  # uint8 (T-1, H, W, 2)
-    _write_atomic(Path(out_path), lambda f: np.save(f, q))
+    save_flow(out_path, q, params.format)
     return len(q)
 
 
@@ -381,16 +445,18 @@ def _run_ray(jobs: list, kwargs: dict, *, address: str | None, bar) -> list:
 
 
 def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: float = 20.0,
-                 short_side: int | None = None, warp: bool = False, raft_weights=None, device: str = "cpu",
-                 use_ray: bool = True, address: str | None = None, progress: bool = True) -> FlowSummary:
+                 short_side: int | None = None, warp: bool = False, fmt: str = "jpg", raft_weights=None,
+                 device: str = "cpu", use_ray: bool = True, address: str | None = None,
+                 progress: bool = True) -> FlowSummary:
     """Compute and cache the flow of every record whose cache file does not exist yet.
 
     Args:
         records: VideoRecord(path, label, video_id) items; needs `.path` and `.video_id`.
-        flow_dir: cache root; gets '<video_id>.npy' per video and manifest.json.
+        flow_dir: cache root; gets each video's cache (see `flow_path`) and manifest.json.
         method, warp, raft_weights, device: as in `compute_flow`.
         bound: quantisation bound in pixels (see `quantize_flow`).
         short_side: resize frames so min(H, W) == short_side before computing flow; None keeps them.
+        fmt: cache format, one of FLOW_FORMATS.
         use_ray: one Ray task per video (connects to `address` unless Ray is already initialised);
             False runs the same per-video function in a loop.
         progress: show a tqdm bar.
@@ -405,12 +471,14 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
         raise UserError(f"--bound must be a positive number of pixels, got {bound!r}")
     if short_side is not None and short_side < 8:
         raise UserError(f"--short-side must be at least 8 pixels, got {short_side!r}")
-    params = FlowParams(method, float(bound), short_side, bool(warp))
+    if fmt not in FLOW_FORMATS:
+        raise UserError(f"flow format {fmt!r} is not one of {', '.join(FLOW_FORMATS)}")
+    params = FlowParams(method, float(bound), short_side, bool(warp), fmt)
     flow_dir = Path(flow_dir)
     check_or_write_manifest(flow_dir, params)
 
     start = time.perf_counter()
-    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id)) for r in records]
+    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id, fmt)) for r in records]
     todo = [(path, out) for path, out in jobs if not out.exists()]
     kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device)
     with tqdm(total=len(todo), unit="video", desc=f"flow ({method})", disable=not progress) as bar:
@@ -424,3 +492,26 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
     failed = [(r.path, r.error) for r in results if r.error is not None]
     return FlowSummary(computed=len(results) - len(failed), cached=len(jobs) - len(todo), failed=failed,
                        frames=sum(r.frames for r in results), seconds=time.perf_counter() - start)
+
+
+def convert_flow_cache(flow_dir: Path, fmt: str, *, progress: bool = True) -> int:
+    """Rewrite a .npy flow cache as per-field images (`fmt` 'jpg' or 'png'), video by video, each
+    rename atomic; a rerun after an interruption converts what is left. Returns videos converted."""
+    from tqdm import tqdm
+
+    flow_dir = Path(flow_dir)
+    params = read_manifest(flow_dir)
+    if params is None:
+        raise UserError(f"{flow_dir}: no {MANIFEST_NAME}; not a flow cache made by `actionlab flow`")
+    if fmt not in ("jpg", "png"):
+        raise UserError(f"--format {fmt!r}: convert a .npy cache to jpg or png")
+    if params.format not in ("npy", fmt):
+        raise UserError(f"{flow_dir}: stored as {params.format}; only .npy caches are converted")
+    arrays = sorted(flow_dir.rglob("*.npy"))
+    for path in tqdm(arrays, unit="video", desc=f"npy -> {fmt}", disable=not progress):
+        if not path.with_suffix("").exists():  # else converted before an interruption, not yet removed
+            save_flow(path.with_suffix(""), np.load(path), fmt)
+        path.unlink()
+    text = json.dumps(params._replace(format=fmt)._asdict(), indent=2)
+    _write_atomic(flow_dir / MANIFEST_NAME, lambda f: f.write(text.encode()))
+    return len(arrays)

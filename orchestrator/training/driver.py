@@ -122,6 +122,7 @@ def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str) -> RunOutcome:
     out_dir = run_output_dir(cfg.scaling.storage_path, run_id)
     history = json.loads((out_dir / HISTORY_FILE).read_text())
     final = dict(history[-1])
+    mlflow.MlflowClient(uri).log_param(run_id, "optim.precision_used", final["precision"])  # what "auto" became
     artifacts = [out_dir / MODEL_FILE, out_dir / HISTORY_FILE]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

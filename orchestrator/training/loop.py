@@ -71,6 +71,8 @@ def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[t
     for modality, clip in batch_inputs.items():
         views = clip.shape[1]
         clip = rearrange(clip.to(device, non_blocking=True), "b v c t h w -> (b v) c t h w")
+        if device.type == "cuda" and cfg.optim.channels_last:
+            clip = clip.contiguous(memory_format=torch.channels_last_3d)
         if cfg.model.modality == "rgbdiff":  # differences within each segment, never across two
             out[modality] = normalize_clip(clip, "rgbdiff", num_segments=clip_layout(cfg.data).segments)
         else:
@@ -79,7 +81,30 @@ def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[t
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The bare model inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return model.module if hasattr(model, "module") else model  # DistributedDataParallel
+
+
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype `optim.precision` asks for on `device`; None: fp32, no autocast."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Convolution weights in channels-last layout (4D: NHWC, 5D: NDHWC), where GPUs' tensor cores
+    run them fastest; `prepare_inputs` lays the clips out to match."""
+    for p in model.parameters():
+        if p.dim() in (4, 5):
+            p.data = p.data.contiguous(memory_format=torch.channels_last if p.dim() == 4 else torch.channels_last_3d)
+    return model
 
 
 def lr_lambda(cfg: ExperimentConfig, steps_per_epoch: int):
@@ -106,7 +131,7 @@ def build_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.opti
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg: ExperimentConfig, device) -> dict:
     """One pass over this worker's shard. Returns loss, clip accuracy, skipped videos, timings."""
     model.train()
-    use_amp = cfg.optim.amp and device.type == "cuda"
+    dtype = autocast_dtype(cfg.optim.precision, device)
     loss_sum, correct, seen, skipped, wait_s = 0.0, 0, 0, 0, 0.0
     start = tick = time.perf_counter()
     for batch in loader:
@@ -117,7 +142,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg: Experiment
             tick = time.perf_counter()
             continue
         x, _ = prepare_inputs(batch["inputs"], cfg, device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)  # (B, K)
             loss = F.cross_entropy(logits.float(), labels)
             if hasattr(unwrap(model), "auxiliary_loss"):
@@ -169,13 +194,13 @@ def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, wor
     loader = DataLoader(shard, batch_size=cfg.optim.batch_size, num_workers=cfg.data.loader_workers,
                         collate_fn=collate_skip_bad)
     indices, labels, scores, clip_correct, clip_total, skipped = [], [], [], 0, 0, 0
-    use_amp = cfg.optim.amp and device.type == "cuda"
+    dtype = autocast_dtype(cfg.optim.precision, device)
     for batch in loader:
         skipped += batch["num_skipped"]
         if batch["label"].numel() == 0:
             continue
         x, views = prepare_inputs(batch["inputs"], cfg, device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x).float()
         logits = rearrange(logits, "(b v) k -> b v k", v=views).cpu()
         y = batch["label"]
@@ -282,10 +307,17 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
         from models.pretrained import load_checkpoint
 
         load_checkpoint(model, init_weights, skip_head=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape per run: let cuDNN time its algorithms once
+        if cfg.optim.channels_last:
+            to_channels_last(model)
     model = wrap_model(model) if wrap_model else model.to(device)
+    if cfg.optim.compile:
+        model = torch.compile(model)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.optim.amp and device.type == "cuda")
+    # loss scaling only for fp16: bf16 has fp32's exponent range
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
     return Worker(cfg, rank, world, device, model, optimizer, scheduler, scaler, train_set, sampler, train_loader,
                   test_set, test_split, unlisted)
 
@@ -309,7 +341,8 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
         # rank has no test batch
         result = evaluate(unwrap(w.model), w.test_set, cfg, w.device, rank=w.rank, world=w.world)
     metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.scheduler.get_last_lr()[0], world=w.world)
-    metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"]})
+    metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"],
+                    "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)]})  # "auto" resolved
     skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
     if w.rank == 0 and any(skipped):
         logger.warning("epoch %d: skipped %d training and %d test videos that could not be read (each named "

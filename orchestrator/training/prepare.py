@@ -30,7 +30,7 @@ def prepare_data(configs: list[ExperimentConfig]) -> None:
         done.add(flow_dir)
         records = read_all_subsets(d.dataset, root=d.root, annotations=d.annotations, split=d.split).records
         print(f"optical flow ({d.flow_method}) for {len(records)} videos -> {flow_dir}")
-        summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound)
+        summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound, fmt=d.flow_format)
         print(summary.describe())
 
 
