@@ -2,9 +2,11 @@
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import types
 from collections import namedtuple
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -206,7 +208,7 @@ def test_image_cache_opens_only_the_sampled_fields(tmp_path):
         load_flow(tmp_path, "v", np.array([2]))
 
 
-def test_a_npy_cache_is_read_and_converted_with_the_command_named(videos, tmp_path):
+def test_a_npy_cache_is_kept_read_and_converted_with_the_command_named(videos, tmp_path, capsys):
     records, _ = videos
     extract_flow(records[:2], flow_dir=tmp_path, fmt="npy", use_ray=False, progress=False)
     manifest = tmp_path / "manifest.json"
@@ -217,12 +219,14 @@ def test_a_npy_cache_is_read_and_converted_with_the_command_named(videos, tmp_pa
     assert read_manifest(tmp_path).format == "npy"
     np.testing.assert_array_equal(load_flow(tmp_path, records[0].video_id, np.arange(3)), arrays["A/v0"][:3])
 
-    with pytest.raises(UserError, match=f"actionlab data convert-flow --flow-dir {tmp_path} --format jpg"):
-        extract_flow(records[:2], flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)
-    assert convert_flow_cache(tmp_path, "jpg", progress=False) == 2
+    kept = extract_flow(records, flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)  # one new video
+    assert (kept.computed, kept.cached) == (1, 2) and flow_path(tmp_path, records[2].video_id, "npy").is_file()
+    assert f"actionlab data convert-flow --flow-dir {tmp_path} --format jpg" in capsys.readouterr().out
+    arrays[records[2].video_id] = np.load(flow_path(tmp_path, records[2].video_id, "npy"))
+    assert convert_flow_cache(tmp_path, "jpg", progress=False) == 3
     assert not list(tmp_path.rglob("*.npy")) and read_manifest(tmp_path).format == "jpg"
-    again = extract_flow(records[:2], flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)
-    assert (again.computed, again.cached) == (0, 2)
+    again = extract_flow(records, flow_dir=tmp_path, fmt="jpg", use_ray=False, progress=False)
+    assert (again.computed, again.cached) == (0, 3)
     for video_id, array in arrays.items():
         jpg = load_flow(tmp_path, video_id, np.arange(len(array)))
         assert np.abs(jpg.astype(int) - array.astype(int)).mean() < 1.0
@@ -295,3 +299,14 @@ def test_bench_flow_compares_every_format_on_the_same_fields():
     assert set(figures) == {"jpg", "png", "npy"} and figures["npy"]["vs_npy"] == 1.0
     assert all(f["bytes_per_field"] > 0 and f["clips_per_s"] > 0 for f in figures.values())
     assert any("jpg" in line and "x npy" in line for line in lines)
+
+
+def test_png_fields_read_after_decord_is_imported(tmp_path):
+    """A training worker imports decord before it reads flow; OpenCV's PNG decoder then fails."""
+    save_flow(flow_path(tmp_path, "v", "png"), smooth_flow(), "png")
+    code = ("import decord, numpy as np; from orchestrator.data.flow import load_flow; "
+            f"print(load_flow({str(tmp_path)!r}, 'v', np.arange(6)).sum())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip()) == int(smooth_flow().astype(np.int64).sum())

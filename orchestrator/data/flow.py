@@ -22,6 +22,8 @@ of three formats (`FLOW_FORMATS`, `data.flow_format`):
 - 'npy': `flow_dir/<video_id>.npy`, uint8 (T - 1, H, W, 2), memory-mapped; the format of caches
   made before the image formats existed (`actionlab data convert-flow` turns one into images).
 
+A cache keeps the format it was made in: asking for another over it reads and extends it as it is.
+
 Reads open only the sampled fields (their image files, or their rows of the memory map), whatever
 the format. A video's cache is written under a temporary name and renamed, so an interrupted
 extraction leaves no half-written cache and a rerun resumes where it stopped.
@@ -283,21 +285,28 @@ def _locate(flow_dir: Path, video_id: str) -> tuple[str, Path]:
                     "on this dataset first")
 
 
+def _read_plane(image: Path) -> np.ndarray:
+    # Pillow, not OpenCV: once decord is imported, OpenCV's libpng inflates with decord's zlib and
+    # fails ("bad parameters to zlib") -- tests/test_flow.py checks it in a fresh process
+    from PIL import Image
+
+    with Image.open(image) as im:
+        return np.asarray(im)  # (H, W) uint8
+
+
 def load_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
     """The cached fields at `indices` only, uint8 (len(indices), H, W, 2); nothing else is read."""
-    import cv2
-
     fmt, path = _locate(flow_dir, video_id)
     indices = np.asarray(indices, np.int64)
     if fmt == "npy":
         return np.asarray(np.load(path, mmap_mode="r")[indices])
     fields = []
     for i in indices.tolist():
-        planes = [cv2.imread(str(_field_image(path, axis, i, fmt)), cv2.IMREAD_GRAYSCALE) for axis in "xy"]
-        if any(p is None for p in planes):
-            raise IndexError(f"{path}: no flow field {i} (x_/y_{i + 1:05d}.{fmt} missing or unreadable)")
-        fields.append(np.stack(planes, axis=-1))  # (H, W, 2)
-    return np.stack(fields)
+        try:
+            fields.append(np.stack([_read_plane(_field_image(path, axis, i, fmt)) for axis in "xy"], axis=-1))
+        except OSError as err:  # missing or unreadable
+            raise IndexError(f"{path}: no flow field {i} (x_/y_{i + 1:05d}.{fmt}: {err})") from None
+    return np.stack(fields)  # (N, H, W, 2)
 
 
 def flow_frame_count(flow_dir: Path, video_id: str) -> int:
@@ -314,17 +323,16 @@ def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
     if fmt == "npy":
         _write_atomic(Path(out_path), lambda f: np.save(f, q))
         return
-    import cv2
+    from PIL import Image
 
-    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    options = {"quality": JPEG_QUALITY} if fmt == "jpg" else {"compress_level": 1}  # PNG: fast, still lossless
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
         for i, field in enumerate(q):
             for c, axis in enumerate("xy"):
-                if not cv2.imwrite(str(_field_image(tmp, axis, i, fmt)), np.ascontiguousarray(field[..., c]), options):
-                    raise OSError(f"could not write {_field_image(tmp, axis, i, fmt)}")
+                Image.fromarray(np.ascontiguousarray(field[..., c])).save(_field_image(tmp, axis, i, fmt), **options)
         os.replace(tmp, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -350,23 +358,29 @@ def read_manifest(flow_dir: Path) -> FlowParams | None:
     return FlowParams(**json.loads(path.read_text()))
 
 
-def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> None:
-    """Write flow_dir/manifest.json, or UserError if it records different parameters."""
+def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> FlowParams:
+    """Write flow_dir/manifest.json, or UserError if it records different flow.
+
+    Returns the parameters the cache holds. A cache stored in another format but otherwise the same
+    is kept as it is (the same flow; a note says how to convert it): flow is costly to recompute.
+    """
     existing = read_manifest(flow_dir)
     if existing is None:
         text = json.dumps(params._asdict(), indent=2)
         _write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
-        return
-    if existing.format == "npy" != params.format and existing._replace(format=params.format) == params:
-        raise UserError(f"{flow_dir}: this flow cache is stored as npy, and {params.format} is asked for: convert it "
-                        f"in place with `actionlab data convert-flow --flow-dir {flow_dir} --format {params.format}` "
-                        "(about a tenth of the bytes for jpg), or keep it as it is with data.flow_format: npy "
-                        "(`actionlab flow --format npy`)")
+        return params
+    if existing.format != params.format and existing._replace(format=params.format) == params:
+        how = (f"`actionlab data convert-flow --flow-dir {flow_dir} --format {params.format}` converts it"
+               if existing.format == "npy" else "another --flow-dir keeps both")
+        print(f"note: {flow_dir} holds this flow as {existing.format}, not {params.format}: reading and extending it "
+              f"as {existing.format} ({how})")
+        return existing
     mismatches = [f"{name} is {old!r} there but {new!r} now"
                   for name, old, new in zip(FlowParams._fields, existing, params) if old != new]
     if mismatches:
         raise UserError(f"{Path(flow_dir) / MANIFEST_NAME}: this flow cache was made with other parameters "
                         f"({'; '.join(mismatches)}); pass a different --flow-dir, or delete {flow_dir} to recompute")
+    return existing
 
 
 # --- extraction -----------------------------------------------------------------------------
@@ -473,12 +487,11 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
         raise UserError(f"--short-side must be at least 8 pixels, got {short_side!r}")
     if fmt not in FLOW_FORMATS:
         raise UserError(f"flow format {fmt!r} is not one of {', '.join(FLOW_FORMATS)}")
-    params = FlowParams(method, float(bound), short_side, bool(warp), fmt)
     flow_dir = Path(flow_dir)
-    check_or_write_manifest(flow_dir, params)
+    params = check_or_write_manifest(flow_dir, FlowParams(method, float(bound), short_side, bool(warp), fmt))
 
     start = time.perf_counter()
-    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id, fmt)) for r in records]
+    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id, params.format)) for r in records]
     todo = [(path, out) for path, out in jobs if not out.exists()]
     kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device)
     with tqdm(total=len(todo), unit="video", desc=f"flow ({method})", disable=not progress) as bar:
