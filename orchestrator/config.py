@@ -106,7 +106,9 @@ class DataConfig(_Section):
     test_crop: Literal["center", "three", "ten"] = "center"  # views multiply
     flip: bool = True  # random horizontal flips in training; off when classes are left/right mirror images
     test_clips: Positive = 1  # clips per video at test time; scores are averaged per video
-    loader_workers: int = Field(1, ge=0)  # DataLoader processes per training worker
+    # DataLoader processes per training worker; auto: every CPU it holds (scaling.cpus_per_worker)
+    # but the one it trains on. Kept alive across epochs.
+    loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
     def resolved_flow_dir(self) -> Path:
         if self.flow_dir:
@@ -346,7 +348,8 @@ def _known_fields(loc: tuple) -> list[str]:
 
 def _describe(error: dict) -> str:
     """One pydantic error as "dotted.field: what is wrong; the fix"."""
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p in ("bool", "dict[str,any]"))))
+    # drop the union-member tags pydantic puts in a location ("int", "literal['auto']", ...)
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p in ("bool", "int", "float", "str") or "[" in p)))
     where, kind, value = ".".join(map(str, loc)), error["type"], error.get("input")
     ctx = error.get("ctx", {})
     if kind == "extra_forbidden":

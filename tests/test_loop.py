@@ -143,3 +143,31 @@ def test_channels_last_keeps_the_outputs_and_unwrap_sees_through_compile():
     assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
     assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last_3d)), before, atol=1e-5)
     assert loop.unwrap(torch.compile(model)) is model  # compiling is lazy: nothing runs here
+
+
+@pytest.mark.parametrize("setting,cpus,workers", [
+    ("auto", 1, 0),  # one CPU: decode in the training process
+    ("auto", 8, 7),  # a GPU worker holding 8 CPUs: 7 decode, 1 trains
+    ("auto", 2.5, 1),
+    (3, 8, 3),  # a number is taken as given
+    (0, 8, 0),
+])
+def test_loader_workers_follow_the_cpus_a_worker_holds(setting, cpus, workers):
+    assert loop.loader_workers(setting, cpus) == workers
+
+
+def test_persistent_loader_workers_draw_each_epochs_clips(tiny_ucf):
+    """Workers kept across epochs get the epoch with every key: the same clips as the main process."""
+    cfg = config(data={**tiny_ucf, "loader_workers": 1}, optim={"batch_size": 3})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"), cpus=2)
+    assert w.num_workers == 1 and w.train_loader.persistent_workers
+    reference = loop.setup_worker(config(data=tiny_ucf, optim={"batch_size": 3}), rank=0, world=1,
+                                  device=torch.device("cpu"))
+    clips = []
+    for epoch in range(2):
+        for setup in (w, reference):
+            setup.train_sampler.set_epoch(epoch)
+        batches = [next(iter(setup.train_loader))["inputs"]["rgb"] for setup in (w, reference)]
+        assert torch.equal(*batches)  # worker process == main process, epoch by epoch
+        clips.append(batches[0])
+    assert not torch.equal(*clips)  # and epoch 1 drew other clips than epoch 0

@@ -110,8 +110,9 @@ class VideoDataset(torch.utils.data.Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the next epoch's clips. Call before creating the DataLoader iterator: workers copy
-        the dataset when the iterator starts (persistent_workers would keep the old epoch)."""
+        """The epoch whose clips plain-integer keys draw. Call before creating the DataLoader
+        iterator: workers copy the dataset when the iterator starts. Persistent workers never see
+        it; they get (epoch, index) keys from `EpochTagged` instead."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -142,11 +143,13 @@ class VideoDataset(torch.utils.data.Dataset):
             inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
         return inputs
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """The clip of video `key`, or of `key = (epoch, index)`; None for a bad video (logged)."""
         import decord
 
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.records[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         try:
             arrays = self._read(record, rng)
         # UserError: load_flow's "no cached flow for this video" (its extraction failed); one video's
@@ -161,6 +164,26 @@ class VideoDataset(torch.utils.data.Dataset):
         else:
             inputs = self.transform(inputs, rng)
         return {"inputs": inputs, "label": record.label, "index": index}
+
+
+class EpochTagged(torch.utils.data.Sampler):
+    """(epoch, index) keys from an index sampler with `set_epoch` (e.g. DistributedSampler): the
+    keys carry the epoch to DataLoader workers, so persistent workers (kept across epochs, never
+    re-copied from the main process) still draw each epoch's own clips."""
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def collate_skip_bad(batch: list[dict | None]) -> dict:

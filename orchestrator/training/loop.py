@@ -183,16 +183,22 @@ class EvalResult(NamedTuple):
     skipped: int
 
 
+def loader_workers(setting: int | str, cpus: float) -> int:
+    """DataLoader processes for `data.loader_workers`: the number given, or for "auto" every CPU
+    this training worker holds except the one its own process trains on."""
+    return setting if setting != "auto" else max(0, int(cpus) - 1)
+
+
 @torch.no_grad()
-def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int) -> ShardScores:
+def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int,
+                num_workers: int = 0) -> ShardScores:
     """Score this rank's test videos, every view of each, without padding (DistributedSampler would
     repeat videos to even out ranks and count them twice)."""
     from orchestrator.data.dataset import collate_skip_bad
 
     model.eval()
     shard = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=cfg.optim.batch_size, num_workers=cfg.data.loader_workers,
-                        collate_fn=collate_skip_bad)
+    loader = DataLoader(shard, batch_size=cfg.optim.batch_size, num_workers=num_workers, collate_fn=collate_skip_bad)
     indices, labels, scores, clip_correct, clip_total, skipped = [], [], [], 0, 0, 0
     dtype = autocast_dtype(cfg.optim.precision, device)
     for batch in loader:
@@ -228,10 +234,11 @@ def merge_shards(parts: list[ShardScores]) -> EvalResult:
                       sum(p.clip_correct for p in parts) / max(1, sum(p.clip_total for p in parts)), skipped)
 
 
-def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int) -> EvalResult | None:
+def evaluate(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int,
+             num_workers: int = 0) -> EvalResult | None:
     """Clip and video scores over every view of every test video: each rank scores its shard, rank 0
     gathers and merges them (other ranks return None)."""
-    parts = [score_shard(model, dataset, cfg, device, rank=rank, world=world)]
+    parts = [score_shard(model, dataset, cfg, device, rank=rank, world=world, num_workers=num_workers)]
     if world > 1:
         local, parts = parts[0], [None] * world
         torch.distributed.all_gather_object(parts, local)
@@ -259,8 +266,9 @@ class Worker:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     train_set: Any  # VideoDataset
-    train_sampler: DistributedSampler
+    train_sampler: Any  # EpochTagged(DistributedSampler)
     train_loader: DataLoader
+    num_workers: int  # DataLoader processes (data.loader_workers resolved)
     test_set: Any  # VideoDataset
     test_split: Any  # annotations.Split: class names and video ids of the test list
     unlisted: dict  # {"train": n, "test": n} list entries the annotation reader left out
@@ -271,18 +279,19 @@ class Worker:
                 "scaler": self.scaler}
 
 
-def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.device,
+def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.device, cpus: float = 1,
                  init_weights: Path | None = None, wrap_model=None) -> Worker:
     """Data, model, optimiser and schedule for one worker of `world`.
 
     Args:
+        cpus: CPUs this worker holds (sizes `data.loader_workers: auto`).
         init_weights: a model.pt to fine-tune from (the driver resolves `model.init_checkpoint`).
         wrap_model: puts the model on the device for data-parallel training
             (`ray.train.torch.prepare_model`); default: `.to(device)`.
     """
     from models import build_model
     from orchestrator.data.annotations import read_train_test
-    from orchestrator.data.dataset import collate_skip_bad
+    from orchestrator.data.dataset import EpochTagged, collate_skip_bad
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
     d = cfg.data
@@ -296,10 +305,11 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
                        unlisted["train"], unlisted["test"])
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler,
-                              num_workers=d.loader_workers, collate_fn=collate_skip_bad,
-                              pin_memory=device.type == "cuda")  # not persistent: workers must see set_epoch
+    sampler = EpochTagged(DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed))
+    num_workers = loader_workers(d.loader_workers, cpus)
+    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=num_workers,
+                              collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
+                              persistent_workers=num_workers > 0)  # the keys carry the epoch
 
     model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
                         **input_spec(cfg).builder_kwargs)
@@ -319,7 +329,7 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     # loss scaling only for fp16: bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
     return Worker(cfg, rank, world, device, model, optimizer, scheduler, scaler, train_set, sampler, train_loader,
-                  test_set, test_split, unlisted)
+                  num_workers, test_set, test_split, unlisted)
 
 
 def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
@@ -329,7 +339,6 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
     """
     cfg = w.cfg
     w.train_sampler.set_epoch(epoch)
-    w.train_set.set_epoch(epoch)
     # join(): a rank whose batch held only unreadable videos skips a step; DDP's join keeps the
     # other ranks' gradient all-reduces from waiting for it
     with w.model.join() if w.world > 1 else contextlib.nullcontext():
@@ -339,7 +348,8 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
     if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
         # the bare module: DDP's forward would broadcast buffers, a collective that hangs when one
         # rank has no test batch
-        result = evaluate(unwrap(w.model), w.test_set, cfg, w.device, rank=w.rank, world=w.world)
+        result = evaluate(unwrap(w.model), w.test_set, cfg, w.device, rank=w.rank, world=w.world,
+                          num_workers=w.num_workers)
     metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.scheduler.get_last_lr()[0], world=w.world)
     metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"],
                     "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)]})  # "auto" resolved
@@ -403,7 +413,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     nodes = [ray.get_runtime_context().get_node_id()] * world
     if world > 1:  # where the data-parallel replicas landed, for the run's record
         torch.distributed.all_gather_object(nodes, nodes[0])
-    w = setup_worker(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    w = setup_worker(cfg, rank=rank, world=world, device=ray.train.torch.get_device(), cpus=cpus,
                      init_weights=loop_config["init_weights"], wrap_model=ray.train.torch.prepare_model)
     start_epoch, history = 0, []
     if (checkpoint := ray.train.get_checkpoint()) is not None:  # a restarted worker group goes on from there
