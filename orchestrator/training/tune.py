@@ -207,11 +207,14 @@ def require_state_api(what: str) -> None:
     """ASHA stops trials by ending their actors; Ray Train then frees the stopped run's workers
     (its placement group) through the state API. Without it (Ray started without the dashboard)
     every stopped trial keeps its CPUs/GPUs reserved and later trials wait for ever: refuse."""
+    import ray
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
 
+    # this session's cluster: with no address the state API looks for one and refuses when it finds two
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     try:
-        list_actors(limit=1, timeout=10)
+        list_actors(address=address, limit=1, timeout=10)
     except RayStateApiException as err:
         raise UserError(f"{what} needs Ray's state API, which this Ray cluster does not serve ({err.__class__.__name__}):"
                         " start Ray with its dashboard (`ray start --head` and `ray.init()` do by default; not"
