@@ -379,7 +379,7 @@ def _describe(error: dict) -> str:
         text = error["msg"].removeprefix("Value error, ")
         if not loc or text.startswith(f"{where}."):  # the message names its field itself
             return text
-        if kind not in ("value_error", "missing"):
+        if kind != "value_error":
             text += f", got {value!r}"
     return f"{where}: {text}"
 
@@ -399,14 +399,14 @@ def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
     cfg = _validate({**raw, "source": source}, where)
     if cfg.study:
         variants = expand_study(cfg)  # each variant checked as a whole config
-        sources = sorted({v.variant for v in variants.values() if not _source_of(v.config)})
+        sources = sorted({v.variant for v in variants.values() if not source_variant(v.config)})
         for label, v in variants.items():
-            wanted = _source_of(v.config)
+            wanted = source_variant(v.config)
             if wanted is not None and wanted not in sources:
                 raise UserError(f"{where}: study variant '{label}': model.init_checkpoint: {VARIANT_PREFIX}{wanted}: "
                                 "inside a study, name a variant trained from scratch "
                                 f"({', '.join(sources) or 'none'}); outside one, give a model.pt path or mlflow:<run_id>")
-    elif _source_of(cfg) is not None:
+    elif source_variant(cfg) is not None:
         raise UserError(f"{where}: model.init_checkpoint: {cfg.model.init_checkpoint} names a study variant, but "
                         "this experiment has no study; give a model.pt path or mlflow:<run_id>")
     for dotted, value in sweep_points(cfg):  # every grid value must make a valid config
@@ -414,7 +414,8 @@ def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
     return cfg
 
 
-def _source_of(cfg: ExperimentConfig) -> str | None:
+def source_variant(cfg: ExperimentConfig) -> str | None:
+    """The study variant `model.init_checkpoint` fine-tunes from ("variant:<name>"), if it names one."""
     spec = cfg.model.init_checkpoint or ""
     return spec[len(VARIANT_PREFIX):] if spec.startswith(VARIANT_PREFIX) else None
 

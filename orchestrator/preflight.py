@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.config import (VARIANT_PREFIX, ExperimentConfig, example_input, expand_study,
-                                 input_spec, parse_experiment, sweep_points, with_overrides)
+from orchestrator.config import (ExperimentConfig, example_input, expand_study, input_spec, parse_experiment,
+                                 source_variant, sweep_points, with_overrides)
 from orchestrator.errors import UserError
 from orchestrator.training.results import init_weights
 
@@ -80,7 +80,7 @@ def _check_files(cfg: ExperimentConfig) -> None:
             resolve_weights(m.pretrained)
         except UserError as err:
             raise UserError(f"model.pretrained: {err}") from None
-    if m.init_checkpoint and not m.init_checkpoint.startswith(VARIANT_PREFIX):  # a variant is trained first
+    if m.init_checkpoint and source_variant(cfg) is None:  # a study's source variant is trained first
         try:
             init_weights(cfg, download=False)
         except UserError as err:

@@ -52,16 +52,13 @@ def run(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from orchestrator.data.synth import SynthSpec, accuracy_bounds, write_synthetic_ucf
+    from orchestrator.data.synth import SynthSpec, accuracy_bounds, spec_from_options, write_synthetic_ucf
     from orchestrator.errors import UserError
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthSpec)
                if getattr(args, f.name, None) not in (None, False)}
-    for key in ("appearances", "motions"):
-        if key in options:
-            options[key] = tuple(options[key])
     try:
-        spec = SynthSpec(**options)
+        spec = spec_from_options(options)
         out = write_synthetic_ucf(args.out, spec)
     except (ValueError, FileExistsError) as err:
         raise UserError(f"data synth: {err}") from None

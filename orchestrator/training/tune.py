@@ -16,7 +16,7 @@ import math
 import os
 from pathlib import Path
 
-from orchestrator.config import (MLFLOW_RUN_PREFIX, VARIANT_PREFIX, ExperimentConfig, Variant, expand_study,
+from orchestrator.config import (MLFLOW_RUN_PREFIX, ExperimentConfig, Variant, expand_study, source_variant,
                                  with_overrides)
 from orchestrator.errors import UserError
 from orchestrator.training.results import SCORES_FILE, TrialOutcome, run_output_dir
@@ -94,7 +94,7 @@ def _dataset_tag(v: Variant) -> str:
 def _variant_tags(v: Variant) -> dict:
     tags = {"actionlab.variant": v.variant, "actionlab.dataset": _dataset_tag(v),
             "actionlab.study_dataset": v.dataset, "actionlab.seed": str(v.seed)}
-    if source := _source_of(v):
+    if source := source_variant(v.config):
         tags["actionlab.source_variant"] = source
     return tags
 
@@ -280,7 +280,7 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
     name = f"study-{cfg.name}"
     uri, parent = _parent_run(cfg, kind="study", name=name, resume=resume)
     variants = expand_study(cfg)
-    scratch = {label: v for label, v in variants.items() if not _source_of(v)}
+    scratch = {label: v for label, v in variants.items() if not source_variant(v.config)}
     with tracking.run_status(uri, parent):
         outcomes = []
         stages = [(name, lambda: scratch), (f"{name}-finetune", lambda: _fine_tuned(variants, outcomes))]
@@ -306,11 +306,6 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
     return {"parent_run_id": parent, "markdown": markdown, "paths": paths, "outcomes": outcomes}
 
 
-def _source_of(v: Variant) -> str | None:
-    spec = v.config.model.init_checkpoint or ""
-    return spec[len(VARIANT_PREFIX):] if spec.startswith(VARIANT_PREFIX) else None
-
-
 def _fine_tuned(variants: dict[str, Variant], outcomes: list[TrialOutcome]) -> dict[str, Variant]:
     """The fine-tuned variants, each pointed at its source's run as mlflow:<run_id> (whose model.pt
     the driver finds in the run's output folder). The source may have trained on other data (a
@@ -319,7 +314,7 @@ def _fine_tuned(variants: dict[str, Variant], outcomes: list[TrialOutcome]) -> d
                for o in outcomes}
     resolved = {}
     for label, v in variants.items():
-        if source := _source_of(v):
+        if source := source_variant(v.config):
             run_id = run_ids[(source, v.dataset, v.seed)]
             resolved[label] = v._replace(config=with_overrides(v.config, {
                 "model.init_checkpoint": f"{MLFLOW_RUN_PREFIX}{run_id}"}))
