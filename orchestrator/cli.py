@@ -9,7 +9,7 @@ import sys
 
 from orchestrator.errors import UserError
 
-COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "ui", "schema"]
+COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "ui", "server", "schema"]
 
 
 def build_parser() -> argparse.ArgumentParser:

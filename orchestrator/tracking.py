@@ -245,10 +245,18 @@ def _kill(client, run_id: str, reason: str) -> str:
 
 def reopen_run(tracking_uri: str, run_id: str) -> None:
     """Mark an interrupted run RUNNING again under this process (a resumed sweep, study or trial),
-    so `reap_stale_runs` judges it by the live driver, not the dead one."""
+    so `reap_stale_runs` judges it by the live driver, not the dead one.
+
+    The previous ending's `actionlab.killed_reason` / `actionlab.error` are deleted: they described
+    the attempt that ended, and the resumed run's own ending (`run_status`) sets them again if it
+    needs them, so a resumed run that finishes carries neither.
+    """
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
+    stale = [tag for tag in (KILLED_REASON_TAG, ERROR_TAG) if tag in client.get_run(run_id).data.tags]
+    for tag in stale:
+        client.delete_tag(run_id, tag)
     client.set_tag(run_id, HOST_TAG, socket.gethostname())
     client.set_tag(run_id, PID_TAG, str(os.getpid()))
     client.update_run(run_id, status="RUNNING")

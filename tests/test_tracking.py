@@ -179,6 +179,36 @@ def test_reap_stale_runs_ends_children_of_an_ended_sweep_on_any_host(store):
     assert [status(store, r) for r in (orphan, sibling, live_sweep)] == ["KILLED", "RUNNING", "RUNNING"]
 
 
+def test_a_resumed_run_that_finishes_loses_its_stale_end_tags(store):
+    """kill -9'd driver -> reaped KILLED with a reason -> resumed -> FINISHED, without that reason;
+    likewise a FAILED run's error. A resumed run that is interrupted again gets its new ending only."""
+    client = mlflow.MlflowClient(store)
+    killed, failed, again = (new_run(store, "resume") for _ in range(3))
+    for run_id in (killed, again):
+        client.set_tag(run_id, tracking.PID_TAG, str(dead_pid()))
+    assert sorted(tracking.reap_stale_runs(store, "resume")) == sorted([killed, again])
+    assert client.get_run(killed).data.tags[tracking.KILLED_REASON_TAG].startswith("driver pid ")
+    with pytest.raises(ValueError), tracking.run_status(store, failed):
+        raise ValueError("out of memory")
+
+    for run_id in (killed, failed):
+        tracking.reopen_run(store, run_id)
+        tags = client.get_run(run_id).data.tags
+        assert status(store, run_id) == "RUNNING" and tags[tracking.PID_TAG] == str(os.getpid())
+        assert tracking.KILLED_REASON_TAG not in tags and tracking.ERROR_TAG not in tags
+        with tracking.run_status(store, run_id):
+            pass
+        tags = client.get_run(run_id).data.tags
+        assert status(store, run_id) == "FINISHED"
+        assert tracking.KILLED_REASON_TAG not in tags and tracking.ERROR_TAG not in tags
+
+    tracking.reopen_run(store, again)
+    with pytest.raises(Boom), tracking.run_status(store, again, stopped_by=lambda err: "stopped by ASHA"):
+        raise Boom()
+    assert status(store, again) == "KILLED"
+    assert client.get_run(again).data.tags[tracking.KILLED_REASON_TAG] == "stopped by ASHA"
+
+
 def test_log_artifacts_files_and_folders(store, tmp_path):
     run_id = new_run(store, "artifacts")
     (tmp_path / "curves.png").write_bytes(b"png")

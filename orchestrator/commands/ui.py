@@ -1,8 +1,5 @@
 """`actionlab ui`: the MLflow UI on this machine, over the same store the runs were logged to."""
 import argparse
-import os
-import signal
-import subprocess
 import sys
 
 HELP = "Browse runs, metrics and artifacts in the MLflow UI (local only: 127.0.0.1)."
@@ -34,26 +31,9 @@ def _reap_all(tracking_uri: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.config import resolve_tracking_uri
+    from orchestrator.server import NO_GENAI_JOBS, serve
 
     uri = resolve_tracking_uri(args.tracking_uri)
     _reap_all(uri)
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}  (Ctrl-C to stop)", flush=True)
-    # Its own process group: `mlflow ui` starts uvicorn and its workers, and Ctrl-C must reach all
-    # of them even when the signal was sent to this process only (kill -INT, a job runner).
-    process = subprocess.Popen(ui_command(uri, args.port), start_new_session=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, not only Ctrl-C
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        return _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> int:
-    """SIGINT to the server's process group, then SIGKILL if it has not stopped within 10 s."""
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return 0
+    return serve(ui_command(uri, args.port), env=NO_GENAI_JOBS)  # its own process group, stopped by Ctrl-C or SIGTERM
