@@ -3,8 +3,9 @@ it what each architecture eats (as torchvision keeps `Weights.meta` beside each 
 
 Every builder takes `num_classes`, `modality`, `width`, `dropout` and `pretrained` as keywords
 (plus its own options) and returns an `nn.Module` whose forward takes the clip tensor documented
-in its file. `orchestrator.config.input_spec` derives every input shape and the time keywords
-from `MODEL_INPUTS`; nothing else restates them.
+in its file. `orchestrator.inputs.model_input_spec` derives every input shape and the time
+keywords from `MODEL_INPUTS` (for `orchestrator.config.input_spec` and `actionlab bench gpu`);
+nothing else restates them.
 """
 from typing import Callable, Literal, NamedTuple
 

@@ -7,6 +7,10 @@ train:  per-step time of one Ray Train worker vs a plain PyTorch loop, same mode
         in-memory batches, same `train_one_epoch` code, after a warm-up epoch.
 flow:   the flow cache formats (npy, jpg q95, png) on the same fields: bytes per field and TSN
         clips read per second.
+input:  the input pipeline on Kinetics-sized footage: clips/s per core from raw files, prepared
+        h264, JPEG frames and JPEG flow; the DataLoader's scaling with processes; Ray Data tasks
+        against the DataLoader on the same cores; cores one GPU needs.
+gpu:    orchestrator/bench_gpu.py (runs on a GPU machine with torch alone).
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ def bench_decode(*, videos: int = 6, num_frames: int = 150, height: int = 240, w
     """
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
-        frames = _bench_frames(num_frames, height, width)
+        frames = bench_frames(num_frames, height, width)
         for container in ("mp4", "avi"):
             figures[container] = _bench_container(Path(tmp), container, frames, videos=videos,
                                                   num_segments=num_segments, rounds=rounds, out=out)
@@ -51,7 +55,7 @@ def bench_decode(*, videos: int = 6, num_frames: int = 150, height: int = 240, w
     return figures
 
 
-def _bench_frames(num_frames: int, height: int, width: int) -> np.ndarray:
+def bench_frames(num_frames: int, height: int, width: int) -> np.ndarray:
     """Smooth moving gradients plus noise: compresses like real footage, not like flat colour."""
     rng = np.random.default_rng(0)
     t = np.arange(num_frames)[:, None, None]
@@ -105,7 +109,7 @@ def bench_flow(*, videos: int = 4, num_frames: int = 60, height: int = 240, widt
     from orchestrator.data.flow import FLOW_FORMATS, compute_flow, flow_path, load_flow, quantize_flow, save_flow
     from orchestrator.data.sampling import make_sampler
 
-    frames = _bench_frames(num_frames, height, width)
+    frames = bench_frames(num_frames, height, width)
     fields = [quantize_flow(compute_flow(np.roll(frames, 7 * i, axis=2))) for i in range(videos)]  # (N, H, W, 2)
     sampler = make_sampler(kind="tsn", train=True, num_segments=3, frames_per_segment=5)
     rng = np.random.default_rng(0)
@@ -224,3 +228,180 @@ def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: i
     out(f"  Ray Train (1 worker)   {ray_step * 1000:8.1f} ms/step   ratio {figures['ratio']:.3f} (target <= 1.05)")
     out(f"  Ray Train start-up + run wall time {figures['ray_wall_s']:.0f} s (start-up excluded from the ratio)")
     return figures
+
+
+def footage_frames(seed: int, *, width: int = 340, height: int = 256, num_frames: int = 300):
+    """Frames (H, W, 3) uint8, one at a time, that compress and decode like real footage: a 1/f
+    colour texture (natural images' spectrum) under a camera panning at a drifting speed, three
+    textured discs on their own paths, slow lighting drift and sensor noise (std 2). Kinetics-sized
+    by default (340x256, 10 s at 30 fps); at crf 16 x264 codes it at ~1 Mbit/s."""
+    rng = np.random.default_rng(seed)
+
+    def texture(h: int, w: int) -> np.ndarray:  # (h, w, 3), zero mean, unit std
+        fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+        f = np.hypot(fx, fy)
+        f[0, 0] = 1
+        planes = [np.real(np.fft.ifft2((rng.normal(size=(h, w)) + 1j * rng.normal(size=(h, w))) / f))
+                  for _ in range(3)]
+        tex = np.stack(planes, -1) @ np.array([[1, .6, .4], [.6, 1, .5], [.4, .5, 1]])  # correlated channels
+        return (tex - tex.mean()) / tex.std()
+
+    margin_x, margin_y = 600, 400
+    scene = texture(height + margin_y, width + margin_x) * 45 + 120
+    disc = texture(128, 128) * 60 + 110
+    velocity = np.cumsum(rng.normal(0, 0.08, size=(num_frames, 2)), axis=0) + rng.uniform(-2, 2, 2)
+    camera = np.cumsum(velocity, axis=0)
+    camera = (camera - camera.min(0)) / np.maximum(np.ptp(camera, axis=0), 1) * [margin_x - 1, margin_y - 1]
+    ys, xs = np.mgrid[0:height, 0:width]
+    discs = [(rng.uniform(20, 40), rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-4, 4),
+              rng.uniform(-3, 3)) for _ in range(3)]  # radius, x, y, vx, vy
+    for t in range(num_frames):
+        x0, y0 = camera[t].astype(int)
+        frame = scene[y0:y0 + height, x0:x0 + width].copy()
+        for radius, x, y, vx, vy in discs:
+            cx, cy = (x + vx * t) % width, (y + vy * t) % height
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 < radius ** 2
+            frame[inside] = disc[(ys[inside] - int(cy)) % 128, (xs[inside] - int(cx)) % 128]
+        frame = frame * (1 + 0.1 * np.sin(t / 40)) + rng.normal(0, 2, frame.shape)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+INPUT_SAMPLERS = {  # name: make_sampler keywords (training sampling)
+    "tsn K=3": dict(kind="tsn", num_segments=3),
+    "tsn K=8": dict(kind="tsn", num_segments=8),
+    "dense 32x2": dict(kind="dense", clip_len=32, stride=2),
+}
+
+
+def _input_sources(tmp: Path, videos: int, num_frames: int, out) -> dict:
+    """Raw Kinetics-sized videos (x264's default keyframe interval), their `data prepare` copies
+    (h264 and JPEG frames, default parameters) and their Farneback flow as JPEG fields.
+    Returns {source: [VideoRecord]} plus 'flow_dir'."""
+    from orchestrator.data.annotations import VideoRecord
+    from orchestrator.data.flow import extract_flow
+    from orchestrator.data.prepare import PrepareParams, prepare_video
+    from orchestrator.data.video_io import write_video
+
+    raw = [VideoRecord(write_video(tmp / "raw" / f"v{i}.mp4", footage_frames(i, num_frames=num_frames), fps=30,
+                                   crf=16), 0, f"v{i}") for i in range(videos)]
+    sources = {"raw": raw}
+    for fmt in ("h264", "frames"):
+        params = PrepareParams(format=fmt)
+        sources[f"prepared {fmt}"] = [
+            r._replace(path=tmp / fmt / (r.video_id + (".mp4" if fmt == "h264" else ""))) for r in raw]
+        for src, dst in zip(raw, sources[f"prepared {fmt}"]):
+            prepare_video(src.path, dst.path, params)
+    extract_flow(raw, flow_dir=tmp / "flow", fmt="jpg", use_ray=False, progress=False)
+    sizes = {name: sum(f.stat().st_size for r in recs for f in ([r.path] if r.path.is_file() else r.path.iterdir()))
+             for name, recs in sources.items()}
+    seconds = num_frames / 30
+    out(f"{videos} videos 340x256, {num_frames} frames at 30 fps: raw {sizes['raw'] * 8 / videos / seconds / 1e6:.2f} "
+        f"Mbit/s (keyframe every 250); prepared h264 {sizes['prepared h264'] / sizes['raw']:.2f}x the bytes, "
+        f"frames {sizes['prepared frames'] / sizes['raw']:.1f}x")
+    return {**sources, "flow_dir": tmp / "flow"}
+
+
+def _dataset(records, sampler_kw: dict, *, modality: str = "rgb", flow_dir=None, repeat: int = 1):
+    """The training dataset path (sampler, decord or JPEG reads, multi-scale crop to 224, flip)."""
+    from orchestrator.config import DataConfig
+    from orchestrator.data.dataset import VideoDataset
+    from orchestrator.data.sampling import make_sampler
+    from orchestrator.data.transforms import ClipTransform
+
+    return VideoDataset(list(records) * repeat, sampler=make_sampler(train=True, **sampler_kw),
+                        transform=ClipTransform(train=True, short_side=256, crop_size=224, crop="multiscale", flip=True),
+                        modalities=(modality,), flow_dir=flow_dir, decode_timeout_s=DataConfig().decode_timeout_s)
+
+
+def _loader_rate(loader, clips: int) -> float:
+    """Clips/s of a second pass (the first starts workers, fills caches)."""
+    for _ in loader:
+        pass
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return clips / (time.perf_counter() - start)
+
+
+def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, rounds: int = 3,
+                workers: int | None = None, model_rate: float = 1000.0, out=print) -> dict:
+    """The input pipeline on Kinetics-sized videos, per core and across cores.
+
+    1. clips/s on one core (this process, one thread) of the training dataset path, for TSN K=3,
+       K=8 and dense 32x2 clips from raw files, prepared h264, JPEG frame folders, and TSN K=3 x
+       L=5 flow clips from the JPEG flow cache;
+    2. the DataLoader over prepared h264 (TSN K=3, batch 8) with 0..`workers` processes;
+    3. Ray Data tasks on the same cores against the DataLoader with that many processes (in the
+       running Ray session if there is one, else a local one with `workers` CPUs);
+    4. the cores one GPU training at `model_rate` clips/s needs, from the per-core rates.
+
+    Returns {'per_core': {(source, sampler): clips/s}, 'dataloader': {processes: clips/s},
+    'ray_data', 'prepared/raw', 'ray_data/dataloader'}.
+    """
+    import os
+
+    import ray
+    import torch
+    from torch.utils.data import DataLoader
+
+    from orchestrator.data.dataset import collate_skip_bad
+    from orchestrator.data.ray_loader import RayDataLoader
+
+    workers = workers or os.cpu_count()
+    torch.set_num_threads(1)
+    figures: dict = {"per_core": {}, "dataloader": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = _input_sources(Path(tmp), videos, num_frames, out)
+        flow_dir = sources.pop("flow_dir")
+        cases = {(source, name): _dataset(recs, kw, repeat=-(-clips // videos))
+                 for source, recs in sources.items() for name, kw in INPUT_SAMPLERS.items()}
+        cases[("flow jpg", "tsn K=3 x L=5")] = _dataset(sources["raw"], dict(kind="tsn", num_segments=3,
+                                                                             frames_per_segment=5),
+                                                        modality="flow", flow_dir=flow_dir, repeat=-(-clips // videos))
+        rates = {case: [] for case in cases}
+        for r in range(rounds):  # interleaved, so drifts in machine load hit every case alike
+            for case, dataset in cases.items():
+                dataset.set_epoch(r)
+                rates[case].append(_timed(dataset.__getitem__, range(len(dataset))))
+        figures["per_core"] = {case: statistics.median(v) for case, v in rates.items()}
+
+        prepared = _dataset(sources["prepared h264"], INPUT_SAMPLERS["tsn K=3"], repeat=-(-8 * clips // videos))
+        keys = range(len(prepared))
+        for n in range(workers + 1):
+            loader = DataLoader(prepared, batch_size=8, sampler=keys, num_workers=n, persistent_workers=n > 0,
+                                collate_fn=collate_skip_bad)
+            figures["dataloader"][n] = _loader_rate(loader, len(keys))
+            out(f"DataLoader, {n} worker processes: {figures['dataloader'][n]:.1f} clips/s")
+        own_ray = not ray.is_initialized()
+        if own_ray:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        try:
+            figures["ray_data"] = _loader_rate(RayDataLoader(prepared, keys, batch_size=8), len(keys))
+        finally:
+            if own_ray:
+                ray.shutdown()
+    _print_input(figures, videos=videos, workers=workers, model_rate=model_rate, rounds=rounds, out=out)
+    return figures
+
+
+def _print_input(figures: dict, *, videos: int, workers: int, model_rate: float, rounds: int, out) -> None:
+    per_core = figures["per_core"]
+    out(f"\ninput pipeline, training clips (multi-scale crop 224, flip), {videos} Kinetics-sized videos, "
+        f"median of {rounds} rounds; clips/s on one core:")
+    names = [*INPUT_SAMPLERS, "tsn K=3 x L=5"]
+    out(f"  {'source':<16}" + "".join(f"{n:>15}" for n in names))
+    for source in dict.fromkeys(s for s, _ in per_core):
+        out(f"  {source:<16}" + "".join(f"{per_core[(source, n)]:>15.1f}" if (source, n) in per_core else f"{'':>15}"
+                                      for n in names))
+    raw, prepared = per_core[("raw", "tsn K=3")], per_core[("prepared h264", "tsn K=3")]
+    figures["prepared/raw"] = prepared / raw
+    out(f"  prepared h264 / raw, TSN K=3: {figures['prepared/raw']:.2f}x (target >= 3)")
+    loader = figures["dataloader"]
+    out("  DataLoader over prepared h264, TSN K=3, batch 8, clips/s by worker processes: "
+        + ", ".join(f"{n}: {rate:.1f}" for n, rate in loader.items()))
+    figures["ray_data/dataloader"] = figures["ray_data"] / loader[workers]
+    out(f"  Ray Data tasks on {workers} CPUs: {figures['ray_data']:.1f} clips/s = {figures['ray_data/dataloader']:.2f}x "
+        f"the DataLoader with {workers} processes (target >= 0.9)")
+    for source in ("raw", "prepared h264", "prepared frames"):
+        out(f"  one GPU at {model_rate:,.0f} TSN K=3 clips/s needs {model_rate / per_core[(source, 'tsn K=3')]:.0f} "
+            f"cores decoding {source}")

@@ -8,9 +8,10 @@ fix. Nothing here touches the file system, MLflow or a model's weights: that is
 `orchestrator.preflight`, which every command runs once before it launches anything. The frozen
 object then travels to Tune trials and Ray Train workers as it is.
 
-`input_spec` is the one place where the data section and an architecture's declared input
+`input_spec` is where the data section and an architecture's declared input
 (`models.MODEL_INPUTS`) meet: the clip's time layout (K segments x L frames; T = K * L), each
-stream's (C, T, H, W) and the builder's keywords.
+stream's (C, T, H, W) and the builder's keywords, derived by `orchestrator.inputs` from the
+checked sections' plain values.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
 from models import MODEL_INPUTS, MODELS
 from orchestrator.errors import UserError
+from orchestrator.inputs import (CHANNELS, ClipLayout, InputSpec, example_input,  # noqa: F401 (re-exported)
+                                 model_input_spec, sampler_layout)
 
 # Names the data layer implements (tests/test_config.py checks them against its registries).
 Dataset = Literal["ucf101", "hmdb51", "kinetics", "csv"]  # orchestrator.data.annotations.DATASETS
@@ -109,6 +112,15 @@ class DataConfig(_Section):
     # DataLoader processes per training worker; auto: every CPU it holds (scaling.cpus_per_worker)
     # but the one it trains on. Kept alive across epochs.
     loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    # dataloader: decode in this worker's DataLoader processes (loader_workers); ray_data: in Ray
+    # Data tasks on any free CPU of the cluster, CPU-only nodes included (same batches)
+    loader: Literal["dataloader", "ray_data"] = "dataloader"
+    # seconds one video's decoding may take before its decode process is killed and the video
+    # skipped (decord can loop forever on a file listing more frames than decode); 0 or null:
+    # decode in the loading process, unbounded. The slowest legitimate reads measured (2 loaded
+    # cores): 2.2 s for every frame of a 72 s 320x240 video, 0.75 s for every frame of a 10 s
+    # 340x256 one, 6.3 s for every frame of a 10 s 1280x720 AVI: 60 is 27x the first, 10x the last.
+    decode_timeout_s: Annotated[float, Field(ge=0)] | None = 60.0
 
     def resolved_flow_dir(self) -> Path:
         if self.flow_dir:
@@ -152,6 +164,17 @@ class ScalingConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     storage_path: AbsPath = "actionlab_runs"  # checkpoints, Ray results and run outputs; shared storage on clusters
     max_failures: int = Field(0, ge=0)  # worker-group restarts from the last checkpoint
+    # custom Ray resources each training worker also asks for, e.g. {accelerator_type:H100: 0.001} or a
+    # node label, to keep training on GPU nodes while ray_data decodes on others (CPU, GPU: above)
+    worker_resources: dict[str, float] = {}
+
+    @field_validator("worker_resources")
+    @classmethod
+    def _custom_only(cls, value: dict[str, float]) -> dict[str, float]:
+        if taken := [k for k in value if k in ("CPU", "GPU")]:
+            raise ValueError(f"{', '.join(taken)} are set by scaling.cpus_per_worker and scaling.use_gpu; "
+                             "list only custom resources here")
+        return value
 
 
 def _pair(value: Any) -> Any:
@@ -282,54 +305,21 @@ class ExperimentConfig(_Section):
 
 
 # ---------------------------------------------------------------------------------------------
-# What the sampler reads and what the model eats: derived here, and only here.
-
-class ClipLayout(NamedTuple):
-    segments: int  # K groups per clip: TSN segments, or 1 for a dense clip
-    frames_per_segment: int  # L frames (or flow fields) read per group
-
-
-class InputSpec(NamedTuple):
-    layout: ClipLayout  # what the sampler reads per view
-    shapes: dict[str, tuple[int, int, int, int]]  # model input per stream ("rgb", "flow"): (C, T, H, W)
-    builder_kwargs: dict  # for models.build_model, num_classes aside
-
-
-CHANNELS = {"rgb": 3, "flow": 2, "rgbdiff": 3}
-
+# What the sampler reads and what the model eats: orchestrator/inputs.py derives both from plain
+# values (so that `actionlab bench gpu` runs without pydantic); these feed it the checked sections.
 
 def clip_layout(data: DataConfig) -> ClipLayout:
     """The sampler's time layout: K x L for tsn; one group of clip_len frames for dense."""
-    return ClipLayout(data.num_segments, data.frames_per_segment) if data.sampler == "tsn" else \
-        ClipLayout(1, data.clip_len)
+    return sampler_layout(data.sampler, num_segments=data.num_segments, frames_per_segment=data.frames_per_segment,
+                          clip_len=data.clip_len)
 
 
 def input_spec(cfg: ExperimentConfig) -> InputSpec:
     """Per stream (C, T, H, W) and the builder's keywords, from the data section and the
-    architecture's declared input (`models.MODEL_INPUTS`).
-
-    T = K * L' with L' = L, or L - 1 for RGB difference (L + 1 frames read per segment give L
-    differences). The architecture's `segments_kw` receives K and its `snippet_kw` receives L';
-    `model.options` add the builder's other keywords.
-    """
+    architecture's declared input (`models.MODEL_INPUTS`); see `orchestrator.inputs.model_input_spec`."""
     d, m = cfg.data, cfg.model
-    contract = MODEL_INPUTS[m.architecture]
-    layout = clip_layout(d)
-    snippet = layout.frames_per_segment - (m.modality == "rgbdiff")
-    frames = layout.segments * snippet
-    shapes = {stream: (CHANNELS[stream], frames, d.crop_size, d.crop_size) for stream in m.modality.split("+")}
-    kwargs = {"modality": m.modality, "width": m.width, "dropout": m.dropout, "pretrained": m.pretrained}
-    derived = {contract.segments_kw: layout.segments, contract.snippet_kw: snippet}
-    kwargs.update({k: v for k, v in derived.items() if k})
-    return InputSpec(layout, shapes, {**kwargs, **m.options})
-
-
-def example_input(spec: InputSpec, *, batch: int = 1, device=None):
-    """Zeros shaped as the loop feeds the model: (B, C, T, H, W), or {stream: ...} for two streams."""
-    import torch
-
-    clips = {stream: torch.zeros((batch, *shape), device=device) for stream, shape in spec.shapes.items()}
-    return clips if len(clips) > 1 else next(iter(clips.values()))
+    return model_input_spec(m.architecture, modality=m.modality, layout=clip_layout(d), crop_size=d.crop_size,
+                            width=m.width, dropout=m.dropout, pretrained=m.pretrained, options=m.options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ file's own terms: its data set's class count, the data section (sampler, segment
 crop) and the model section (modality, options). `summarize` derives the input from them with
 `config.input_spec` (the architecture's declared input), builds the model on the meta device (no
 memory, no weights, no compute: building a 25M-parameter I3D takes milliseconds) and counts its
-parameters and the multiply-adds of one forward pass with `torch.utils.flop_counter.FlopCounterMode`.
+parameters and the multiply-adds of one forward pass with `torch.utils.flop_counter.FlopCounterMode`
+(`count_macs`, which `actionlab bench gpu` uses too for its achieved TFLOP/s).
 
 Convention: FlopCounterMode counts 2 FLOPs per multiply-add of convolutions and matrix products
 and nothing for pooling, normalisation or activations; we print its count / 2 as GMACs
@@ -21,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model
-from orchestrator.config import example_input, input_spec, parse_experiment
+from orchestrator.inputs import example_input
 
 
 class PaperSetting(NamedTuple):
@@ -107,6 +108,10 @@ def summarize(name: str, setting: PaperSetting | None = None) -> SummaryRow:
     Returns:
         A SummaryRow; counts are exact (shapes fix both), though nothing is computed.
     """
+    # config (pydantic) only here: `actionlab bench gpu` imports PAPER_SETTINGS and count_macs on
+    # GPU machines that have no pydantic
+    from orchestrator.config import input_spec, parse_experiment
+
     setting = setting or PAPER_SETTINGS[name]
     data = {**setting.data, "short_side": setting.data["crop_size"]}
     spec = input_spec(parse_experiment({"data": data, "model": {**setting.model, "architecture": name}},

@@ -107,11 +107,14 @@ def raft_small_weights(tmp_path_factory):
     return path
 
 
-def test_raft_random_weights_shape(raft_small_weights):
-    frames = np.stack([texture(60, 60, seed=s) for s in range(3)])  # 60 is not a multiple of 8: padded
+def test_raft_random_weights_shape_and_batching(raft_small_weights):
+    frames = np.stack([texture(60, 60, seed=s) for s in range(4)])  # 60 is not a multiple of 8: padded
     flow = compute_flow(frames, method="raft", raft_weights=raft_small_weights)
-    assert flow.shape == (2, 60, 60, 2) and flow.dtype == np.float32
+    assert flow.shape == (3, 60, 60, 2) and flow.dtype == np.float32
     assert np.isfinite(flow).all()
+    # pairs split 2 + 1 across forward passes: the same fields as one pass of 3
+    batched = compute_flow(frames, method="raft", raft_weights=raft_small_weights, raft_batch=2)
+    np.testing.assert_allclose(batched, flow, atol=1e-3)
 
 
 def test_raft_without_weights_is_user_error():

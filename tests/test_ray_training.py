@@ -77,7 +77,6 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
 
 
 def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path):
-    from orchestrator.commands import report
     from orchestrator.report import results_from_mlflow
     from orchestrator.training.tune import run_sweep
 
@@ -188,11 +187,52 @@ def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
 
 
+def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, tmp_path):
+    """Same (seed, epoch, index) keys, same batches, in the same order; a bad video skipped and counted."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from orchestrator.data.annotations import VideoRecord, read_split
+    from orchestrator.data.dataset import EpochTagged, collate_skip_bad
+    from orchestrator.data.ray_loader import RayDataLoader
+    from orchestrator.training.loop import build_dataset
+
+    cfg = tiny_experiment(tiny_data, tmp_path, model={"architecture": "two_stream", "modality": "rgb+flow"})
+    records = read_split("ucf101", root=cfg.data.root, annotations=cfg.data.annotations, subset="train").records
+    dataset = build_dataset(cfg, [*records[:9], VideoRecord(tmp_path / "gone.avi", 0, "gone")], train=True)
+    sampler = EpochTagged(DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0))
+    sampler.set_epoch(3)
+    expected = list(DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate_skip_bad))
+    loader = RayDataLoader(dataset, sampler, batch_size=2)
+    got = list(loader)
+    assert len(got) == len(expected) == len(loader) == 3
+    for a, b in zip(expected, got):
+        assert a["num_skipped"] == b["num_skipped"]
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["label"], b["label"])
+        assert all(torch.equal(a["inputs"][m], b["inputs"][m]) for m in ("rgb", "flow"))
+    assert sum(b["num_skipped"] for b in got) == 1  # rank 1's shard of 10 keys holds the missing video
+    assert loader.decoded == 3 and loader.decoded_here == 3  # one node here
+
+
+def test_bench_input_measures_every_source_and_loader(ray_session):
+    from orchestrator.bench import INPUT_SAMPLERS, bench_input
+
+    lines = []
+    figures = bench_input(videos=1, num_frames=70, clips=2, rounds=1, workers=1, out=lines.append)
+    sources = ("raw", "prepared h264", "prepared frames")
+    assert set(figures["per_core"]) == {(s, n) for s in sources for n in INPUT_SAMPLERS} | {("flow jpg", "tsn K=3 x L=5")}
+    assert all(rate > 0 for rate in figures["per_core"].values())
+    assert set(figures["dataloader"]) == {0, 1} and figures["ray_data"] > 0
+    assert any("needs" in line and "prepared h264" in line for line in lines)
+
+
 def test_two_node_cluster_places_one_worker_per_node(tiny_data, tmp_path):
-    """A real two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU each) in a fresh process."""
+    """A real two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU each) in a fresh process; then
+    a third, CPU-only node decodes for a ray_data run whose worker holds the head's only CPU."""
     script = Path(__file__).with_name("multinode_run.py")
     proc = subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path)], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "num_nodes=2" in proc.stdout
+    assert "ray_data: decoded_on_training_node_share=0.0 skipped=0 finished" in proc.stdout
     assert any((tmp_path / "runs").glob("*/checkpoint_*")), "checkpoints landed in the shared storage path"

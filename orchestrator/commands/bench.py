@@ -1,8 +1,9 @@
-"""`actionlab bench decode|train`: throughput figures measured side by side in one run."""
+"""`actionlab bench decode|train|input|flow|gpu`: throughput figures measured side by side in one run."""
 import argparse
 
-HELP = ("Benchmarks: video decoding (dataset vs raw decord vs naive PyAV), the Ray Train step overhead, and the "
-        "flow cache formats.")
+HELP = ("Benchmarks: video decoding (dataset vs raw decord vs naive PyAV), the Ray Train step overhead, the "
+        "input pipeline (raw vs prepared videos, DataLoader vs Ray Data), the flow cache formats, and one GPU's "
+        "training, loader and RAFT throughput.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,17 +20,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--steps", type=int, default=30)
     train.add_argument("--threads", type=int, default=1, help="torch threads in both loops")
+    inputs = sub.add_parser("input", help="input pipeline clips/s: raw vs prepared videos vs frames vs flow, per core; "
+                                          "DataLoader 0..N workers; Ray Data vs DataLoader; cores per GPU")
+    inputs.add_argument("--videos", type=int, default=4)
+    inputs.add_argument("--frames", type=int, default=300, help="frames per video (Kinetics: 10 s at 30 fps)")
+    inputs.add_argument("--clips", type=int, default=24, help="clips per case and round (one core)")
+    inputs.add_argument("--rounds", type=int, default=3)
+    inputs.add_argument("--workers", type=int, default=None, help="most DataLoader processes (default: every core)")
+    inputs.add_argument("--model-rate", type=float, default=1000.0,
+                        help="clips/s one GPU trains at, for the cores-per-GPU line (default: %(default)s)")
     flow = sub.add_parser("flow", help="flow cache formats: bytes per field and clips/s read, npy vs jpg vs png")
     flow.add_argument("--videos", type=int, default=4)
     flow.add_argument("--frames", type=int, default=60)
     flow.add_argument("--rounds", type=int, default=3)
+    gpu = sub.add_parser("gpu", help="one GPU: training clips/s and TFLOP/s of the papers' models per precision, "
+                                     "the real loader end to end, RAFT-small pairs/s (a smoke run without CUDA)")
+    add_gpu_arguments(gpu)
+
+
+def add_gpu_arguments(parser: argparse.ArgumentParser) -> None:
+    """`bench gpu`'s options; `python -m orchestrator.bench_gpu` takes the same."""
+    parser.add_argument("--smoke", action="store_true", help="the tiny version (always, without CUDA)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="rows that would start past this many seconds are skipped (default: the run's own, "
+                             "which keeps a GPU run under 8 minutes)")
+    parser.add_argument("--only", default="train,loader,flow", help="sections to run, comma-separated")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the GPU's dense bf16 TFLOP/s, for the peak column (default: from its name)")
 
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator import bench
 
+    if args.what == "gpu":
+        from orchestrator import bench_gpu
+
+        return bench_gpu.run_from_args(args)
     if args.what == "decode":
         bench.bench_decode(videos=args.videos, num_frames=args.frames, num_segments=args.segments, rounds=args.rounds)
+    elif args.what == "input":
+        bench.bench_input(videos=args.videos, num_frames=args.frames, clips=args.clips, rounds=args.rounds,
+                          workers=args.workers, model_rate=args.model_rate)
     elif args.what == "flow":
         bench.bench_flow(videos=args.videos, num_frames=args.frames, rounds=args.rounds)
     else:

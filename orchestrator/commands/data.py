@@ -1,9 +1,12 @@
-"""`actionlab data synth|check|convert-flow`: generate the synthetic benchmark, list every bad entry
-of a data set, or turn a .npy flow cache into per-field images."""
+"""`actionlab data synth|check|prepare|convert-flow`: generate the synthetic benchmark, list every bad
+entry of a data set, transcode a data set for fast clip sampling, or turn a .npy flow cache into
+per-field images."""
 import argparse
 
-HELP = ("Generate the synthetic benchmark (synth), check a data set for bad videos (check), or convert a .npy "
-        "flow cache to JPEG/PNG (convert-flow).")
+HELP = ("Generate the synthetic benchmark (synth), check a data set for bad videos (check), transcode it for fast "
+        "clip sampling (prepare), or convert a .npy flow cache to JPEG/PNG (convert-flow).")
+
+SHOWN_PROBLEMS = 5  # annotation problems printed in full; the rest are counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +35,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="which videos of the split (default: all of them)")
     check.add_argument("--min-frames", type=int, default=1, help="frames a clip needs (shorter videos are bad)")
 
+    from orchestrator.data.prepare import FORMATS, PrepareParams
+
+    default = PrepareParams()
+    prepare = sub.add_parser("prepare", help="Transcode a data set (layout, video ids and split files kept) into "
+                                             "short-GOP H.264 or JPEG frame folders, as Ray tasks; resumable.")
+    prepare.add_argument("--dataset", required=True, choices=list(DATASETS))
+    prepare.add_argument("--root", required=True, help="folder holding the videos")
+    prepare.add_argument("--annotations", required=True, help="split folder (UCF/HMDB) or CSV (Kinetics, csv)")
+    prepare.add_argument("--split", type=int, default=None,
+                         help="only the videos of this split number (default: of every split)")
+    prepare.add_argument("--out", required=True,
+                         help="folder of the copy: <root's name>/, <annotations' name>, manifest.json")
+    prepare.add_argument("--format", choices=FORMATS, default=default.format,
+                         help="h264: .mp4 with short key frame intervals (default); frames: a folder of JPEGs per "
+                              "video (fastest to sample, ~15x the bytes)")
+    prepare.add_argument("--short-side", type=int, default=default.short_side,
+                         help="scale larger videos down to this short side (default %(default)s; smaller ones keep "
+                              "their size)")
+    prepare.add_argument("--keyframe-interval", type=int, default=default.keyframe_interval,
+                         help="h264: at most this many frames between key frames (default %(default)s)")
+    prepare.add_argument("--crf", type=int, default=default.crf, help="h264: x264 quality, lower is better "
+                                                                      "(default %(default)s)")
+    prepare.add_argument("--jpeg-quality", type=int, default=default.jpeg_quality,
+                         help="frames: JPEG quality (default %(default)s)")
+    prepare.add_argument("--no-ray", action="store_true", help="process videos in this process, one after another")
+    prepare.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+
     convert = sub.add_parser("convert-flow", help="Rewrite a .npy flow cache as per-field images, in place.")
     convert.add_argument("--flow-dir", required=True, help="the cache folder (with manifest.json)")
     convert.add_argument("--format", choices=("jpg", "png"), default="jpg",
@@ -41,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "synth":
         return _synth(args)
+    if args.action == "prepare":
+        return _prepare(args)
     if args.action == "convert-flow":
         from orchestrator.data.flow import convert_flow_cache
 
@@ -84,3 +116,21 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print("no problems found")
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from orchestrator.data.prepare import PrepareParams, prepare_dataset
+
+    params = PrepareParams(format=args.format, short_side=args.short_side, keyframe_interval=args.keyframe_interval,
+                           crf=args.crf, jpeg_quality=args.jpeg_quality)
+    summary = prepare_dataset(args.dataset, root=args.root, annotations=args.annotations, out=args.out, params=params,
+                              split=args.split, use_ray=not args.no_ray, address=args.address)
+    for path, reason in summary.problems[:SHOWN_PROBLEMS]:
+        print(f"warning: {path}: {reason}")
+    if len(summary.problems) > SHOWN_PROBLEMS:
+        print(f"warning: ... and {len(summary.problems) - SHOWN_PROBLEMS} more annotation problems")
+    for path, reason in summary.failed:
+        print(f"failed: {path}: {reason}")
+    print(summary.describe())
+    print(f"train on it with data.root={summary.root} data.annotations={summary.annotations}")
+    return 1 if summary.failed else 0

@@ -26,6 +26,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warp", action="store_true", help="subtract camera motion (TSN warped flow)")
     parser.add_argument("--raft-weights", type=Path, default=None, help="local raft_small/raft_large state dict")
     parser.add_argument("--device", default="cpu", help="torch device for RAFT (cpu, cuda)")
+    parser.add_argument("--gpus-per-task", type=float, default=1.0,
+                        help="GPU share of each video's Ray task with --device cuda; 0.25 overlaps 4 videos' decoding "
+                             "and RAFT on one GPU (default 1)")
+    parser.add_argument("--raft-batch", type=int, default=8, help="frame pairs per RAFT forward pass (default 8)")
     parser.add_argument("--no-ray", action="store_true", help="process videos in this process, one after another")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
 
@@ -45,7 +49,8 @@ def run(args) -> int:
         print(f"warning: ... and {len(split.problems) - SHOWN_PROBLEMS} more annotation problems")
     summary = extract_flow(split.records, flow_dir=args.flow_dir, method=args.method, bound=args.bound,
                            short_side=args.short_side, warp=args.warp, fmt=args.format, raft_weights=args.raft_weights,
-                           device=args.device, use_ray=not args.no_ray, address=args.address)
+                           device=args.device, use_ray=not args.no_ray, address=args.address,
+                           gpus_per_task=args.gpus_per_task, raft_batch=args.raft_batch)
     for path, reason in summary.failed:
         print(f"failed: {path}: {reason}")
     print(summary.describe())

@@ -22,7 +22,7 @@ SPLIT_NUMBERS = (1, 2, 3)  # UCF-101 and HMDB-51 both ship three official train/
 
 
 class VideoRecord(NamedTuple):
-    path: Path  # absolute path of the video file
+    path: Path  # absolute path of the video file, or of its JPEG frame folder (`actionlab data prepare`)
     label: int  # index into Split.class_names; -1 only where the data set has no labels (Kinetics test)
     video_id: str  # path relative to the video root, no suffix, '/'-separated: key of flow caches and score files
 
@@ -39,7 +39,8 @@ class Split(NamedTuple):
 
 
 def _video_id(path: Path, root: Path) -> str:
-    return path.relative_to(root).with_suffix("").as_posix()
+    relative = path.relative_to(root)  # a frame folder's name is already the video's, less its suffix
+    return (relative if path.is_dir() else relative.with_suffix("")).as_posix()
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -72,7 +73,7 @@ def _numbered_lines(path: Path):
 
 
 def _add_if_exists(video: Path, label: int, root: Path, origin: str, split: Split) -> None:
-    if video.is_file():
+    if video.is_file() or video.is_dir():  # a folder: JPEG frames (`actionlab data prepare --format frames`)
         split.records.append(VideoRecord(video, label, _video_id(video, root)))
     else:
         split.problems.append(Problem(video, f"video file not found (listed in {origin})"))
@@ -157,9 +158,15 @@ def read_hmdb51(root: Path, annotations: Path, split: int, subset: str) -> Split
 
 
 def _kinetics_video(root: Path, subset: str, label: str, file_name: str) -> Path | None:
+    """The clip's file, or its JPEG frame folder (the file name less .mp4, `actionlab data prepare`)."""
     candidates = [root / subset / label / file_name, root / subset / label.replace(" ", "_") / file_name,
                   root / subset / file_name, root / file_name]
-    return next((c for c in candidates if c.is_file()), None)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+        if candidate.with_suffix("").is_dir():
+            return candidate.with_suffix("")
+    return None
 
 
 def _read_csv_rows(path: Path, required: tuple[str, ...], what: str):
@@ -183,7 +190,8 @@ def read_kinetics(root: Path, annotations: Path, split: int, subset: str) -> Spl
     without a label (the label column empty or absent) get label -1.
 
     A clip is `<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`, looked up in this order under
-    root/<subset>/<label>/ (also with spaces in the label written as '_'), root/<subset>/, root/.
+    root/<subset>/<label>/ (also with spaces in the label written as '_'), root/<subset>/, root/;
+    in each place, the frame folder of that name less '.mp4' counts as the clip too.
     """
     _check_subset("kinetics", subset, ("train", "val", "test"))
     if annotations.is_dir():

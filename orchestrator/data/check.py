@@ -9,18 +9,26 @@ A probe is cheap (no full decode) and names one reason per bad file, in this ord
 - 'not a video or cannot be opened: <decord's message>';
 - 'truncated: the last frame ... cannot be decoded' (it opens, but the frames the container
   claims are not all there);
+- 'hangs: ...' when opening or decoding the last frame runs past the time limit (decord loops
+  forever on a container that lists more frames than decode; the decode process is killed);
 - 'decord cannot decode this frame size' (a decord 0.6 bug at a few small widths, e.g. 48 px);
 - 'too short: N frames, the clip needs M'.
+
+A JPEG frame folder (`actionlab data prepare --format frames`) is bad when it is empty, has a gap
+in its numbering, its last image cannot be read, or it is too short.
 """
+import os
 import re
 import struct
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from orchestrator.data.annotations import Problem, Split
 
 MAX_MESSAGE_CHARS = 160
+DECODE_TIMEOUT_S = 60.0  # as data.decode_timeout_s: the slowest good video measured took 6 s
 
 
 def _short_message(err: Exception) -> str:
@@ -67,14 +75,39 @@ def _container_truncation(path: Path, size_bytes: int) -> str | None:
     return None
 
 
-def probe_video(path: Path, *, min_frames: int = 1) -> str | None:
-    """Why a video cannot give a clip of `min_frames` frames, or None if it can.
+def _probe_frame_folder(folder: Path, min_frames: int) -> str | None:
+    """Why a frame folder cannot give a clip of `min_frames` frames, or None if it can. Lists its
+    images and reads only the last one."""
+    from orchestrator.data.video_io import FRAME_PREFIX, frame_image, read_frame_folder
 
-    Decodes only the last frame (a seek to the last key frame), never the whole video.
+    names = {name for name in os.listdir(folder) if name.startswith(FRAME_PREFIX) and name.endswith(".jpg")}
+    if not names:
+        return "empty frame folder (no img_00001.jpg, ...)"
+    gap = next((i for i in range(len(names)) if frame_image(folder, i).name not in names), None)
+    if gap is not None:
+        return f"frame folder of {len(names)} images without {frame_image(folder, gap).name} (a gap in the numbering)"
+    try:
+        read_frame_folder(folder, [len(names) - 1])
+    except OSError as err:
+        return f"the last frame, {frame_image(folder, len(names) - 1).name}, cannot be read ({_short_message(err)})"
+    if len(names) < min_frames:
+        return f"too short: {len(names)} frames, the clip needs {min_frames}"
+    return None
+
+
+def probe_video(path: Path, *, min_frames: int = 1, decode_timeout_s: float = DECODE_TIMEOUT_S) -> str | None:
+    """Why a video (or JPEG frame folder) cannot give a clip of `min_frames` frames, or None if it can.
+
+    Decodes only the last frame (a seek to the last key frame), never the whole video, in a decode
+    process killed after `decode_timeout_s` (decord can hang; see orchestrator/data/decode_guard.py).
     """
     import decord
 
+    from orchestrator.data.decode_guard import DecodeGuard, DecodeTimeout
+
     path = Path(path)
+    if path.is_dir():
+        return _probe_frame_folder(path, min_frames)
     if not path.is_file():
         return "missing file"
     size_bytes = path.stat().st_size
@@ -84,8 +117,10 @@ def probe_video(path: Path, *, min_frames: int = 1) -> str | None:
     if reason:
         return reason
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
+        reader = DecodeGuard(decode_timeout_s).open(path)
         num_frames = len(reader)
+    except DecodeTimeout as err:
+        return f"hangs: {err}"
     except (decord.DECORDError, RuntimeError) as err:
         return f"not a video or cannot be opened: {_short_message(err)}"
     if num_frames == 0:
@@ -94,7 +129,10 @@ def probe_video(path: Path, *, min_frames: int = 1) -> str | None:
         # Only the last frame: seeking there decodes from the last key frame on. (Decoding frame 0
         # as well would not tell corrupt from cut: decord's decoder thread reads packets ahead, so a
         # broken last packet can fail a request for frame 0 of a short video.)
-        reader.get_batch([num_frames - 1])
+        reader.read(np.array([[num_frames - 1]]))
+    except DecodeTimeout as err:  # e.g. a container that lists more frames than decode
+        return (f"hangs: the last frame ({num_frames - 1} of the {num_frames} the container claims) does not "
+                f"decode; {err}")
     except (decord.DECORDError, RuntimeError) as err:
         if "size must exactly match" in str(err):  # not a bad file: decord 0.6 fails at some widths
             return f"decord cannot decode this frame size (seen at widths 16, 24, 48, 72): {_short_message(err)}"

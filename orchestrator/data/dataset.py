@@ -12,7 +12,14 @@ Data flow of one item (V views, T frames each, as the sampler decides):
              'index': int64 (B,), 'num_skipped': int}
 
 RGB frames are read with decord: `get_batch` on exactly the sampled frames, except in AVI files,
-where decord's seeking is wrong and frames are decoded in order up to the last one sampled.
+where decord's seeking is wrong and frames are decoded in order up to the last one sampled. A
+record whose path is a folder holds one JPEG per frame (`actionlab data prepare --format
+frames`): only the sampled frames' images are opened.
+
+With `decode_timeout_s`, decord runs in a child process that is killed when one video takes longer
+(decord can loop forever on a file that lists more frames than decode; see
+orchestrator/data/decode_guard.py): that video is skipped like a bad one and the next starts a
+fresh child. The sampler and the transform still run here, so items are the same with or without.
 
 Flow field i is the motion from frame i to frame i + 1, so a video of N frames has N - 1 fields.
 With 'flow' among the modalities the sampler is given the field count and RGB is read at the same
@@ -26,6 +33,7 @@ A bad video (missing, undecodable, too short for the sampler) is logged as a war
 video is substituted and `len()` does not change, so an epoch is the same list of videos for
 every run.
 """
+import functools
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,6 +43,7 @@ import torch
 from einops import rearrange
 
 from orchestrator.data.annotations import VideoRecord
+from orchestrator.data.decode_guard import DecodeGuard, DecordVideo
 from orchestrator.errors import UserError
 
 MODALITIES = ("rgb", "flow")
@@ -48,26 +57,12 @@ logger = logging.getLogger("actionlab.data")
 SEQUENTIAL_SUFFIXES = (".avi",)
 
 
-def _read_rgb(reader, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-    """Frames at `indices` (V, T) of a decord VideoReader, uint8 (V, T, H, W, 3).
+def _read_frame_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
+    """Frames at `indices` (V, T) of a JPEG frame folder, uint8 (V, T, H, W, 3); each image read once."""
+    from orchestrator.data.video_io import read_frame_folder
 
-    Each distinct frame is decoded once: by `get_batch` on exactly those frames, or, if
-    `sequential`, by decoding every frame up to the last one wanted and keeping the wanted ones.
-    """
-    unique, inverse = np.unique(indices, return_inverse=True)  # (U,) sorted distinct indices
-    if sequential:
-        wanted, kept = set(unique.tolist()), []
-        for index in range(int(unique[-1]) + 1):
-            try:
-                frame = reader.next()
-            except StopIteration:
-                raise IndexError(f"frame {index} is past the last frame that decodes") from None
-            if index in wanted:
-                kept.append(frame.asnumpy())
-        frames = np.stack(kept)  # (U, H, W, 3)
-    else:
-        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
-    return frames[inverse.reshape(indices.shape)]
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return read_frame_folder(folder, unique)[inverse.reshape(indices.shape)]
 
 
 def _read_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
@@ -77,6 +72,20 @@ def _read_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray
     unique, inverse = np.unique(indices, return_inverse=True)
     fields = load_flow(flow_dir, video_id, unique)  # (U, H, W, 2)
     return fields[inverse.reshape(indices.shape)]
+
+
+@functools.cache
+def _bad_video_errors() -> tuple[type[Exception], ...]:
+    """What reading a bad video raises. decord's own error only where decord is installed: frame
+    folders are read without it (e.g. by `actionlab bench gpu` on a machine that lacks it)."""
+    # UserError: load_flow's "no cached flow for this video" (its extraction failed); one video's
+    # problem, not the run's. decode_guard's DecodeTimeout is an OSError, DecodeCrash a RuntimeError.
+    errors = (RuntimeError, ValueError, OSError, IndexError, UserError)
+    try:
+        import decord
+    except ImportError:
+        return errors
+    return (decord.DECORDError, *errors)
 
 
 class VideoDataset(torch.utils.data.Dataset):
@@ -91,11 +100,13 @@ class VideoDataset(torch.utils.data.Dataset):
         modalities: any of 'rgb', 'flow'.
         flow_dir: folder of the precomputed flow (`actionlab flow`); needed for 'flow'.
         seed: with the epoch and the index, seeds each item's random generator.
+        decode_timeout_s: decode each video in a child process and skip it after this many seconds
+            (`data.decode_timeout_s`); None decodes in this process, without a limit.
     """
 
     def __init__(self, records: Sequence[VideoRecord], *, sampler: Callable[[int, np.random.Generator], np.ndarray],
                  transform: Callable | None = None, modalities: tuple[str, ...] = ("rgb",),
-                 flow_dir: Path | None = None, seed: int = 0):
+                 flow_dir: Path | None = None, seed: int = 0, decode_timeout_s: float | None = None):
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
@@ -108,6 +119,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.flow_dir = None if flow_dir is None else Path(flow_dir)
         self.seed = seed
         self.epoch = 0
+        self.decode_guard = DecodeGuard(decode_timeout_s) if decode_timeout_s else None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose clips plain-integer keys draw. Call before creating the DataLoader
@@ -120,41 +132,43 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _read(self, record: VideoRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """{modality: uint8 (V, T, H, W, C)} of one sampled clip; raises on a bad video."""
-        import decord
-
-        reader = None
+        reader, rgb_frames = None, None
         if "rgb" in self.modalities:
-            if not record.path.is_file():
+            if record.path.is_dir():  # a JPEG frame folder (`actionlab data prepare --format frames`)
+                from orchestrator.data.video_io import frame_folder_length
+
+                rgb_frames = frame_folder_length(record.path)
+            elif not record.path.is_file():
                 raise FileNotFoundError("missing file")
-            reader = decord.VideoReader(str(record.path), num_threads=1)
-            num_frames = len(reader)
+            else:
+                reader = self.decode_guard.open(record.path) if self.decode_guard else DecordVideo(record.path)
+                rgb_frames = len(reader)
+            num_frames = rgb_frames
         if "flow" in self.modalities:
             from orchestrator.data.flow import flow_frame_count
 
             num_frames = flow_frame_count(self.flow_dir, record.video_id)
-            if reader is not None and num_frames >= len(reader):  # field i needs frames i and i + 1
-                raise ValueError(f"{num_frames} flow fields but only {len(reader)} frames (stale flow cache?)")
+            if rgb_frames is not None and num_frames >= rgb_frames:  # field i needs frames i and i + 1
+                raise ValueError(f"{num_frames} flow fields but only {rgb_frames} frames (stale flow cache?)")
         indices = np.asarray(self.sampler(num_frames, rng), dtype=np.int64)  # (V, T)
         inputs = {}
-        if "rgb" in self.modalities:
+        if "rgb" in self.modalities and reader is None:
+            inputs["rgb"] = _read_frame_folder(record.path, indices)
+        elif "rgb" in self.modalities:
             sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
-            inputs["rgb"] = _read_rgb(reader, indices, sequential=sequential)
+            inputs["rgb"] = reader.read(indices, sequential=sequential)  # (V, T, H, W, 3)
         if "flow" in self.modalities:
             inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
         return inputs
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
         """The clip of video `key`, or of `key = (epoch, index)`; None for a bad video (logged)."""
-        import decord
-
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         try:
             arrays = self._read(record, rng)
-        # UserError: load_flow's "no cached flow for this video" (its extraction failed); one video's
-        # problem, not the run's.
-        except (decord.DECORDError, RuntimeError, ValueError, OSError, IndexError, UserError) as err:
+        except _bad_video_errors() as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             logger.warning("skipping %s: %s", record.path, reason)
             return None

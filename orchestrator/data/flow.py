@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from orchestrator.data.tasks import run_per_video
 from orchestrator.errors import UserError
 
 FLOW_METHODS = ("farneback", "tvl1", "raft")
@@ -161,8 +162,8 @@ def _raft_model(weights: str, device: str):
     return model.eval().to(device)
 
 
-def _raft(frames: np.ndarray, *, weights: str, device: str) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> float32 (T-1, H, W, 2).
+def _raft(frames: np.ndarray, *, weights: str, device: str, pairs_per_batch: int = RAFT_PAIRS_PER_BATCH) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> float32 (T-1, H, W, 2), `pairs_per_batch` frame pairs per forward pass.
 
     Frames are edge-padded (bottom, right) to a multiple of 8 (RAFT's 1/8 grid) and at least
     RAFT_MIN_SIDE, and the flow is cropped back.
@@ -175,8 +176,8 @@ def _raft(frames: np.ndarray, *, weights: str, device: str) -> np.ndarray:
     pad_h, pad_w = (max(RAFT_MIN_SIDE, side + -side % 8) - side for side in (height, width))
     out = []
     with torch.inference_mode():
-        for start in range(0, len(frames) - 1, RAFT_PAIRS_PER_BATCH):
-            chunk = torch.from_numpy(frames[start:start + RAFT_PAIRS_PER_BATCH + 1]).to(device)  # (P+1, H, W, 3)
+        for start in range(0, len(frames) - 1, pairs_per_batch):
+            chunk = torch.from_numpy(frames[start:start + pairs_per_batch + 1]).to(device)  # (P+1, H, W, 3)
             chunk = chunk.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (P+1, 3, H, W) in [-1, 1], as RAFT was trained
             chunk = F.pad(chunk, (0, pad_w, 0, pad_h), mode="replicate")
             flow = model(chunk[:-1], chunk[1:])[-1]  # last refinement: (P, 2, H + pad_h, W + pad_w)
@@ -235,7 +236,7 @@ def check_flow_args(method: str, raft_weights: str | Path | None) -> None:
 
 
 def compute_flow(frames: np.ndarray, *, method: str = "farneback", raft_weights: str | Path | None = None,
-                 device: str = "cpu", warp: bool = False) -> np.ndarray:
+                 device: str = "cpu", warp: bool = False, raft_batch: int = RAFT_PAIRS_PER_BATCH) -> np.ndarray:
     """Dense optical flow between consecutive frames.
 
     Args:
@@ -244,6 +245,7 @@ def compute_flow(frames: np.ndarray, *, method: str = "farneback", raft_weights:
         raft_weights: local state-dict file, required for 'raft'.
         device: torch device for 'raft' ('cpu', 'cuda'); the OpenCV methods run on CPU.
         warp: subtract the camera motion (TSN warped flow).
+        raft_batch: frame pairs per RAFT forward pass (GPU memory vs. speed).
 
     Returns:
         float32 (T-1, H, W, 2): field i is (dx, dy) in pixels from frame i to frame i + 1.
@@ -256,7 +258,7 @@ def compute_flow(frames: np.ndarray, *, method: str = "farneback", raft_weights:
     elif method == "tvl1":
         flow = _tvl1(frames)
     else:
-        flow = _raft(frames, weights=raft_weights, device=device)
+        flow = _raft(frames, weights=raft_weights, device=device, pairs_per_batch=raft_batch)
     return _subtract_camera_motion(flow) if warp else flow
 
 
@@ -401,14 +403,15 @@ def decode_video(path: Path, *, short_side: int | None = None) -> np.ndarray:
 
 
 def extract_video_flow(path: Path, out_path: Path, *, params: FlowParams, raft_weights=None,
-                       device: str = "cpu") -> int:
+                       device: str = "cpu", raft_batch: int = RAFT_PAIRS_PER_BATCH) -> int:
     """Decode one video, compute and quantise its flow, write `out_path` atomically.
 
     Returns:
         the number of flow fields written (frames - 1).
     """
     frames = decode_video(path, short_side=params.short_side)
-    flow = compute_flow(frames, method=params.method, raft_weights=raft_weights, device=device, warp=params.warp)
+    flow = compute_flow(frames, method=params.method, raft_weights=raft_weights, device=device, warp=params.warp,
+                        raft_batch=raft_batch)
     q = quantize_flow(flow, bound=params.bound)  # uint8 (T-1, H, W, 2)
     save_flow(out_path, q, params.format)
     return len(q)
@@ -435,32 +438,10 @@ def _extract_in_ray_task(path: Path, out_path: Path, kwargs: dict) -> _VideoResu
     return _extract_or_report(path, out_path, kwargs)
 
 
-def _run_ray(jobs: list, kwargs: dict, *, address: str | None, bar) -> list:
-    """One Ray task per (path, out_path) job; returns their _VideoResults as they finish."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address)
-    num_gpus = 1 if kwargs["device"].startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=num_gpus)(_extract_in_ray_task)
-    kwargs_ref = ray.put(kwargs)
-    pending = {task.remote(path, out, kwargs_ref): path for path, out in jobs}
-    results = []
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=min(8, len(pending)), timeout=1.0)
-        for ref in done:
-            path = pending.pop(ref)
-            try:
-                results.append(ray.get(ref))
-            except Exception as err:  # noqa: BLE001 - a worker that died (OOM, segfault) fails only its video
-                results.append(_VideoResult(path, 0, f"{type(err).__name__}: {err}"))
-            bar.update(1)
-    return results
-
-
 def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: float = 20.0,
                  short_side: int | None = None, warp: bool = False, fmt: str = "jpg", raft_weights=None,
                  device: str = "cpu", use_ray: bool = True, address: str | None = None,
+                 gpus_per_task: float = 1.0, raft_batch: int = RAFT_PAIRS_PER_BATCH,
                  progress: bool = True) -> FlowSummary:
     """Compute and cache the flow of every record whose cache file does not exist yet.
 
@@ -473,6 +454,9 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
         fmt: cache format, one of FLOW_FORMATS.
         use_ray: one Ray task per video (connects to `address` unless Ray is already initialised);
             False runs the same per-video function in a loop.
+        gpus_per_task: with a CUDA device, the GPU share each task holds: 0.25 runs 4 videos per GPU
+            at once, so one video's decoding on the CPU overlaps another's RAFT on the GPU.
+        raft_batch: frame pairs per RAFT forward pass.
         progress: show a tqdm bar.
 
     Returns:
@@ -493,15 +477,12 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
     start = time.perf_counter()
     jobs = [(Path(r.path), flow_path(flow_dir, r.video_id, params.format)) for r in records]
     todo = [(path, out) for path, out in jobs if not out.exists()]
-    kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device)
+    kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device,
+                  raft_batch=raft_batch)
     with tqdm(total=len(todo), unit="video", desc=f"flow ({method})", disable=not progress) as bar:
-        if use_ray:
-            results = _run_ray(todo, kwargs, address=address, bar=bar)
-        else:
-            results = []
-            for path, out in todo:
-                results.append(_extract_or_report(path, out, kwargs))
-                bar.update(1)
+        results = run_per_video(_extract_or_report, todo, shared=(kwargs,), task_fn=_extract_in_ray_task,
+                                failed=lambda job, reason: _VideoResult(job[0], 0, reason), use_ray=use_ray,
+                                address=address, num_gpus=gpus_per_task if device.startswith("cuda") else 0, bar=bar)
     failed = [(r.path, r.error) for r in results if r.error is not None]
     return FlowSummary(computed=len(results) - len(failed), cached=len(jobs) - len(todo), failed=failed,
                        frames=sum(r.frames for r in results), seconds=time.perf_counter() - start)

@@ -1,42 +1,105 @@
-"""Writing and reading real video files.
+"""Writing and reading real video files and JPEG frame folders.
 
 Decoding in actionlab goes through decord (`VideoReader.get_batch` on exactly the sampled frame
-indices). PyAV is used to *write* H.264 files (synthetic data, test fixtures) and as the naive
-seek-and-decode reference that tests and `actionlab bench decode` compare decord against.
+indices). PyAV is used to *write* H.264 files (synthetic data, test fixtures, `actionlab data
+prepare`) and as the naive seek-and-decode reference that tests and `actionlab bench decode`
+compare decord against.
+
+A frame folder (`actionlab data prepare --format frames`) holds one JPEG per frame,
+`<folder>/img_00001.jpg, img_00002.jpg, ...`, 1-based: the rawframe layout of TSN and MMAction2.
+Its images go through Pillow, not OpenCV: once decord is imported, OpenCV's image codecs can pick
+up decord's zlib and fail (see orchestrator/data/flow.py).
 """
+import itertools
+import os
+from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 
 def write_video(
-    path: str | Path, frames: np.ndarray, *, fps: int = 25, crf: int = 18, deterministic: bool = False
+    path: str | Path, frames: np.ndarray | Iterable[np.ndarray], *, fps: int | Fraction = 25, crf: int = 18,
+    deterministic: bool = False, keyframe_interval: int | None = None, threads: int | None = None,
 ) -> Path:
     """Write uint8 RGB frames (T, H, W, 3) as an H.264 video (container chosen by the suffix).
 
-    H and W must be even (yuv420p). `crf` 18 is visually lossless; synthetic data uses it so that
-    colours survive compression. `deterministic` runs x264 single-threaded without SIMD
-    (threads=1, asm=0) so the same frames always give the same bytes; otherwise a few bytes vary
-    between runs (decoding to the same frames). Synthetic data sets use it; it costs ~15 %.
+    `frames` may also be any iterable of (H, W, 3) frames, encoded as they come (a long video
+    never sits in memory). H and W must be even (yuv420p). `crf` 18 is visually lossless;
+    synthetic data uses it so that colours survive compression. `deterministic` runs x264
+    single-threaded without SIMD (threads=1, asm=0) so the same frames always give the same
+    bytes; otherwise a few bytes vary between runs (decoding to the same frames). Synthetic data
+    sets use it; it costs ~15 %. `keyframe_interval`: at most this many frames from one key frame
+    to the next (x264's keyint; None: x264's 250). A seek decodes from the key frame before the
+    wanted frame, so a short interval makes random access cheap. `threads`: x264's threads
+    (None: x264's choice, about 1.5 per core).
     """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    num_frames, height, width, _ = frames.shape
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    height, width, _ = first.shape
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if keyframe_interval is not None:
+            stream.codec_context.gop_size = keyframe_interval
         options = {"crf": str(crf), "preset": "veryfast"}
+        if threads is not None:
+            options["threads"] = str(threads)
         if deterministic:
             options.update({"threads": "1", "x264-params": "asm=0"})
         stream.options = options
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+FRAME_PREFIX = "img_"  # frame i (0-based) of a frame folder is img_{i + 1:05d}.jpg
+
+
+def frame_image(folder: str | Path, index: int) -> Path:
+    """The JPEG of frame `index` (0-based) in a frame folder."""
+    return Path(folder) / f"{FRAME_PREFIX}{index + 1:05d}.jpg"
+
+
+def write_frame_folder(folder: str | Path, frames: Iterable[np.ndarray], *, quality: int = 95) -> int:
+    """Write uint8 RGB frames (H, W, 3), as they come, as `folder/img_00001.jpg, ...`; returns the count."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for count, frame in enumerate(frames, start=1):
+        Image.fromarray(np.ascontiguousarray(frame)).save(frame_image(folder, count - 1), quality=quality)
+    return count
+
+
+def frame_folder_length(folder: str | Path) -> int:
+    """Frames in a frame folder: its number of img_*.jpg files."""
+    return sum(1 for name in os.listdir(folder) if name.startswith(FRAME_PREFIX) and name.endswith(".jpg"))
+
+
+def read_frame_folder(folder: str | Path, indices) -> np.ndarray:
+    """The frames at `indices` (0-based) of a frame folder, uint8 (len(indices), H, W, 3).
+
+    Opens only those frames' files; a missing one raises FileNotFoundError naming it.
+    """
+    from PIL import Image
+
+    out = []
+    for index in np.asarray(indices, np.int64).tolist():
+        with Image.open(frame_image(folder, index)) as image:
+            out.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
+    return np.stack(out)
 
 
 def read_frames_pyav(path: str | Path, indices) -> np.ndarray:

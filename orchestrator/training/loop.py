@@ -2,7 +2,7 @@
 without Ray too (tests/test_loop.py):
 
     train_loop_per_worker(loop_config)      <- TorchTrainer (orchestrator/training/driver.py)
-        setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader),
+        setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader or Ray Data),
                       model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
         for each epoch: run_epoch (train_one_epoch ; evaluate) ; save_state -> ray.train.report
         last epoch, rank 0: write_run_outputs -> <storage_path>/scores/<run_id>/
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from orchestrator.config import ExperimentConfig, clip_layout, input_spec
+from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
 from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE
 
 STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume, nothing else
@@ -57,7 +58,7 @@ def build_dataset(cfg: ExperimentConfig, records, *, train: bool):
     modalities = data_modalities(cfg.model.modality)
     flow_dir = d.resolved_flow_dir() if "flow" in modalities else None
     return VideoDataset(records, sampler=sampler, transform=transform, modalities=modalities,
-                        flow_dir=flow_dir, seed=cfg.seed)
+                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None)
 
 
 def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[torch.Tensor | dict, int]:
@@ -84,27 +85,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model inside torch.compile's and DDP's wrappers."""
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if hasattr(model, "module") else model  # DistributedDataParallel
-
-
-PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype `optim.precision` asks for on `device`; None: fp32, no autocast."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    """Convolution weights in channels-last layout (4D: NHWC, 5D: NDHWC), where GPUs' tensor cores
-    run them fastest; `prepare_inputs` lays the clips out to match."""
-    for p in model.parameters():
-        if p.dim() in (4, 5):
-            p.data = p.data.contiguous(memory_format=torch.channels_last if p.dim() == 4 else torch.channels_last_3d)
-    return model
 
 
 def lr_lambda(cfg: ExperimentConfig, steps_per_epoch: int):
@@ -189,16 +169,27 @@ def loader_workers(setting: int | str, cpus: float) -> int:
     return setting if setting != "auto" else max(0, int(cpus) - 1)
 
 
+def make_loader(dataset, sampler, cfg: ExperimentConfig, *, num_workers: int, device, persistent: bool = False):
+    """Collated batches of `dataset` for the keys `sampler` yields, by `data.loader`: this worker's
+    DataLoader processes, or Ray Data tasks anywhere in the cluster (the same batches either way)."""
+    from orchestrator.data.dataset import collate_skip_bad
+
+    if cfg.data.loader == "ray_data":
+        from orchestrator.data.ray_loader import RayDataLoader
+
+        return RayDataLoader(dataset, sampler, batch_size=cfg.optim.batch_size)
+    return DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
+                      persistent_workers=persistent and num_workers > 0)
+
+
 @torch.no_grad()
 def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, world: int,
                 num_workers: int = 0) -> ShardScores:
     """Score this rank's test videos, every view of each, without padding (DistributedSampler would
     repeat videos to even out ranks and count them twice)."""
-    from orchestrator.data.dataset import collate_skip_bad
-
     model.eval()
-    shard = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=cfg.optim.batch_size, num_workers=num_workers, collate_fn=collate_skip_bad)
+    loader = make_loader(dataset, range(rank, len(dataset), world), cfg, num_workers=num_workers, device=device)
     indices, labels, scores, clip_correct, clip_total, skipped = [], [], [], 0, 0, 0
     dtype = autocast_dtype(cfg.optim.precision, device)
     for batch in loader:
@@ -267,7 +258,7 @@ class Worker:
     scaler: torch.amp.GradScaler
     train_set: Any  # VideoDataset
     train_sampler: Any  # EpochTagged(DistributedSampler)
-    train_loader: DataLoader
+    train_loader: Any  # DataLoader or RayDataLoader (data.loader)
     num_workers: int  # DataLoader processes (data.loader_workers resolved)
     test_set: Any  # VideoDataset
     test_split: Any  # annotations.Split: class names and video ids of the test list
@@ -291,7 +282,7 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     """
     from models import build_model
     from orchestrator.data.annotations import read_train_test
-    from orchestrator.data.dataset import EpochTagged, collate_skip_bad
+    from orchestrator.data.dataset import EpochTagged
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
     d = cfg.data
@@ -307,9 +298,8 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     test_set = build_dataset(cfg, test_split.records, train=False)
     sampler = EpochTagged(DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed))
     num_workers = loader_workers(d.loader_workers, cpus)
-    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=num_workers,
-                              collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
-                              persistent_workers=num_workers > 0)  # the keys carry the epoch
+    # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them
+    train_loader = make_loader(train_set, sampler, cfg, num_workers=num_workers, device=device, persistent=True)
 
     model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
                         **input_spec(cfg).builder_kwargs)
@@ -343,6 +333,8 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
     # other ranks' gradient all-reduces from waiting for it
     with w.model.join() if w.world > 1 else contextlib.nullcontext():
         stats = train_one_epoch(w.model, w.train_loader, w.optimizer, w.scheduler, w.scaler, cfg, w.device)
+    if cfg.data.loader == "ray_data":  # where the epoch's batches were decoded
+        stats.update(decoded_batches=w.train_loader.decoded, decoded_on_own_node=w.train_loader.decoded_here)
     stats = _sum_across_workers(stats, w.device, w.world)
     result = None
     if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
@@ -451,6 +443,8 @@ def epoch_metrics(stats: dict, result: EvalResult | None, *, epoch: int, lr: flo
         "throughput/clips_per_s": stats["seen"] / max(1e-9, stats["seconds"] / world),
         "scaling/num_workers": world,
     }
+    if "decoded_batches" in stats:  # data.loader ray_data: 0 when the training nodes decode nothing
+        metrics["data/decoded_on_training_node_share"] = stats["decoded_on_own_node"] / max(1, stats["decoded_batches"])
     if result is not None:
         metrics["data/skipped_test_videos"] = result.skipped
         if len(result.labels):

@@ -1,0 +1,298 @@
+"""Reading a video's RGB frames with decord, in this process or in a child process that a time
+limit can kill.
+
+decord can loop forever in its C++ code: when a container lists more frames than decode (an mp4
+whose edit list hides more than 128 of the samples its `moov` lists, dmlc/decord#373),
+`get_batch` spins at 100 % CPU waiting for a frame that never comes. A Python signal handler or
+thread cannot stop native code; killing the process can. So with a time limit, each process that
+reads items (a DataLoader worker, or the main process with 0 workers) hands decoding to one
+long-lived child and waits at most `timeout_s` per video:
+
+    parent (VideoDataset._read)                        child (`serve`)
+    DecodeGuard.open(path) --- ("open", path) ------>  decord.VideoReader(path)
+                           <-- ("ok", num_frames) ---
+    sampler(num_frames, rng)     (all randomness stays in the parent: items are the same either way)
+    GuardedVideo.read(indices (V, T), sequential)
+                           --- ("read", ...) ------->  read_rgb -> uint8 (V, T, H, W, 3)
+                           <-- ("ok", shape) --------  frames written into a shared buffer
+    copy the frames out of the buffer
+
+Past the limit the parent SIGKILLs the child and raises DecodeTimeout (a TimeoutError, so an
+OSError); if the child dies mid-video (a crash in decord) it raises DecodeCrash (a RuntimeError).
+VideoDataset logs either and skips that video like any unreadable one; the next video starts a
+fresh child.
+
+Messages are small pickles over a socket pair; frames travel through a memfd both processes map
+(a 1.8 MB clip took 8 ms pickled through the socket here, 0.1 ms written and copied out). The
+child is a fresh interpreter (`subprocess`, not `fork`: forking a process that holds Ray's, CUDA's
+or OpenMP's threads is unsafe) that imports only numpy and decord (~0.2 s, ~35 MB); it dies with
+the thread that started it (PR_SET_PDEATHSIG on Linux) or when its socket closes, and
+`close_decode_process()` or interpreter exit kills and reaps it.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+# the folder holding the `orchestrator` package, so that the child imports this very module
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD_MAIN = ("import sys; sys.path.insert(0, sys.argv[4]); from orchestrator.data.decode_guard import serve; "
+               "serve(int(sys.argv[1]), int(sys.argv[2]), parent_pid=int(sys.argv[3]))")
+START_TIMEOUT_S = 60.0  # a fresh child takes ~0.2 s to import numpy and decord; a limit only for a broken setup
+
+
+class DecodeTimeout(TimeoutError):
+    """A video's decoding overran the time limit; the child decoding it was killed."""
+
+
+class DecodeCrash(RuntimeError):
+    """The child died while decoding a video (a crash in decord or FFmpeg, or killed from outside)."""
+
+
+class DecodeProcessError(Exception):
+    """The child could not start: a broken setup, not a bad video (never caught as one)."""
+
+
+def read_rgb(reader, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
+    """Frames at `indices` (V, T) of a decord VideoReader, uint8 (V, T, H, W, 3).
+
+    Each distinct frame is decoded once: by `get_batch` on exactly those frames, or, if
+    `sequential`, by decoding every frame up to the last one wanted and keeping the wanted ones.
+    """
+    unique, inverse = np.unique(indices, return_inverse=True)  # (U,) sorted distinct indices
+    if sequential:
+        wanted, kept = set(unique.tolist()), []
+        for index in range(int(unique[-1]) + 1):
+            try:
+                frame = reader.next()
+            except StopIteration:
+                raise IndexError(f"frame {index} is past the last frame that decodes") from None
+            if index in wanted:
+                kept.append(frame.asnumpy())
+        frames = np.stack(kept)  # (U, H, W, 3)
+    else:
+        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
+    return frames[inverse.reshape(indices.shape)]
+
+
+class DecordVideo:
+    """A video decoded in this process: `len()` frames, `read(indices (V, T), sequential=)`."""
+
+    def __init__(self, path: str | Path):
+        import decord
+
+        self._reader = decord.VideoReader(str(path), num_threads=1)
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
+        return read_rgb(self._reader, indices, sequential=sequential)
+
+
+class GuardedVideo:
+    """A video opened in this process's decode child; same interface as DecordVideo. Its time limit
+    runs from `DecodeGuard.open` to the end of `read`."""
+
+    def __init__(self, guard: DecodeGuard, num_frames: int, deadline: float):
+        self._guard, self._num_frames, self._deadline = guard, num_frames, deadline
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
+        shape, dtype = self._guard._request(("read", np.asarray(indices), sequential), self._deadline)
+        return _child.buffer.array(shape, dtype).copy()  # the next video overwrites the buffer
+
+
+class DecodeGuard:
+    """Decodes videos in this process's decode child, at most `timeout_s` seconds each (see the
+    module docstring). Holds only `timeout_s`: it pickles into DataLoader workers and Ray tasks.
+
+    One child serves every guard of a process (the train and test sets, the Ray Data tasks a Ray
+    worker runs one after another). It starts at the first `open` in a process (a DataLoader worker
+    forked from a process that had one starts its own) and again after each kill. One thread per
+    process reads through it (a DataLoader worker's, or the training loop's with 0 workers).
+    """
+
+    def __init__(self, timeout_s: float):
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = float(timeout_s)
+
+    def open(self, path: str | Path) -> GuardedVideo:
+        """Open `path` in the child; raises what decord raises, or DecodeTimeout / DecodeCrash."""
+        _ensure_child()
+        deadline = time.monotonic() + self.timeout_s  # after any start-up: a fresh child is not the video's fault
+        return GuardedVideo(self, self._request(("open", str(path)), deadline), deadline)
+
+    def _request(self, message: tuple, deadline: float):
+        conn = _child.conn
+        try:
+            conn.send(message)
+            ready = conn.poll(max(0.0, deadline - time.monotonic()))
+            if ready:
+                status, value = conn.recv()
+        except (EOFError, OSError):
+            raise DecodeCrash(f"the decode process died (exit status {close_decode_process()})") from None
+        if not ready:
+            close_decode_process()
+            raise DecodeTimeout(f"decode took longer than {self.timeout_s:g} s (killed; data.decode_timeout_s)")
+        if status == "error":
+            raise value
+        return value
+
+
+_child: _Child | None = None  # this process's decode child (see _own_child)
+
+
+def decode_process_pid() -> int | None:
+    """This process's decode child's process id; None before its first video and after a kill."""
+    child = _own_child()
+    return None if child is None else child.proc.pid
+
+
+def close_decode_process() -> int | None:
+    """Kill and reap this process's decode child, if any; returns its exit status. The next video
+    starts another."""
+    global _child
+    child, _child = _own_child(), None
+    return None if child is None else child.stop()
+
+
+def _own_child() -> _Child | None:
+    global _child
+    if _child is not None and _child.owner_pid != os.getpid():
+        _child = None  # inherited through fork: the parent process's child, not ours to use or kill
+    return _child
+
+
+def _ensure_child() -> None:
+    global _child
+    child = _own_child()
+    if child is not None and child.proc.poll() is not None:  # died between videos (e.g. the OOM killer)
+        close_decode_process()
+    if _child is None:
+        _child = _Child.start()
+
+
+class _SharedBuffer:
+    """A file both processes map; the child grows it to fit the largest clip so far."""
+
+    def __init__(self, fd: int):
+        self.fd, self._map = fd, None
+
+    def array(self, shape: tuple, dtype: str, *, grow: bool = False) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if grow and os.fstat(self.fd).st_size < nbytes:
+            os.ftruncate(self.fd, max(nbytes, 2 * os.fstat(self.fd).st_size))
+        if self._map is None or len(self._map) < nbytes:
+            self._map = mmap.mmap(self.fd, os.fstat(self.fd).st_size)
+        return np.ndarray(shape, dtype, buffer=self._map)
+
+    @staticmethod
+    def create() -> int:
+        if hasattr(os, "memfd_create"):  # Linux: anonymous memory, freed with the last descriptor
+            return os.memfd_create("actionlab-decode")
+        fd, name = tempfile.mkstemp(prefix="actionlab-decode-")
+        os.unlink(name)
+        return fd
+
+
+class _Child:
+    """One running child: its process, socket and shared buffer, and the process that owns them."""
+
+    def __init__(self, proc: subprocess.Popen, conn: Connection, buffer: _SharedBuffer):
+        self.proc, self.conn, self.buffer, self.owner_pid = proc, conn, buffer, os.getpid()
+        # interpreter exit (or dropping the object) kills it too; a forked copy of this object never does
+        self._finalizer = weakref.finalize(self, _kill, proc, conn, buffer.fd, self.owner_pid)
+
+    @classmethod
+    def start(cls) -> _Child:
+        ours, theirs = socket.socketpair()
+        buffer_fd = _SharedBuffer.create()
+        fds = (theirs.fileno(), buffer_fd)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN, *map(str, fds), str(os.getpid()), _PACKAGE_ROOT],
+                                pass_fds=fds, stdin=subprocess.DEVNULL)
+        theirs.close()
+        child = cls(proc, Connection(ours.detach()), _SharedBuffer(buffer_fd))
+        try:
+            if not child.conn.poll(START_TIMEOUT_S):
+                raise DecodeProcessError(f"the decode process did not start within {START_TIMEOUT_S:g} s")
+            child.conn.recv()  # ("ready", pid)
+        except (EOFError, OSError):
+            raise DecodeProcessError(f"the decode process exited at start (status {child.stop()}); its error is "
+                                     "on stderr above") from None
+        except DecodeProcessError:
+            child.stop()
+            raise
+        return child
+
+    def stop(self) -> int:
+        """SIGKILL and reap; returns the exit status."""
+        self._finalizer()
+        return self.proc.returncode
+
+
+def _kill(proc: subprocess.Popen, conn: Connection, buffer_fd: int, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return
+    proc.kill()
+    proc.wait()
+    conn.close()
+    os.close(buffer_fd)
+
+
+def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
+    """The child's loop: answer ("open", path) with the frame count and ("read", indices, sequential)
+    with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
+    failure. Returns when the parent closes the socket."""
+    if sys.platform.startswith("linux"):  # SIGKILL this process when the thread that started it ends
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
+    import decord  # noqa: F401  imported before "ready": a video's time limit never pays for it
+
+    conn, buffer, video = Connection(sock_fd), _SharedBuffer(buffer_fd), None
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        try:
+            if request[0] == "open":
+                video = None  # release the last video before opening the next
+                video = DecordVideo(request[1])
+                reply = ("ok", len(video))
+            else:
+                frames, video = video.read(request[1], sequential=request[2]), None
+                buffer.array(frames.shape, frames.dtype.str, grow=True)[...] = frames
+                reply = ("ok", (frames.shape, frames.dtype.str))
+        except Exception as err:  # sent back to be raised in the parent: one video's problem
+            video = None
+            reply = ("error", _picklable(err))
+        conn.send(reply)
+
+
+def _picklable(err: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return RuntimeError(f"{type(err).__name__}: {err}")

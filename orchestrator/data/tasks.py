@@ -1,0 +1,46 @@
+"""Per-video jobs of the data commands (`actionlab flow`, `actionlab data prepare`): one Ray task
+per video across the cluster's CPUs (and GPUs), or the same function in a loop in this process."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def run_per_video(fn: Callable, jobs: list[tuple], *, shared: tuple = (), failed: Callable[[tuple, str], Any],
+                  use_ray: bool, address: str | None = None, num_gpus: float = 0, task_fn: Callable | None = None,
+                  bar) -> list:
+    """`fn(*job, *shared)` for every job; returns the results as they finish.
+
+    Args:
+        fn: turns its own failures into a result (one bad video must not stop a run).
+        shared: arguments every job gets (put in Ray's object store once).
+        failed: `failed(job, reason)`, the result for a job whose Ray worker died (OOM, segfault).
+        use_ray: one task (1 CPU, `num_gpus`) per job, connecting to `address` unless Ray is
+            already initialised; False: a loop here.
+        task_fn: what the Ray task runs instead of `fn` (e.g. `fn` after limiting library threads
+            to the task's one CPU).
+        bar: a tqdm bar, advanced once per finished job.
+    """
+    if not use_ray:
+        results = []
+        for job in jobs:
+            results.append(fn(*job, *shared))
+            bar.update(1)
+        return results
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    task = ray.remote(num_cpus=1, num_gpus=num_gpus)(task_fn or fn)
+    shared_refs = [ray.put(value) for value in shared]
+    pending = {task.remote(*job, *shared_refs): job for job in jobs}
+    results = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=min(8, len(pending)), timeout=1.0)
+        for ref in done:
+            job = pending.pop(ref)
+            try:
+                results.append(ray.get(ref))
+            except Exception as err:  # noqa: BLE001 - a worker that died fails only its video
+                results.append(failed(job, f"{type(err).__name__}: {err}"))
+            bar.update(1)
+    return results
