@@ -81,13 +81,13 @@ def resnet_features(name: str = "resnet18", *, width: float = 1.0, in_channels: 
         name: one of RESNET_LAYOUTS.
         width: channel multiplier (1.0 = the published network).
         in_channels: 3 for RGB, 2L for L stacked flow fields, 3 for RGB-difference.
-        weights: a local torchvision checkpoint (e.g. ~/.cache/torch/hub/checkpoints/resnet18-*.pth);
-            nothing is downloaded. The RGB first layer is adapted to `in_channels` by averaging
+        weights: a local torchvision checkpoint (e.g. ~/.cache/torch/hub/checkpoints/resnet18-*.pth),
+            or "imagenet" / a torchvision weights name (`pretrained.resolve_weights`). The RGB first layer is adapted to `in_channels` by averaging
             over its input channels (TSN's cross-modality initialisation).
     """
     net = ResNetFeatures(name, width=width, in_channels=in_channels)
     if weights is not None:
         from models.pretrained import load_2d_weights
 
-        load_2d_weights(net, weights)
+        load_2d_weights(net, weights, network=name)
     return net

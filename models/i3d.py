@@ -198,7 +198,8 @@ def i3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
         modality: "rgb", "flow" or "rgb+flow".
         width: channel multiplier (1.0 = the published network, ~12M parameters per stream).
         dropout: dropout probability before each stream's classifier.
-        pretrained: a local torchvision GoogLeNet state dict (e.g. googlenet-1378be20.pth), inflated
+        pretrained: a local torchvision GoogLeNet state dict (e.g. googlenet-1378be20.pth), or
+            "imagenet" for torchvision's (`pretrained.resolve_weights`), inflated
             into every stream (the flow stream's first layer by cross-modality initialisation);
             its classifier and auxiliary heads are dropped. Needs width 1.0. The RGB stream then
             maps its ImageNet-normalised input to the [-1, 1] range those weights were trained on.
@@ -208,7 +209,7 @@ def i3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
     if pretrained is not None:
         from models.pretrained import read_state_dict, inflate_state_dict
 
-        state_2d = read_state_dict(pretrained)
+        state_2d = read_state_dict(pretrained, network="googlenet")
         for stream in model.streams.values():
             stream.load_state_dict(inflate_state_dict(state_2d, stream), strict=False)
     return model

@@ -9,8 +9,9 @@
 - An actionlab checkpoint into a model for fine-tuning (`load_checkpoint`): pretrain on a large
   source dataset, fine-tune on a small target one with a fresh classifier.
 
-Nothing here downloads: every path is a local file, read with `weights_only=True` (a checkpoint
-is data, never code to run).
+Files are read with `weights_only=True` (a checkpoint is data, never code to run). Only torchvision's
+own weights (`imagenet`, or a weights name) are downloaded, by torchvision into the torch cache,
+when they are not there yet.
 """
 from pathlib import Path
 
@@ -108,37 +109,63 @@ def inflate_state_dict(state_2d: dict[str, Tensor], model_3d: nn.Module, *,
     return result
 
 
-def resolve_weights(spec: str | Path) -> Path:
-    """A local weights file from a path, or from a torchvision weights name found in the torch cache.
+IMAGENET = "imagenet"  # model.pretrained: torchvision's ImageNet weights of the architecture's 2D network
+
+
+def _cached_or_downloaded(weights, what: str) -> Path:
+    """The file of torchvision weights `weights` in the torch cache, downloaded there first by
+    torchvision's own loader (hash checked) when it is missing and the network allows."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.is_file():
+        try:
+            weights.get_state_dict(progress=True, check_hash=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash a RuntimeError
+            raise UserError(f"{what}: {cached.name} is not in the torch cache and could not be downloaded ({err}); "
+                            f"on a machine with internet fetch {weights.url} and put it in {cached.parent}, or give "
+                            "the file's path") from None
+    return cached
+
+
+def resolve_weights(spec: str | Path, *, network: str | None = None) -> Path:
+    """A local weights file from a path, a torchvision weights name, or `imagenet`.
 
     Args:
-        spec: a file path, or a name of torchvision's weights API such as
-            "ResNet50_Weights.IMAGENET1K_V2" / "GoogLeNet_Weights.IMAGENET1K_V1": its file is looked
-            up where torchvision would cache it (`torch.hub.get_dir()/checkpoints`). Nothing is
-            downloaded.
+        spec: a file path; a name of torchvision's weights API such as
+            "ResNet50_Weights.IMAGENET1K_V2"; or "imagenet": the ImageNet-1k weights (IMAGENET1K_V1,
+            those the papers started from) of `network`. Named weights come from the torch cache
+            (`torch.hub.get_dir()/checkpoints`), downloaded there by torchvision when missing.
+        network: the torchvision 2D network the weights are for (e.g. "resnet50", "googlenet");
+            needed for "imagenet".
     Raises:
-        UserError: neither an existing file nor a cached torchvision weights file.
+        UserError: no such file; an unknown name; weights neither cached nor downloadable (the
+            message names the file and the folder to put it in); "imagenet" for a network that
+            torchvision has no ImageNet weights of.
     """
+    import torchvision
+
     path = Path(spec).expanduser()
     if path.is_file():
         return path.resolve()
+    if str(spec) == IMAGENET:
+        if network is None:
+            raise UserError("imagenet: this architecture has no 2D network that ImageNet weights exist for (C3D "
+                            "and R(2+1)D start from video data sets); give a weights file instead")
+        try:
+            weights = torchvision.models.get_model_weights(network).IMAGENET1K_V1
+        except (ValueError, KeyError, AttributeError) as err:
+            raise UserError(f"imagenet: torchvision has no ImageNet weights for {network!r} ({err})") from None
+        return _cached_or_downloaded(weights, f"imagenet ({network}: {weights})")
     if "_Weights." in str(spec):
-        import torchvision
-
         try:
             weights = torchvision.models.get_weight(str(spec))
         except (ValueError, KeyError, AttributeError) as err:
             raise UserError(f"{spec}: not a torchvision weights name ({err})") from None
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        if cached.is_file():
-            return cached
-        raise UserError(f"{spec}: not in the torch cache ({cached}); actionlab never downloads: fetch "
-                        f"{weights.url} on a machine with internet and copy it there, or give the file's path")
-    raise UserError(f"{spec}: no such weights file; give a local checkpoint path or a torchvision "
-                    "weights name such as ResNet50_Weights.IMAGENET1K_V2 that is in the torch cache")
+        return _cached_or_downloaded(weights, str(spec))
+    raise UserError(f"{spec}: no such weights file; give a local checkpoint path, `imagenet`, or a torchvision "
+                    "weights name such as ResNet50_Weights.IMAGENET1K_V2")
 
 
-def load_2d_weights(net: nn.Module, path: str | Path) -> None:
+def load_2d_weights(net: nn.Module, path: str | Path, *, network: str | None = None) -> None:
     """Load a local torchvision ImageNet checkpoint into a 2D backbone, in place.
 
     The ImageNet classifier ("fc."/"classifier." keys) is dropped; a first layer with other than
@@ -146,12 +173,14 @@ def load_2d_weights(net: nn.Module, path: str | Path) -> None:
 
     Args:
         net: a 2D backbone named like torchvision's network (e.g. `backbones.ResNetFeatures`).
-        path: the checkpoint file, e.g. ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth.
+        path: the checkpoint file, e.g. ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth, or a
+            name `resolve_weights` takes.
+        network: the backbone's torchvision name, for `path` = "imagenet".
 
     Raises:
         UserError: the file is missing, or its layers do not match the backbone's (names listed).
     """
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(IMAGENET_HEAD_PREFIXES)}
+    state = {k: v for k, v in read_state_dict(path, network=network).items() if not k.startswith(IMAGENET_HEAD_PREFIXES)}
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -206,10 +235,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, skip_head: bool = Tru
     return sorted(head_keys)
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict (bare, or under "model" in an actionlab checkpoint) from a local file
-    (or a torchvision weights name in the torch cache, see `resolve_weights`)."""
-    path = resolve_weights(path)
+def read_state_dict(path: str | Path, *, network: str | None = None) -> dict[str, Tensor]:
+    """Read a state dict (bare, or under "model" in an actionlab checkpoint) from a local file, or
+    from torchvision's weights named by `path` (see `resolve_weights`, which takes `network`)."""
+    path = resolve_weights(path, network=network)
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]

@@ -174,7 +174,7 @@ def t3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
         width: multiplier of the growth rate (32) and stem channels (64).
         dropout: dropout probability before the classifier.
         pretrained: a local torchvision DenseNet state dict of the same layout (densenet121 for the
-            default `block_config` at width 1.0), inflated into the stem and dense blocks (the flow
+            default `block_config` at width 1.0), or "imagenet" for torchvision's, inflated into the stem and dense blocks (the flow
             stem by cross-modality initialisation). The TTLs and classifier start from random
             weights; the paper's own 2D->3D supervision transfer is a training procedure, not a
             weight file.
@@ -193,6 +193,8 @@ def t3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
         from models.pretrained import inflate_state_dict, read_state_dict
 
         ttl_prefixes = tuple(f"features.ttl{i + 1}." for i in range(len(block_config) - 1))
-        state = inflate_state_dict(read_state_dict(pretrained), model, skip=("classifier.", *ttl_prefixes))
+        densenet = {(6, 12, 24, 16): "densenet121", (6, 12, 32, 32): "densenet169"}.get(tuple(block_config))
+        state = inflate_state_dict(read_state_dict(pretrained, network=densenet), model,
+                                   skip=("classifier.", *ttl_prefixes))
         model.load_state_dict(state, strict=False)
     return model

@@ -67,8 +67,8 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def _weights(spec: str | None) -> str | None:  # a torchvision weights name stays a name
-    return spec if spec and "_Weights." in spec and "/" not in spec else _absolute(spec)
+def _weights(spec: str | None) -> str | None:  # `imagenet` and torchvision weights names stay names
+    return spec if spec == "imagenet" or (spec and "_Weights." in spec and "/" not in spec) else _absolute(spec)
 
 
 def _checkpoint(spec: str | None) -> str | None:  # a run or study-variant reference stays a reference
@@ -134,7 +134,8 @@ class ModelConfig(_Section):
     modality: Modality = "rgb"  # what the model sees; rgb+flow only for two-stream architectures
     width: float = Field(1.0, gt=0)  # channel multiplier; 1.0 is the published network
     dropout: float = Field(0.5, ge=0, lt=1)
-    # 2D backbone weights: a file, or a torchvision name (e.g. ResNet18_Weights.IMAGENET1K_V1) in the torch cache
+    # 2D backbone weights: imagenet (torchvision's, for the architecture's 2D network), a torchvision
+    # weights name (e.g. ResNet18_Weights.IMAGENET1K_V1), or a file; names are downloaded into the torch cache
     pretrained: Annotated[str | None, BeforeValidator(_weights)] = None
     # fine-tune from an earlier run: its model.pt, mlflow:<run_id>, or (studies) variant:<name>
     init_checkpoint: Annotated[str | None, BeforeValidator(_checkpoint)] = None
@@ -252,6 +253,8 @@ class TrackingConfig(_Section):
     # None: SQLite store ./mlflow.db (made absolute); a server URL on clusters
     tracking_uri: Annotated[str | None, BeforeValidator(resolve_tracking_uri)] = None
     experiment: str | None = None  # MLflow experiment; default: the experiment's name
+    # CPU / memory / GPU samples of every training node, as MLflow system metrics; 0: none
+    system_metrics_interval_s: float = Field(10.0, ge=0)
 
 
 class ExperimentConfig(_Section):

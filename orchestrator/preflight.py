@@ -62,7 +62,6 @@ def preflight(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
 
 
 def _check_files(cfg: ExperimentConfig) -> None:
-    from models.pretrained import resolve_weights
     from orchestrator.data.synth import spec_from_options
 
     d, m = cfg.data, cfg.model
@@ -75,9 +74,14 @@ def _check_files(cfg: ExperimentConfig) -> None:
             if getattr(d, name) and not Path(getattr(d, name)).exists():
                 raise UserError(f"data.{name}: {getattr(d, name)} does not exist; fix the path, or "
                                 "set data.synth: true to generate the synthetic benchmark there")
-    if m.pretrained:
+    if m.pretrained:  # loaded into a real (CPU) model: fetches torchvision's weights, checks they fit
+        import torch
+
+        from models import build_model
+
         try:
-            resolve_weights(m.pretrained)
+            with torch.device("cpu"):
+                build_model(m.architecture, num_classes=2, **input_spec(cfg).builder_kwargs)
         except UserError as err:
             raise UserError(f"model.pretrained: {err}") from None
     if m.init_checkpoint and source_variant(cfg) is None:  # a study's source variant is trained first
@@ -96,7 +100,7 @@ def _check_model(cfg: ExperimentConfig) -> None:
 
     m = cfg.model
     spec = input_spec(cfg)
-    kwargs = {**spec.builder_kwargs, "pretrained": None}  # weights were checked above; meta holds none
+    kwargs = {**spec.builder_kwargs, "pretrained": None}  # weights were loaded above; meta holds none
     try:
         with torch.device("meta"), torch.no_grad():
             build_model(m.architecture, num_classes=2, **kwargs)(example_input(spec))

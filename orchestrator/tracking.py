@@ -3,26 +3,35 @@
     start_run(...)            ->  run_id, tagged with the driver's host/pid and the git commit
     with run_status(uri, id): ->  FINISHED / FAILED (exception, in actionlab.error) / KILLED (Ctrl-C, SIGTERM)
     mlflow_metrics_callback   ->  per-epoch metrics logged live from the Train controller
+    system_metrics            ->  CPU / memory / GPU samples, from each training node's first worker
+    log_dataset_inputs        ->  the run's train/test lists as MLflow dataset inputs
+    set_description           ->  Markdown on the run's page (a study's comparison table)
+    ui_link                   ->  the experiment's runs in the MLflow UI's Model-training view
     reap_stale_runs           ->  runs left RUNNING by a kill -9'd driver are marked KILLED
     end_stopped_runs          ->  runs of trials a scheduler stopped early are marked KILLED
 
 Every function takes the tracking URI and uses an `MlflowClient`: no global MLflow state, so
 Ray actors and Tune trials (which run in other working directories) log to the same store.
+System metrics are the one thing workers log: only a process on a node can sample it, and a
+cluster's GPUs are on the workers' nodes, not the driver's.
 mlflow and ray are imported inside the functions: light commands import this module.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import shlex
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 MAX_PARAM_VALUE_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH (longer values are rejected)
 _PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
@@ -33,6 +42,15 @@ PARENT_TAG = "mlflow.parentRunId"  # the tag the MLflow UI nests runs by
 KILLED_REASON_TAG = "actionlab.killed_reason"  # why a KILLED run was ended from outside
 ERROR_TAG = "actionlab.error"  # the exception that ended a FAILED run
 RESUME_KEY_TAG = "actionlab.resume_key"  # the Tune trial a run belongs to (see `train_run`)
+# MLflow's own tags (mlflow.utils.mlflow_tags), read by its UI
+DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description, rendered as Markdown
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"  # the Source column
+SOURCE_COMMIT_TAG = "mlflow.source.git.commit"  # shown beside the source
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # 'train' / 'test' beside a dataset input
+# The UI opens an experiment in its GenAI view (traces) unless this experiment tag says model
+# training, or the URL says `workflowType=machine_learning` (values from MLflow 3's UI code).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_URL = "http://127.0.0.1:5000"  # `actionlab ui`'s default address
 
 
 def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
@@ -70,6 +88,24 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command as a person would type it: `actionlab ablate x.yaml --set a=1`."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and (Path(argv[0]).name == "actionlab" or Path(argv[0]).parts[-2:] == ("orchestrator", "cli.py")):
+        argv[0] = "actionlab"  # the console script, or `python -m orchestrator.cli`
+    return shlex.join(argv)
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for runs this process starts: the command line (a JOB source: the UI
+    shows it whole) and the git commit. Computed on the driver and passed to Tune trials, whose
+    own command line is a Ray worker's."""
+    tags = {SOURCE_NAME_TAG: command_line(), SOURCE_TYPE_TAG: "JOB"}
+    if commit := git_commit():
+        tags[SOURCE_COMMIT_TAG] = commit
+    return tags
+
+
 def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     """Artifacts of a SQLite store live beside the .db file, not in whichever cwd created the experiment."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -85,14 +121,23 @@ def get_or_create_experiment(client, experiment: str, tracking_uri: str) -> str:
 
     found = client.get_experiment_by_name(experiment)
     if found is not None:
+        mark_model_training(client, found)
         return found.experiment_id
     try:
-        return client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri, experiment))
+        return client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri, experiment),
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except MlflowException:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise
         return found.experiment_id
+
+
+def mark_model_training(client, experiment) -> None:
+    """Tag an experiment as model training (its runs, not GenAI traces, open first in the UI),
+    unless it already has a kind: someone chose it."""
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
 
 
 def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
@@ -103,20 +148,21 @@ def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[s
         tracking_uri: from `config.resolve_tracking_uri`.
         experiment: MLflow experiment name (created if missing).
         run_name: shown in the UI.
-        tags: `actionlab.*` tags (kind, study, variant, dataset, seed, ...).
+        tags: `actionlab.*` tags (kind, study, variant, dataset, seed, ...); MLflow's source tags
+            given here (a Tune trial gets its driver's `source_tags()`) replace this process's.
         params: flat str -> str params (see `flatten_params`).
         parent_run_id: nests the run under this one (`mlflow.parentRunId` tag).
     Returns:
         The new run's id. Adds tags actionlab.driver_host, actionlab.driver_pid (read by
-        `reap_stale_runs`), actionlab.git_commit and mlflow.parentRunId.
+        `reap_stale_runs`), actionlab.git_commit, mlflow.source.* and mlflow.parentRunId.
     """
     import mlflow
     from mlflow.entities import Param
 
     client = mlflow.MlflowClient(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
-    all_tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                COMMIT_TAG: git_commit() or "unknown"}
+    all_tags = {**source_tags(), **tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    all_tags[COMMIT_TAG] = all_tags.get(SOURCE_COMMIT_TAG, "unknown")
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
@@ -336,6 +382,110 @@ def mlflow_metrics_callback(tracking_uri: str, run_id: str):
                 print(f"warning: epoch {step} metrics not logged to MLflow: {err}", file=sys.stderr)
 
     return MLflowMetricsCallback(tracking_uri, run_id)
+
+
+@contextmanager
+def system_metrics(tracking_uri: str, run_id: str, *, interval_s: float, node_id: str | None = None):
+    """Sample this node's CPU, memory, disk, network and (with nvidia-ml-py and a driver) GPU
+    utilisation every `interval_s` seconds into the run's `system/...` metrics (the UI's "System
+    metrics" tab) for the duration of the block; `interval_s` 0 samples nothing.
+
+    Run it in one process per node (a training node's first worker): the samples are the node's,
+    not the process's. A restarted worker group goes on at the next step. The samples of the last,
+    unfinished interval are logged at the end too (MLflow's monitor drops them), so even a block
+    shorter than `interval_s` logs one step.
+
+    Args:
+        node_id: names the node's metrics (`system/<node_id>/...`) when a run spans several.
+    """
+    monitor = None
+    if interval_s > 0:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                           node_id=node_id, tracking_uri=tracking_uri)
+            monitor.start()
+        except Exception as err:  # noqa: BLE001 - missing psutil or a busy store must not stop training
+            print(f"warning: no system metrics for run {run_id}: {err}", file=sys.stderr)
+            monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()  # joins its thread: the samples below are no longer being written
+            try:
+                if any(m.metrics for m in monitor.monitors):
+                    monitor.publish_metrics(monitor.aggregate_metrics())
+                    monitor.mlflow_logger.flush()
+            except Exception as err:  # noqa: BLE001 - as above
+                print(f"warning: last system metrics of run {run_id} not logged: {err}", file=sys.stderr)
+
+
+class DatasetSplit(NamedTuple):
+    """One list of videos a run trained or tested on, as an MLflow dataset input."""
+    name: str  # e.g. 'synth/UCF101 split 1'
+    context: str  # 'train' or 'test'
+    digest: str  # of the list as the run read it (see `list_digest`)
+    num_videos: int
+    num_classes: int
+    source: str  # the videos' folder and the list file or folder
+
+
+def list_digest(lines: list[str]) -> str:
+    """16 hex digits of SHA-256 over the lines (MLflow keeps at most 36 characters of a digest)."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def log_dataset_inputs(tracking_uri: str, run_id: str, splits: list[DatasetSplit]) -> None:
+    """Log each split as a dataset input of the run (the UI's Dataset column and run page)."""
+    import mlflow
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = [DatasetInput(Dataset(name=s.name, digest=s.digest, source_type="local",
+                                   source=json.dumps({"uri": s.source}),
+                                   profile=json.dumps({"num_videos": s.num_videos, "num_classes": s.num_classes})),
+                           tags=[InputTag(DATASET_CONTEXT_TAG, s.context)]) for s in splits]
+    mlflow.MlflowClient(tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def set_description(tracking_uri: str, run_id: str, markdown: str) -> None:
+    """The run page's Description (MLflow renders Markdown there; shown one click from the run list)."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri).set_tag(run_id, DESCRIPTION_TAG, markdown)
+
+
+def ui_link(tracking_uri: str, experiment: str, *, ui_url: str | None = None) -> str | None:
+    """The URL that opens the experiment's runs in the MLflow UI's Model-training view.
+
+    Args:
+        tracking_uri: a server (`http(s)://...`: its own UI) or a local store (served by `actionlab ui`).
+        experiment: MLflow experiment name.
+        ui_url: where the UI runs; default: the server itself, else `actionlab ui`'s address.
+    Returns:
+        `<ui>/#/experiments/<id>/runs?workflowType=machine_learning` (MLflow 3 reads the view from the
+        URL and remembers it); None when the experiment does not exist.
+    """
+    import mlflow
+
+    found = mlflow.MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    if ui_url is None:
+        ui_url = tracking_uri if tracking_uri.startswith(("http://", "https://")) else UI_URL
+    return f"{ui_url.rstrip('/')}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_line(tracking_uri: str, experiment: str) -> str:
+    """One line for the end of a command: where to see its runs."""
+    from orchestrator.config import resolve_tracking_uri
+
+    link = ui_link(tracking_uri, experiment)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {link}"
+    store = "" if tracking_uri == resolve_tracking_uri(None) else f" --tracking-uri {shlex.quote(tracking_uri)}"
+    return f"MLflow UI: {link}  (start it with `actionlab ui{store}`)"
 
 
 def fetch_artifact(tracking_uri: str, run_id: str, name: str, dest: Path | None) -> Path | None:

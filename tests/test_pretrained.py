@@ -1,4 +1,6 @@
 """Initialisation from other weights: inflation, cross-modality init, torchvision files, checkpoints."""
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -177,20 +179,84 @@ def test_t3d_inflates_a_torchvision_densenet_of_the_same_layout(tmp_path):
     torch.testing.assert_close(model.features.norm5.running_mean, densenet.features.norm5.running_mean)
 
 
-def test_torchvision_weights_names_resolve_from_the_cache_only(tmp_path, monkeypatch):
-    import torch
-    import torchvision
+@pytest.fixture
+def offline_torch_cache(tmp_path, monkeypatch):
+    """An empty torch cache in tmp_path, and no network: every download fails as offline."""
+    import urllib.error
 
-    from models.pretrained import resolve_weights
-    from orchestrator.errors import UserError
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("offline")
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "checkpoints"
+
+
+def cache_file(cache: Path, weights) -> Path:
+    return cache / weights.url.rsplit("/", 1)[1]
+
+
+def test_torchvision_weights_come_from_the_cache_and_offline_name_the_file_and_folder(offline_torch_cache):
+    from models.pretrained import resolve_weights
+
     name = "ResNet18_Weights.IMAGENET1K_V1"
-    with pytest.raises(UserError, match="not in the torch cache"):
+    cached = cache_file(offline_torch_cache, torchvision.models.get_weight(name))
+    with pytest.raises(UserError, match=f"{cached.name} is not in the torch cache and could not be downloaded "
+                                        rf"\(.*offline.*\).* put it in {offline_torch_cache}"):
         resolve_weights(name)
-    cached = tmp_path / "checkpoints" / torchvision.models.get_weight(name).url.rsplit("/", 1)[1]
-    cached.parent.mkdir()
+    cached.parent.mkdir(exist_ok=True)
     cached.write_bytes(b"x")
     assert resolve_weights(name) == cached
     with pytest.raises(UserError, match="no such weights file"):
-        resolve_weights(tmp_path / "missing.pth")
+        resolve_weights(offline_torch_cache / "missing.pth")
+
+
+def test_imagenet_resolves_to_the_networks_imagenet1k_v1_through_torchvisions_download(tmp_path, monkeypatch):
+    """Online: torchvision's own loader fetches the file into the cache (faked here: no network)."""
+    import torchvision.models._api as tv_api
+
+    from models.pretrained import resolve_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    fetched = []
+
+    def fake_download(url, *args, **kwargs):  # what load_state_dict_from_url leaves behind
+        fetched.append(url)
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        torch.save({}, tmp_path / "checkpoints" / url.rsplit("/", 1)[1])
+        return {}
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake_download)
+    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+    assert resolve_weights("imagenet", network="resnet50") == cache_file(tmp_path / "checkpoints", weights)
+    assert fetched == [weights.url]
+    assert resolve_weights("imagenet", network="resnet50") and len(fetched) == 1  # cached: no second fetch
+
+
+def test_pretrained_imagenet_loads_into_each_architectures_2d_network(offline_torch_cache):
+    """TSN's ResNet, I3D's GoogLeNet (inflated); C3D has no ImageNet network and says so."""
+    offline_torch_cache.mkdir(exist_ok=True)
+    for network, weights in (("resnet18", torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+                             ("googlenet", torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1)):
+        net = getattr(torchvision.models, network)(weights=None, **({"init_weights": False} if network == "googlenet"
+                                                                   else {}))
+        torch.save(net.state_dict(), cache_file(offline_torch_cache, weights))
+    resnet = torch.load(cache_file(offline_torch_cache, torchvision.models.ResNet18_Weights.IMAGENET1K_V1))
+    tsn = build_model("tsn", num_classes=3, num_segments=2, pretrained="imagenet", backbone="resnet18")
+    assert torch.equal(tsn.state_dict()["backbone.conv1.weight"], resnet["conv1.weight"])
+    build_model("i3d", num_classes=3, modality="flow", pretrained="imagenet")  # inflated without a mismatch
+    with pytest.raises(UserError, match="no 2D network that ImageNet weights exist for"):
+        build_model("c3d", num_classes=3, pretrained="imagenet")
+
+
+def test_preflight_names_the_missing_imagenet_file(offline_torch_cache, tmp_path):
+    from orchestrator.config import parse_experiment
+    from orchestrator.preflight import preflight
+
+    cfg = parse_experiment({"data": {"synth": True, "root": str(tmp_path / "d" / "UCF101"),
+                                     "annotations": str(tmp_path / "d" / "ucfTrainTestlist")},
+                            "model": {"pretrained": "imagenet", "options": {"backbone": "resnet18"}}}, source="x.yaml")
+    assert cfg.model.pretrained == "imagenet"
+    with pytest.raises(UserError, match=r"model.pretrained: imagenet \(resnet18: .*resnet18-\w+.pth "
+                                        f"is not in the torch cache.*{offline_torch_cache}"):
+        preflight(cfg)

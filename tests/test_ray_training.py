@@ -1,4 +1,9 @@
 """Ray Train / Tune end to end on tiny data: few tests, one shared Ray session (start-up is slow)."""
+import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -76,14 +81,25 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
     assert not any((c / name).exists() for c in checkpoints for name in ("model.pt", "scores.npz"))
 
 
-def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path):
+def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path, capfd):
+    from orchestrator.progress import console
     from orchestrator.report import results_from_mlflow
     from orchestrator.training.tune import run_sweep
 
     cfg = tiny_experiment(tiny_data, tmp_path, sweep={"parameters": {"model.options.consensus": {"grid": ["avg", "max"]}}})
-    results, outcomes = run_sweep(cfg)
+    capfd.readouterr()
+    with console(cfg.scaling.storage_path, "sweep"):  # as `actionlab sweep` runs it
+        results, outcomes = run_sweep(cfg)
     assert len(results) == 2 and not results.errors
     assert sorted((o.label, o.status) for o in outcomes) == [("consensus=avg", "finished"), ("consensus=max", "finished")]
+
+    # the screen: the log's path, then rows named by the trials' values; Tune's table is in the log
+    screen = capfd.readouterr().out.splitlines()
+    log = next((tmp_path / "runs" / "logs").glob("sweep-*.log"))
+    assert screen[0].startswith(f"log: {log}") and screen[1].split()[:3] == ["run", "status", "epoch"]
+    assert {line.split()[0] for line in screen[2:]} == {"consensus=avg", "consensus=max"}
+    assert sorted(line.split()[0] for line in screen if line.split()[1] == "done") == ["consensus=avg", "consensus=max"]
+    assert "Trial status" in log.read_text() and "Trial status" not in "\n".join(screen)
 
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
@@ -94,6 +110,10 @@ def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_p
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.params["model.options.consensus"] for r in children) == ["avg", "max"]
+    dataset = children[0].data.tags["actionlab.dataset"]
+    assert sorted(r.info.run_name for r in children) == [f"consensus={c} / {dataset} / seed0" for c in ("avg", "max")]
+    description = parents[0].data.tags["mlflow.note.content"]  # the table, on the sweep's page in the UI
+    assert "| consensus=avg |" in description and "| consensus=max |" in description
 
     # `actionlab report` rebuilds exactly what was logged
     rows = results_from_mlflow(cfg.tracking.tracking_uri, cfg.experiment_name)
@@ -150,17 +170,26 @@ def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):
         require_state_api("x.yaml: sweep.scheduler 'asha'")
 
 
-def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny_data, tmp_path):
-    from models.late_fusion import fuse_scores, load_scores
-    from orchestrator.metrics import topk_accuracy
+@pytest.fixture(scope="module")
+def tiny_study(ray_session, tiny_data, tmp_path_factory):
+    """One study (rgb, flow, rgb fine-tuned from rgb, their late fusion), shared by the study test and
+    the UI test. Returns (cfg, run_study's outcome, the folder holding its store and report)."""
     from orchestrator.training.tune import run_study
 
+    tmp_path = tmp_path_factory.mktemp("study")
     cfg = tiny_experiment(tiny_data, tmp_path, study={
         "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2},
                      "rgb_pretrained": {"model.modality": "rgb", "model.init_checkpoint": "variant:rgb"}},
         "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}}})
-    outcome = run_study(cfg, out_dir=tmp_path / "report")
+    return cfg, run_study(cfg, out_dir=tmp_path / "report"), tmp_path
 
+
+def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
+    from models.late_fusion import fuse_scores, load_scores
+    from orchestrator.data.annotations import read_train_test
+    from orchestrator.metrics import topk_accuracy
+
+    cfg, outcome, tmp_path = tiny_study
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])
     children = {r.data.tags["actionlab.variant"]: r for r in runs if r.data.tags["actionlab.kind"] == "variant"}
@@ -185,6 +214,116 @@ def test_study_trains_variants_then_fuses_their_scores_offline(ray_session, tiny
     table = outcome["markdown"]
     assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream", "rgb_pretrained"))
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
+
+    # what the UI shows: names, the table on the parent, data sets, source, system metrics
+    dataset = children["rgb"].data.tags["actionlab.dataset"]
+    assert {r.info.run_name for r in children.values()} == {f"{v} / {dataset} / seed0" for v in children}
+    parent = client.get_run(outcome["parent_run_id"])
+    assert parent.data.tags["mlflow.note.content"] == table
+    assert client.get_experiment_by_name(cfg.experiment_name).tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {r.data.tags["actionlab.variant"]: [(d.dataset.name, d.dataset.digest, json.loads(d.dataset.profile),
+                                                 {t.key: t.value for t in d.tags}["mlflow.data.context"])
+                                                for d in r.inputs.dataset_inputs] for r in children.values()}
+    name = f"{dataset} split 1"
+    (_, train_digest, train_profile, _), (_, test_digest, test_profile, _) = inputs["rgb"]
+    assert [(n, c) for n, _, _, c in inputs["rgb"]] == [(name, "train"), (name, "test")]
+    lists = read_train_test("ucf101", root=cfg.data.root, annotations=cfg.data.annotations)
+    assert [train_profile, test_profile] == [{"num_videos": len(part.records), "num_classes": 4} for part in lists]
+    assert train_digest != test_digest and inputs["flow"] == inputs["rgb"]
+    assert inputs["two_stream"] == [(name, test_digest, test_profile, "test")]  # scored on the test list only
+    for run in [parent, *children.values()]:
+        assert run.data.tags["mlflow.source.type"] == "JOB"
+        assert run.data.tags["mlflow.source.name"] == parent.data.tags["mlflow.source.name"]  # the driver's command
+    trained = [r for v, r in children.items() if v != "two_stream"]
+    assert all("system/cpu_utilization_percentage" in r.data.metrics for r in trained)
+    assert all("system/system_memory_usage_megabytes" in r.data.metrics for r in trained)
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Headless Debian chromium driven by Playwright (no browser of Playwright's own), a fresh profile."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(tmp_path / "profile", executable_path=executable, headless=True,
+                                                       args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900})
+        yield browser
+        browser.close()
+
+
+def start_actionlab_ui(tracking_uri: str, experiment: str, log: Path, timeout_s: float = 120,
+                       ) -> tuple[subprocess.Popen, str]:
+    """`actionlab ui` on a free port, in its own process group, its output in `log`; returns it and
+    the link it printed for `experiment`, once the UI answers."""
+    from orchestrator.server import wait_ready
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", tracking_uri,
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    prefix, deadline = f"  {experiment}: ", time.monotonic() + timeout_s
+    while not (links := [ln[len(prefix):] for ln in log.read_text().splitlines() if ln.startswith(prefix)]):
+        assert proc.poll() is None and time.monotonic() < deadline, f"no link printed:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    assert wait_ready(f"http://127.0.0.1:{port}", proc), f"the UI did not come up:\n{log.read_text()[-3000:]}"
+    return proc, links[0]
+
+
+def test_ui_link_shows_the_study_nested_with_its_table(tiny_study, chromium, tmp_path):
+    """The link `actionlab ui` prints opens the runs in the Model-training view: the study's parent
+    run, which expands to its children, and whose page shows the comparison table."""
+    from playwright.sync_api import expect
+
+    cfg, outcome, _ = tiny_study
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    experiment_id = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    parent = client.get_run(outcome["parent_run_id"]).info.run_name
+    children = [r.info.run_name for r in client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{outcome['parent_run_id']}'")]
+    proc, link = start_actionlab_ui(cfg.tracking.tracking_uri, cfg.experiment_name, tmp_path / "ui.log")
+    try:
+        assert link.endswith(f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+        page = chromium.new_page()
+        page.goto(link)
+        parent_row = page.get_by_role("row").filter(has_text=parent)
+        expect(parent_row).to_be_visible(timeout=60_000)
+        page.screenshot(path=tmp_path / "1_runs.png")
+        for name in children:  # nested: hidden until the parent is expanded
+            expect(page.get_by_role("link", name=name, exact=True)).to_have_count(0)
+        parent_row.locator("button[data-component-id*=runnamecellrenderer]").click()  # the (+) beside the name
+        for name in children:
+            expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+        page.screenshot(path=tmp_path / "2_expanded.png")
+
+        page.get_by_role("link", name=parent, exact=True).click()
+        expect(page.get_by_role("heading", name=cfg.description or cfg.name, exact=True)).to_be_visible()
+        table = page.locator("table")  # the description's Markdown, rendered (MLflow's own tables are divs)
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in outcome["markdown"].splitlines()
+                if line.startswith("| ") and not line.startswith("| Variant")]
+        assert sorted(r[0] for r in rows) == ["flow", "rgb", "rgb_pretrained", "two_stream"]
+        for cells in rows:  # every row of the study's table, cell by cell
+            row = table.get_by_role("row").filter(has=page.get_by_role("cell", name=cells[0], exact=True))
+            expect(row.get_by_role("cell")).to_have_text(cells)
+        if (show_more := page.get_by_text("Show more", exact=True)).count():  # a long description is folded
+            show_more.first.click()
+        page.get_by_text("Description", exact=True).scroll_into_view_if_needed()  # it scrolls in its own panel
+        page.screenshot(path=tmp_path / "3_parent.png")
+    finally:
+        proc.send_signal(signal.SIGTERM)  # `actionlab ui` stops its server's process group
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, tmp_path):

@@ -240,3 +240,109 @@ def test_metrics_callback_logs_rank0_report_per_epoch(store):
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "lr")] == [(0, 0.1), (1, 0.05)]
     assert set(client.get_run(run_id).data.metrics) == {"train/loss", "lr"}  # no epoch, NaN, bool or text
 
+
+
+def test_experiments_open_in_the_model_training_view(store):
+    """MLflow 3's UI opens an experiment tagged as model training on its runs, not on GenAI traces;
+    an experiment that already has a kind keeps it."""
+    client = mlflow.MlflowClient(store)
+    new_run(store, "kind-new")
+    old = client.create_experiment("kind-old")  # made before actionlab tagged experiments
+    chosen = client.create_experiment("kind-chosen", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("kind-old", "kind-chosen"):
+        new_run(store, name)
+    kinds = {e: client.get_experiment(e).tags.get(tracking.EXPERIMENT_KIND_TAG)
+             for e in (client.get_experiment_by_name("kind-new").experiment_id, old, chosen)}
+    assert list(kinds.values()) == ["custom_model_development", "custom_model_development", "genai_development"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/venv/bin/actionlab", "ablate", "experiments/quickstart.yaml", "--set", "study.seeds=[0]"],
+     "actionlab ablate experiments/quickstart.yaml --set 'study.seeds=[0]'"),
+    (["/src/orchestrator/cli.py", "ui", "--port", "5001"], "actionlab ui --port 5001"),  # python -m orchestrator.cli
+    (["/usr/lib/python3/pytest", "-q"], "/usr/lib/python3/pytest -q"),
+])
+def test_command_line(argv, expected):
+    assert tracking.command_line(argv) == expected
+
+
+def test_runs_carry_the_drivers_command_line_as_source(store):
+    client = mlflow.MlflowClient(store)
+    here = client.get_run(new_run(store, "source")).data.tags
+    assert here[tracking.SOURCE_NAME_TAG] == tracking.command_line() and here[tracking.SOURCE_TYPE_TAG] == "JOB"
+    assert here.get(tracking.SOURCE_COMMIT_TAG, "unknown") == here[tracking.COMMIT_TAG]  # 'unknown' outside git
+    driver = {tracking.SOURCE_NAME_TAG: "actionlab sweep s.yaml", tracking.SOURCE_TYPE_TAG: "JOB",
+              tracking.SOURCE_COMMIT_TAG: "abc123"}  # what a Tune trial receives from its driver
+    trial = client.get_run(new_run(store, "source", tags={"actionlab.kind": "trial", **driver})).data.tags
+    assert {k: trial[k] for k in driver} == driver and trial[tracking.COMMIT_TAG] == "abc123"
+
+
+def test_ui_link_opens_the_experiments_runs_in_the_model_training_view(store, monkeypatch, tmp_path):
+    experiment_id = mlflow.MlflowClient(store).get_experiment_by_name("source").experiment_id
+    runs = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert tracking.ui_link(store, "source") == "http://127.0.0.1:5000" + runs
+    assert tracking.ui_link(store, "source", ui_url="http://127.0.0.1:5123/") == "http://127.0.0.1:5123" + runs
+    assert tracking.ui_link(store, "no-such-experiment") is None
+    assert tracking.ui_line(store, "source") == (f"MLflow UI: http://127.0.0.1:5000{runs}  "
+                                                 f"(start it with `actionlab ui --tracking-uri {store}`)")
+    monkeypatch.chdir(Path(store[len("sqlite:///"):]).parent)  # the default store: no --tracking-uri
+    assert tracking.ui_line(store, "source").endswith("(start it with `actionlab ui`)")
+
+
+def test_ui_lists_a_link_per_experiment_with_runs_latest_first(store):
+    from orchestrator.commands.ui import _prepare_experiments
+
+    client = mlflow.MlflowClient(store)
+    client.create_experiment("ui-empty")
+    new_run(store, "ui-latest")
+    lines = _prepare_experiments(store, "http://127.0.0.1:5123")
+    latest = client.get_experiment_by_name("ui-latest").experiment_id
+    assert lines[0] == f"  ui-latest: http://127.0.0.1:5123/#/experiments/{latest}/runs?workflowType=machine_learning"
+    assert not any(line.startswith("  ui-empty:") for line in lines)
+
+
+def test_dataset_inputs_and_description_as_the_ui_reads_them(store):
+    run_id = new_run(store, "inputs")
+    lists = {"train": ["a/v1\tRed", "a/v2\tGreen"], "test": ["b/v3\tRed"]}
+    splits = [tracking.DatasetSplit("synth/UCF101 split 1", context, tracking.list_digest(lines), len(lines), 2,
+                                    "/data/UCF101 (/data/ucfTrainTestlist)") for context, lines in lists.items()]
+    tracking.log_dataset_inputs(store, run_id, splits)
+    tracking.set_description(store, run_id, "## Table\n\n| a | b |\n|---|---:|\n| x | 1 |\n")
+    run = mlflow.MlflowClient(store).get_run(run_id)
+    logged = [(d.dataset.name, d.dataset.digest, d.dataset.profile, [(t.key, t.value) for t in d.tags])
+              for d in run.inputs.dataset_inputs]
+    assert sorted(logged) == sorted([
+        ("synth/UCF101 split 1", s.digest, '{"num_videos": ' + str(s.num_videos) + ', "num_classes": 2}',
+         [("mlflow.data.context", s.context)]) for s in splits])
+    assert run.data.tags["mlflow.note.content"].startswith("## Table")
+    digest = tracking.list_digest(lists["train"])
+    assert len(digest) == 16 and digest != tracking.list_digest(["a/v1\tGreen", "a/v2\tGreen"])
+
+
+def test_system_metrics_are_sampled_while_the_block_runs(store):
+    client = mlflow.MlflowClient(store)
+    run_id, short, quiet = (new_run(store, "system") for _ in range(3))
+    with tracking.system_metrics(store, run_id, interval_s=0.2, node_id="node1"):
+        time.sleep(1.0)
+    with tracking.system_metrics(store, short, interval_s=30):  # ends before its first interval
+        pass
+    with tracking.system_metrics(store, quiet, interval_s=0):
+        pass
+    metrics = client.get_run(run_id).data.metrics
+    assert {"system/node1/cpu_utilization_percentage", "system/node1/system_memory_usage_megabytes"} <= set(metrics)
+    steps = [m.step for m in client.get_metric_history(run_id, "system/node1/cpu_utilization_percentage")]
+    assert len(steps) >= 3 and steps == list(range(len(steps)))
+    assert [m.step for m in client.get_metric_history(short, "system/cpu_utilization_percentage")] == [0]
+    assert client.get_run(quiet).data.metrics == {}
+
+
+@pytest.mark.parametrize("tags, expected", [
+    ({"actionlab.variant": "rgb", "actionlab.dataset": "synth/UCF101", "actionlab.seed": "1"}, "rgb / synth/UCF101 / seed1"),
+    ({"actionlab.variant": "two_stream", "actionlab.dataset": "hmdb", "actionlab.seed": "0"}, "two_stream / hmdb / seed0"),
+    ({"actionlab.variant": "consensus=avg", "actionlab.dataset": "UCF101", "actionlab.seed": "0"},
+     "consensus=avg / UCF101 / seed0"),  # a sweep trial
+])
+def test_run_name_says_variant_dataset_seed(tags, expected):
+    from orchestrator.training.driver import run_name
+
+    assert run_name(tags) == expected

@@ -1,5 +1,6 @@
 """Arguments and steps shared by the commands that run experiments (train, sweep, ablate)."""
 import argparse
+from contextlib import contextmanager
 
 import yaml
 
@@ -10,6 +11,9 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a field, e.g. --set optim.epochs=2 (repeatable)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to attach to (e.g. auto, ray://head:10001); default: start a local one")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's and Tune's own output live (default: one row per run on screen, "
+                             "their output in <storage_path>/logs/<command>-<time>.log)")
 
 
 def load_config(args: argparse.Namespace):
@@ -28,8 +32,17 @@ def load_config(args: argparse.Namespace):
     return with_overrides(cfg, overrides, where=f"{args.experiment} (--set)") if overrides else cfg
 
 
-def connect_ray(address: str | None) -> None:
+@contextmanager
+def connect_ray(address: str | None):
+    """Ray for the command's duration; the connection it opened is closed at the end, inside the
+    command's `progress.console`, so the workers' last forwarded lines land in its log too."""
     import ray
 
-    if not ray.is_initialized():
+    opened = not ray.is_initialized()
+    if opened:
         ray.init(address=address)
+    try:
+        yield
+    finally:
+        if opened:
+            ray.shutdown()

@@ -2,6 +2,7 @@
 import argparse
 
 from orchestrator.commands._common import add_experiment_arguments, connect_ray, load_config
+from orchestrator.tracking import ui_line
 
 HELP = "Run an ablation study (RGB / flow / two-stream, +-pretraining, seeds) and write its table."
 
@@ -14,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.errors import UserError
+    from orchestrator.progress import console
     from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
     from orchestrator.training.tune import run_study
@@ -23,11 +25,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.experiment}: has no 'study:' section; add variants (see experiments/quickstart.yaml), "
                         "or use `actionlab train`")
     runs = preflight(cfg)
-    connect_ray(args.address)
-    prepare_data(list(runs.values()))
-    outcome = run_study(cfg, resume=args.resume, out_dir=args.out)
+    with console(cfg.scaling.storage_path, "ablate", verbose=args.verbose) as rows, connect_ray(args.address):
+        with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
+            prepare_data(list(runs.values()))
+        outcome = run_study(cfg, resume=args.resume, out_dir=args.out)
     print(outcome["markdown"])
     print(f"table: {outcome['paths']['markdown']}  chart: {outcome['paths']['plot']}")
     print(f"MLflow parent run {outcome['parent_run_id']}; `actionlab ui` to browse, "
           f"`actionlab report {args.experiment}` to rebuild the table")
+    print(ui_line(cfg.tracking.tracking_uri, cfg.experiment_name))
     return 0

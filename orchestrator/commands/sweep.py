@@ -2,6 +2,7 @@
 import argparse
 
 from orchestrator.commands._common import add_experiment_arguments, connect_ray, load_config
+from orchestrator.tracking import ui_line
 
 HELP = "Sweep hyperparameters (e.g. fusion x segments) with Ray Tune; one MLflow child run per trial."
 
@@ -13,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.errors import UserError
+    from orchestrator.progress import console
     from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
     from orchestrator.training.tune import run_sweep
@@ -22,12 +24,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.experiment}: has no 'sweep:' section; add one (see "
                         "experiments/sweep_fusion_segments.yaml), or use `actionlab train`")
     runs = preflight(cfg)
-    connect_ray(args.address)
-    prepare_data(list(runs.values()))
-    results, _ = run_sweep(cfg, resume=args.resume)
+    with console(cfg.scaling.storage_path, "sweep", verbose=args.verbose) as rows, connect_ray(args.address):
+        with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
+            prepare_data(list(runs.values()))
+        results, _ = run_sweep(cfg, resume=args.resume)
     frame = results.get_dataframe()
     columns = [c for c in frame.columns if c.startswith("config/") or c in (cfg.sweep.metric, "epoch")]
     print(frame[columns].sort_values(cfg.sweep.metric, ascending=cfg.sweep.mode == "min").to_string(index=False))
     best = results.get_best_result()
     print(f"best: {best.metrics.get(cfg.sweep.metric)} with {best.config}")
+    print(ui_line(cfg.tracking.tracking_uri, cfg.experiment_name))
     return 0

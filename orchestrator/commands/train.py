@@ -13,16 +13,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from orchestrator import tracking
     from orchestrator.preflight import preflight
+    from orchestrator.progress import console, train_rows
     from orchestrator.training.driver import train_run
     from orchestrator.training.prepare import prepare_data
 
     cfg = load_config(args).model_copy(update={"sweep": None, "study": None})  # the base run alone
     preflight(cfg)
-    connect_ray(args.address)
-    tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
-    prepare_data([cfg])
-    outcome = train_run(cfg)
-    print(f"MLflow run {outcome.run_id} ({cfg.experiment_name}); `actionlab ui` to browse")
+    with console(cfg.scaling.storage_path, "train", verbose=args.verbose) as rows, connect_ray(args.address):
+        tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
+        with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
+            prepare_data([cfg])
+        with train_rows(rows, cfg.name, cfg.optim.epochs) as report_epochs:
+            outcome = train_run(cfg, callbacks=[report_epochs])
+    print(f"MLflow run {outcome.run_id} ({cfg.experiment_name})")
+    print(tracking.ui_line(cfg.tracking.tracking_uri, cfg.experiment_name))
     for key in sorted(k for k in outcome.metrics if k.startswith("test/")):
         print(f"  {key:24s} {outcome.metrics[key]:.4f}")
     return 0

@@ -1,6 +1,7 @@
 """The per-run driver: one MLflow run around one `TorchTrainer.fit()`.
 
-    train_run(cfg)  ->  MLflow run (params, tags)  ->  TorchTrainer(train_loop_per_worker).fit()
+    train_run(cfg)  ->  MLflow run (params, tags, its train/test lists as dataset inputs)
+                    ->  TorchTrainer(train_loop_per_worker).fit()
                     ->  per-epoch metrics logged live by the controller callback
                     ->  test metrics, confusion matrix, learning curves, per-video scores, model
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator import tracking
-from orchestrator.config import ExperimentConfig
+from orchestrator.config import DataConfig, ExperimentConfig
 from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, RunOutcome, init_weights,
                                            run_output_dir)
 
@@ -31,6 +33,55 @@ def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict
             "actionlab.architecture": m.architecture, "actionlab.modality": m.modality,
             "actionlab.pretrained": pretrained}
     return {**tags, **(extra or {})}
+
+
+def run_name(tags: dict) -> str:
+    """What the UI lists a run as, from its tags: 'rgb / synth/UCF101 / seed0' (variant / dataset / seed).
+
+    Args:
+        tags: with actionlab.variant, actionlab.dataset and actionlab.seed (`run_tags`).
+    """
+    return f"{tags['actionlab.variant']} / {tags['actionlab.dataset']} / seed{tags['actionlab.seed']}"
+
+
+def dataset_splits(data: DataConfig, label: str, contexts: tuple[str, ...] = ("train", "test"),
+                   ) -> list[tracking.DatasetSplit]:
+    """The lists a run trains and tests on, read as its workers read them (`read_train_test`).
+
+    Args:
+        data: the run's data section.
+        label: the data set's name in the run's tags (actionlab.dataset).
+        contexts: which of 'train' and 'test' to describe.
+    Returns:
+        One DatasetSplit per context; its digest covers each listed video id and its class name.
+    """
+    from orchestrator.data.annotations import read_train_test
+
+    train, test = read_train_test(data.dataset, root=data.root, annotations=data.annotations, split=data.split,
+                                  test_annotations=data.test_annotations)
+    name = label if data.dataset == "csv" else f"{label} split {data.split}"
+    lists = {"train": (train, data.annotations), "test": (test, data.test_annotations or data.annotations)}
+    splits = []
+    for context in contexts:
+        part, listed = lists[context]
+        lines = [f"{r.video_id}\t{part.class_names[r.label] if r.label >= 0 else ''}" for r in part.records]
+        splits.append(tracking.DatasetSplit(name, context, tracking.list_digest(lines), len(part.records),
+                                            len(part.class_names), f"{data.root} ({listed})"))
+    return splits
+
+
+def log_datasets(uri: str, run_id: str, data: DataConfig, label: str, contexts: tuple[str, ...] = ("train", "test"),
+                 ) -> None:
+    """`dataset_splits` as the run's dataset inputs; a list this process cannot read (a node without
+    the data mount) is a warning: the run itself reads its data on the training workers."""
+    from orchestrator.errors import UserError
+
+    try:
+        splits = dataset_splits(data, label, contexts)
+    except (UserError, OSError) as err:
+        print(f"warning: run {run_id}: data set not logged as an MLflow input: {err}", file=sys.stderr)
+        return
+    tracking.log_dataset_inputs(uri, run_id, splits)
 
 
 def use_gpu(cfg: ExperimentConfig) -> bool:
@@ -89,9 +140,10 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
         tags = run_tags(cfg, kind=kind, variant=variant, extra=extra_tags)
         if resume_key:
             tags[tracking.RESUME_KEY_TAG] = resume_key
-        run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=variant or cfg.name,
+        run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=run_name(tags),
                                     tags=tags, params=tracking.flatten_params(cfg.to_dict()),
                                     parent_run_id=parent_run_id)
+        log_datasets(uri, run_id, cfg.data, tags["actionlab.dataset"])
     with tracking.run_status(uri, run_id, stopped_by=stopped_by):
         trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}", run_id=run_id,
                                callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])

@@ -5,6 +5,7 @@ without Ray too (tests/test_loop.py):
         setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader or Ray Data),
                       model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
         for each epoch: run_epoch (train_one_epoch ; evaluate) ; save_state -> ray.train.report
+                        (each node's first worker samples the node's CPU/memory/GPU into MLflow meanwhile)
         last epoch, rank 0: write_run_outputs -> <storage_path>/scores/<run_id>/
 
 Batches stay uint8 until they reach the device (4x less to copy); `prepare_inputs` normalises
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import DataLoader, DistributedSampler
 
+from orchestrator import tracking
 from orchestrator.config import ExperimentConfig, clip_layout, input_spec
 from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
 from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE
@@ -397,8 +399,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from orchestrator.training.results import run_output_dir
-
     cfg: ExperimentConfig = loop_config["experiment"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -413,17 +413,32 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             start_epoch, history = load_state(w, Path(ckpt_dir))
 
+    # The node's CPU / memory / GPU as MLflow system metrics, sampled by one worker per node.
+    node_id = f"node{ctx.get_node_rank()}" if len(set(nodes)) > 1 else None
+    node_metrics = (tracking.system_metrics(cfg.tracking.tracking_uri, loop_config["run_id"], node_id=node_id,
+                                            interval_s=cfg.tracking.system_metrics_interval_s)
+                    if ctx.get_local_rank() == 0 else contextlib.nullcontext())
+    with node_metrics:
+        _train_epochs(w, cfg, loop_config["run_id"], start_epoch, history, rank=rank, num_nodes=len(set(nodes)))
+
+
+def _train_epochs(w: Worker, cfg: ExperimentConfig, run_id: str, start_epoch: int, history: list[dict], *,
+                  rank: int, num_nodes: int) -> None:
+    """Epochs `start_epoch`.. to the end, each reported to Ray Train with rank 0's checkpoint."""
+    import ray.train
+
+    from orchestrator.training.results import run_output_dir
+
     for epoch in range(start_epoch, cfg.optim.epochs):
         metrics, result = run_epoch(w, epoch)
-        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": len(set(nodes))})
+        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": num_nodes})
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
                 save_state(w, Path(tmp), epoch=epoch, history=history)
                 if epoch == cfg.optim.epochs - 1:
-                    write_run_outputs(w, run_output_dir(cfg.scaling.storage_path, loop_config["run_id"]),
-                                      result, history)
+                    write_run_outputs(w, run_output_dir(cfg.scaling.storage_path, run_id), result, history)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
 

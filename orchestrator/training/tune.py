@@ -11,6 +11,7 @@ it asks MLflow only on `--resume`, for the fused runs an earlier attempt already
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -59,9 +60,10 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
 
 
 def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Variant], tags: dict[str, dict],
-                 parent_run_id: str, kind: str) -> None:
+                 parent_run_id: str, kind: str, source: dict[str, str]) -> None:
     """One Tune trial: its config (a study variant's, or the base with the sampled overrides), one
-    Ray Train run, and a final report that says it finished."""
+    Ray Train run, and a final report that says it finished. `source`: the driver's MLflow source
+    tags (its command line; this process's is a Ray worker's)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -75,7 +77,8 @@ def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Va
         label = _sweep_label(overrides)
         cfg = with_overrides(base, overrides, where=f"trial {label}")
     trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
-    outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id, extra_tags=tags.get(label),
+    outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id,
+                        extra_tags={**source, **tags.get(label, {})},
                         callbacks=[TuneReportCallback()], resume_key=_resume_key(parent_run_id, trial_id),
                         stopped_by=_stopped_by_tune)
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -84,6 +87,14 @@ def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Va
 
 def _sweep_label(overrides: dict) -> str:
     return ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in overrides.items())
+
+
+def _describe_trial(config: dict, *, base: ExperimentConfig, variants: dict[str, Variant]) -> tuple[str, int]:
+    """A trial's name on screen (its variant label or sampled values) and its number of epochs."""
+    if "label" in config:
+        return config["label"], variants[config["label"]].config.optim.epochs
+    overrides = config.get("overrides", {})
+    return _sweep_label(overrides), int(overrides.get("optim.epochs", base.optim.epochs))
 
 
 def _dataset_tag(v: Variant) -> str:
@@ -140,10 +151,13 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
            metric: str | None = None, mode: str = "max", max_concurrent: int | None = None):
     from ray import tune
 
+    from orchestrator import progress
+    from orchestrator import tracking
+
     storage = Path(cfg.scaling.storage_path)
     base = cfg.model_copy(update={"sweep": None, "study": None})  # a trial is one run; the parent has the rest
     trainable = tune.with_parameters(trial_driver, base=base, variants=variants or {}, tags=tags or {},
-                                     parent_run_id=parent_run_id, kind=kind)
+                                     parent_run_id=parent_run_id, kind=kind, source=tracking.source_tags())
     # A trial only drives its TorchTrainer: it asks for a little memory and no CPU, so the
     # training workers can hold every CPU/GPU (Tune refuses an entirely empty request).
     trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([{"CPU": 0, "memory": 100 * 2**20}]))
@@ -157,7 +171,9 @@ def _tuner(cfg: ExperimentConfig, *, name: str, param_space: dict, parent_run_id
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler, metric=metric, mode=mode,
                                     max_concurrent_trials=max_concurrent or max_concurrent_trials(cfg)),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage)),
+        # a row per trial on the screen `progress.console` opened (saved with the Tuner: `--resume` has it too)
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[progress.tune_callback(
+            functools.partial(_describe_trial, base=base, variants=variants or {}))]),
     )
 
 
@@ -200,7 +216,22 @@ def run_sweep(cfg: ExperimentConfig, *, resume: bool = False):
                    kind="trial", resume=resume, num_samples=sw.num_samples, scheduler=scheduler,
                    metric=sw.metric, mode=sw.mode, max_concurrent=sw.max_concurrent_trials)
     with tracking.run_status(uri, parent):
-        return _fit(tuner, cfg, name, uri, parent)
+        results, outcomes = _fit(tuner, cfg, name, uri, parent)
+        _describe_parent(cfg, uri, parent)
+        return results, outcomes
+
+
+def _describe_parent(cfg: ExperimentConfig, uri: str, parent: str) -> str:
+    """The comparison table of the parent's finished children, as the parent run's description
+    (the UI renders it on the run's page); returns the Markdown ('' when no child finished)."""
+    from orchestrator import report, tracking
+
+    rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
+    if not rows:
+        return ""
+    markdown = report.to_markdown(report.summarize(rows), title=cfg.description or cfg.name)
+    tracking.set_description(uri, parent, markdown)
+    return markdown
 
 
 def require_state_api(what: str) -> None:
@@ -224,13 +255,15 @@ def require_state_api(what: str) -> None:
 def trial_outcomes(results, stopped: set[str]) -> list[TrialOutcome]:
     """How each trial ended: failed (Tune holds its error), finished (its driver's final report says
     so), or stopped early (the scheduler recorded the stop)."""
+    from orchestrator.progress import error_reason
+
     outcomes = []
     for r in results:
         metrics, config = r.metrics or {}, r.config or {}
         label = config.get("label") or _sweep_label(config.get("overrides", {}))
         run_id = metrics.get("mlflow_run_id")
         if r.error is not None:
-            outcomes.append(TrialOutcome(label, "failed", str(r.error).strip().splitlines()[0], run_id, metrics))
+            outcomes.append(TrialOutcome(label, "failed", error_reason(r.error), run_id, metrics))
         elif metrics.get("outcome") == "finished":
             outcomes.append(TrialOutcome(label, "finished", "", run_id, metrics))
         elif metrics.get("trial_id") in stopped:
@@ -303,6 +336,7 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
         paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name)
         tracking.log_artifacts(uri, parent, list(paths.values()))
         markdown = paths["markdown"].read_text()
+        tracking.set_description(uri, parent, markdown)
     return {"parent_run_id": parent, "markdown": markdown, "paths": paths, "outcomes": outcomes}
 
 
@@ -330,6 +364,7 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
     from models.late_fusion import fuse_scores, load_scores
     from orchestrator import metrics as M
     from orchestrator import tracking
+    from orchestrator.training.driver import log_datasets, run_name
 
     done = set()
     if resume:  # only an earlier attempt can have logged fused runs already
@@ -357,10 +392,11 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
                     "actionlab.streams": f"{a_name}+{b_name}",
                     "actionlab.modality": "+".join(v.config.model.modality for v in streams),
                     "actionlab.architecture": streams[0].config.model.architecture}
-            run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=fusion_name,
+            run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=run_name(tags),
                                         tags=tags, params={"weight": spec.weight, "mode": spec.mode},
                                         parent_run_id=parent)
             with tracking.run_status(uri, run_id):
+                log_datasets(uri, run_id, streams[0].config.data, key[1], contexts=("test",))  # scored, not trained
                 client = mlflow.MlflowClient(uri)
                 for metric, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
                     client.log_metric(run_id, metric, float(value))
