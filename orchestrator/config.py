@@ -239,6 +239,8 @@ class StudyConfig(_Section):
     late_fusion: dict[str, LateFusion] = {}
     datasets: dict[str, dict[str, Any]] = {}  # name -> {dotted data field: value}; default: the data section
     seeds: list[int] = Field([0], min_length=1)
+    # pairs (a, b) whose difference a - b the table reports with a paired bootstrap CI (orchestrator/stats.py)
+    compare: list[tuple[str, str]] = []
 
     @model_validator(mode="after")
     def _streams_are_variants(self) -> StudyConfig:
@@ -246,6 +248,11 @@ class StudyConfig(_Section):
             if any(v not in self.variants for v in fusion.streams):
                 raise ValueError(f"study.late_fusion.{name}.streams must name two study variants "
                                  f"(have: {', '.join(self.variants)}), got {list(fusion.streams)!r}")
+        names = [*self.variants, *self.late_fusion]
+        for i, pair in enumerate(self.compare):
+            if any(v not in names for v in pair) or pair[0] == pair[1]:
+                raise ValueError(f"study.compare.{i} must name two different study variants or late_fusion "
+                                 f"entries (have: {', '.join(names)}), got {list(pair)!r}")
         return self
 
 

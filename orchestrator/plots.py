@@ -93,10 +93,11 @@ def plot_learning_curves(history: list[dict], path: Path) -> Path:
 
 
 def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str | None = None) -> Path:
-    """Grouped bars: one group per variant, one bar per dataset, error bars = std over seeds.
+    """Grouped bars: one group per variant, one bar per dataset, error bars = 95% CI of the mean over seeds.
 
     Args:
-        rows: `report.SummaryRow`s (fields variant, dataset, n, {metric}_mean, {metric}_std).
+        rows: `report.SummaryRow`s (fields variant, dataset, {metric}_mean, {metric}_low, {metric}_high;
+            low/high NaN, hence no error bar, for a single seed).
         path: PNG to write.
         metric: 'top1' or 'top5'.
         title: figure title; default names the metric.
@@ -112,16 +113,19 @@ def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str 
         x = [v + (d - (len(datasets) - 1) / 2) * width for v, variant in enumerate(variants)
              if (variant, dataset) in cells]
         present = [cells[(variant, dataset)] for variant in variants if (variant, dataset) in cells]
-        means = [100 * getattr(r, f"{metric}_mean") for r in present]
-        stds = [100 * getattr(r, f"{metric}_std") for r in present]
-        bars = ax.bar(x, means, width, yerr=stds, capsize=3, label=dataset)
+        means = np.array([100 * getattr(r, f"{metric}_mean") for r in present])
+        # a t-interval over 2-3 seeds can pass 0 or 100%: drawn clipped to what accuracy can be
+        lows = np.clip([100 * getattr(r, f"{metric}_low") for r in present], 0, 100)
+        highs = np.clip([100 * getattr(r, f"{metric}_high") for r in present], 0, 100)
+        errors = np.nan_to_num([means - lows, highs - means])  # (2, bars) below / above the mean; none for 1 seed
+        bars = ax.bar(x, means, width, yerr=errors, capsize=3, label=dataset)
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     crowded = len(variants) > 4  # long variant names overlap unless slanted
     ax.set_xticks(range(len(variants)), variants, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     label = f"video {metric.replace('top', 'top-')} accuracy (%)"
     ax.set_ylabel(label)
     ax.set_ylim(0, 105)
-    heading = f"{title or 'Comparison'}: {label}, mean ± std over seeds"
+    heading = f"{title or 'Comparison'}: {label}, mean over seeds with its 95% CI"
     ax.set_title(textwrap.fill(heading, 70), fontsize=10)  # long study descriptions wrap, not clip
     ax.grid(axis="y", alpha=0.3)
     if datasets:

@@ -1,16 +1,22 @@
 """The papers' comparison table, rebuilt from MLflow alone.
 
     results_from_mlflow  ->  one ResultRow per finished variant run (video-level test accuracy)
-    summarize            ->  one SummaryRow per (variant, dataset): mean and sample std over seeds
-    to_markdown / write_report  ->  variant x dataset table ("62.3 ± 1.2") and a bar chart
+    summarize            ->  one SummaryRow per (variant, dataset): mean, sample std and 95% CI over seeds
+    compare_runs         ->  one Comparison per study.compare pair and dataset: a - b with a paired
+                             bootstrap CI over test videos and seeds, from the runs' per-video scores
+    to_markdown / write_report  ->  variant x dataset table ("62.3 ± 1.2", "[58.1, 66.5]"), the
+                             comparisons, and a bar chart with 95% CI error bars
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+
+import numpy as np
 
 from orchestrator.errors import UserError
+from orchestrator.stats import BOOTSTRAP_RESAMPLES, mean_ci, paired_bootstrap_diff
 
 PARENT_KINDS = ("study", "sweep")  # runs whose children form a table
 CHILD_KINDS = ("variant", "trial")  # runs that are rows of it
@@ -35,17 +41,30 @@ class SummaryRow(NamedTuple):
     top1_std: float  # sample std (ddof=1); 0 when n == 1
     top5_mean: float
     top5_std: float
+    top1_low: float = math.nan  # 95% CI of the mean over seeds (Student's t); NaN when n == 1
+    top1_high: float = math.nan
+    top5_low: float = math.nan
+    top5_high: float = math.nan
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+class Comparison(NamedTuple):
+    """Variant a minus variant b on one data set, over the seeds both ran (fractions; x100 for points)."""
+    a: str
+    b: str
+    dataset: str
+    n_seeds: int
+    n_videos: int
+    diff: float
+    low: float  # 95% paired bootstrap CI over test videos and seeds
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
 
 
 def summarize(results: list[ResultRow]) -> list[SummaryRow]:
-    """Mean and sample std over seeds of each (variant, dataset), in order of first appearance.
+    """Mean, sample std and 95% CI over seeds of each (variant, dataset), in order of first appearance.
 
     Args:
         results: one row per run.
@@ -57,40 +76,113 @@ def summarize(results: list[ResultRow]) -> list[SummaryRow]:
         groups.setdefault((row.variant, row.dataset), []).append(row)
     summary = []
     for (variant, dataset), rows in groups.items():
-        top1 = _mean_std([r.top1 for r in rows])
-        top5 = _mean_std([r.top5 for r in rows])
-        summary.append(SummaryRow(variant, dataset, len(rows), *top1, *top5))
+        top1, top5 = mean_ci([r.top1 for r in rows]), mean_ci([r.top5 for r in rows])
+        summary.append(SummaryRow(variant, dataset, len(rows), top1.mean, top1.std, top5.mean, top5.std,
+                                  top1.low, top1.high, top5.low, top5.high))
     return summary
+
+
+def _correct(scores) -> dict[str, bool]:
+    """{video id: top-1 right} of one run's `models.late_fusion.VideoScores`."""
+    right = np.asarray(scores.scores).argmax(axis=1) == np.asarray(scores.labels)
+    return dict(zip(np.asarray(scores.video_ids).tolist(), right.tolist()))
+
+
+def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], object | None], *,
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[list[Comparison], list[str]]:
+    """Each pair's top-1 difference per data set, with a paired bootstrap CI (orchestrator.stats).
+
+    The two variants are paired on the seeds both ran and on their test videos (by video id).
+
+    Args:
+        results: one row per run.
+        pairs: (a, b) variant names, e.g. `study.compare`.
+        scores_of: run id -> its per-video `VideoScores`, or None when they cannot be had.
+        resamples: bootstrap draws.
+    Returns:
+        (one Comparison per pair and data set both variants ran on,
+         a sentence for each pair and data set that could not be compared, saying why).
+    """
+    runs = {(r.variant, r.dataset, r.seed): r.run_id for r in results}  # a study has one run per key
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    comparisons, notes = [], []
+    for a, b in pairs:
+        for dataset in datasets:
+            seeds = sorted({s for v, d, s in runs if v == a and d == dataset}
+                           & {s for v, d, s in runs if v == b and d == dataset})
+            if not seeds:
+                continue
+            where = f"{a} − {b}" + (f" ({dataset})" if len(datasets) > 1 else "")
+            correct = {(v, s): scores_of(runs[(v, dataset, s)]) for v in (a, b) for s in seeds}
+            missing = [f"{v} seed {s}" for (v, s), scores in correct.items() if scores is None]
+            if missing:
+                notes.append(f"{where}: not compared, no per-video scores for {', '.join(missing)}")
+                continue
+            correct = {key: _correct(scores) for key, scores in correct.items()}
+            videos = sorted(correct[(a, seeds[0])])
+            if any(sorted(c) != videos for c in correct.values()):
+                notes.append(f"{where}: not compared, the runs scored different test videos")
+                continue
+            a_right, b_right = (np.array([[correct[(v, s)][video] for video in videos] for s in seeds])
+                                for v in (a, b))  # (S, N) each
+            d = paired_bootstrap_diff(a_right, b_right, resamples=resamples)
+            comparisons.append(Comparison(a, b, dataset, len(seeds), len(videos), *d))
+    return comparisons, notes
 
 
 def _cell(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
 
 
-def to_markdown(rows: list[SummaryRow], *, title: str) -> str:
-    """A variant x dataset table of video-level top-1 and top-5 accuracy (%), like the papers'.
+def _ci_cell(low: float, high: float) -> str:
+    return "–" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples: int) -> list[str]:
+    several = len({c.dataset for c in comparisons}) > 1
+    lines = ["", "### Comparisons", ""]
+    for c in comparisons:
+        where = f" ({c.dataset})" if several else ""
+        seeds = f"{c.n_seeds} seed{'s' * (c.n_seeds > 1)}"
+        lines.append(f"- {c.a} − {c.b}{where}: {100 * c.diff:+.1f} points [{100 * c.low:.1f}, {100 * c.high:.1f}]"
+                     f"{' *' if c.excludes_zero else ''} ({seeds} × {c.n_videos} videos)")
+    lines += [f"- {note}" for note in notes]
+    lines += ["", f"Difference in video-level top-1 over the seeds both ran; 95% CI from a paired bootstrap over "
+                  f"test videos and seeds ({resamples} resamples); * the CI excludes 0."]
+    return lines
+
+
+def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Comparison] = (),
+                notes: list[str] = (), resamples: int = BOOTSTRAP_RESAMPLES) -> str:
+    """A variant x dataset table of video-level top-1 (with its 95% CI) and top-5 accuracy (%), like the
+    papers', then the comparisons when there are any.
 
     Args:
         rows: from `summarize`.
         title: heading of the table.
+        comparisons, notes: from `compare_runs`.
+        resamples: the bootstrap draws the comparisons used (for the caption).
     Returns:
         Markdown text ending in a newline; a missing (variant, dataset) cell is '–'.
     """
     variants = list(dict.fromkeys(r.variant for r in rows))
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     cells = {(r.variant, r.dataset): r for r in rows}
-    header = ["Variant"] + [f"{d} {m} (%)" for d in datasets for m in ("top-1", "top-5")]
+    header = ["Variant"] + [h for d in datasets for h in (f"{d} top-1 (%)", f"{d} top-1 95% CI", f"{d} top-5 (%)")]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |",
              "|---" + "|---:" * (len(header) - 1) + "|"]
     for variant in variants:
         values = [variant]
         for dataset in datasets:
             r = cells.get((variant, dataset))
-            values += ([_cell(r.top1_mean, r.top1_std, r.n), _cell(r.top5_mean, r.top5_std, r.n)]
-                       if r else ["–", "–"])
+            values += ([_cell(r.top1_mean, r.top1_std, r.n), _ci_cell(r.top1_low, r.top1_high),
+                        _cell(r.top5_mean, r.top5_std, r.n)] if r else ["–", "–", "–"])
         lines.append("| " + " | ".join(values) + " |")
     runs = ", ".join(str(n) for n in sorted({r.n for r in rows}))
-    lines += ["", f"Video-level test accuracy; mean ± sample std over seeds (runs per cell: {runs})."]
+    lines += ["", f"Video-level test accuracy; mean ± sample std over seeds (runs per cell: {runs}); "
+                  "95% CI of the mean: Student's t over seeds (– for one seed)."]
+    if comparisons or notes:
+        lines += _comparison_lines(list(comparisons), list(notes), resamples)
     return "\n".join(lines) + "\n"
 
 
@@ -146,13 +238,37 @@ def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: st
     return [row for row in rows if row is not None]
 
 
-def write_report(results: list[ResultRow], out_dir: Path, *, title: str) -> dict[str, Path]:
-    """Write the comparison table and its bar chart.
+def scores_reader(storage_path: str | Path, tracking_uri: str | None = None,
+                  cache_dir: Path | None = None) -> Callable[[str], object | None]:
+    """run id -> its per-video VideoScores: the run's own file (training.results.run_output_dir), else
+    (with tracking_uri and cache_dir) its logged scores.npz artifact; None when neither exists."""
+    from models.late_fusion import load_scores
+    from orchestrator.training.results import SCORES_FILE, run_output_dir
+
+    def read(run_id: str):
+        local = run_output_dir(storage_path, run_id) / SCORES_FILE
+        if local.is_file():
+            return load_scores(local)
+        if tracking_uri is None or cache_dir is None:
+            return None
+        from orchestrator.tracking import fetch_artifact
+        try:
+            return load_scores(fetch_artifact(tracking_uri, run_id, SCORES_FILE, Path(cache_dir) / run_id))
+        except UserError:
+            return None
+
+    return read
+
+
+def write_report(results: list[ResultRow], out_dir: Path, *, title: str, comparisons: list[Comparison] = (),
+                 notes: list[str] = ()) -> dict[str, Path]:
+    """Write the comparison table (with the comparisons, if any) and its bar chart.
 
     Args:
         results: one row per run.
         out_dir: created if missing.
         title: table and chart heading.
+        comparisons, notes: from `compare_runs`.
     Returns:
         {'markdown': out_dir/comparison.md, 'plot': out_dir/comparison.png}.
     """
@@ -162,5 +278,5 @@ def write_report(results: list[ResultRow], out_dir: Path, *, title: str) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarize(results)
     markdown = out_dir / "comparison.md"
-    markdown.write_text(to_markdown(rows, title=title))
+    markdown.write_text(to_markdown(rows, title=title, comparisons=comparisons, notes=notes))
     return {"markdown": markdown, "plot": plot_comparison(rows, out_dir / "comparison.png", title=title)}

@@ -55,6 +55,9 @@ def write(tmp_path, text: str) -> Path:
     ("study: {variants: {flow: {model.modalty: flow}}}\n", "study variant 'flow/seed0': model.modalty: unknown key"),
     ("study: {variants: {rgb: {}}, late_fusion: {ts: {streams: [rgb, flow]}}}\n",
      "study.late_fusion.ts.streams must name two study variants"),
+    ("study: {variants: {rgb: {}, flow: {model.modality: flow}}, late_fusion: {ts: {streams: [rgb, flow]}}, "
+     "compare: [[ts, rgb], [ts, flwo]]}\n", "study.compare.1 must name two different study variants or late_fusion "
+     "entries (have: flow, rgb, ts), got ['ts', 'flwo']"),
     ("sweep: {parameters: {data.num_segments: [3, 5]}}\n", "sweep.parameters.data.num_segments: expected one of"),
     ("sweep: {parameters: {model.options.consensus: {grid: [avg, median]}}}\n", "consensus"),
     ("model: {architecture: tsn, modality: rgbdiff}\n", "data.frames_per_segment must be >= 2 for model.modality rgbdiff"),

@@ -7,7 +7,8 @@ import pytest
 from orchestrator import metrics as M
 from orchestrator import plots
 from orchestrator.errors import UserError
-from orchestrator.report import ResultRow, SummaryRow, summarize, to_markdown, write_report
+from orchestrator import stats
+from orchestrator.report import Comparison, ResultRow, SummaryRow, compare_runs, summarize, to_markdown, write_report
 
 # 4 samples, 4 classes; the true class ranks 1st, 2nd, 3rd and 4th
 LABELS = np.array([0, 1, 2, 3])
@@ -71,20 +72,117 @@ def test_summarize_mean_and_sample_std_in_order_of_first_appearance():
     rgb = summary[0]
     assert rgb.top1_mean == pytest.approx(0.62) and rgb.top1_std == pytest.approx(0.02)  # ddof=1
     assert rgb.top5_mean == pytest.approx(0.92) and rgb.top5_std == pytest.approx(0.02)
-    assert summary[1] == SummaryRow("flow", "ucf101", 1, 0.70, 0.0, 0.95, 0.0)
+    half = 4.303 * 0.02 / 3 ** 0.5  # t(0.975, df=2) * std / sqrt(n)
+    assert (rgb.top1_low, rgb.top1_high) == (pytest.approx(0.62 - half, abs=1e-9), pytest.approx(0.62 + half, abs=1e-9))
+    assert summary[1][:7] == SummaryRow("flow", "ucf101", 1, 0.70, 0.0, 0.95, 0.0)[:7]
+    assert np.isnan(summary[1].top1_low) and np.isnan(summary[1].top1_high)  # one seed: no interval
 
 
 def test_to_markdown_exact_text():
     expected = (
         "## Two-stream ablation\n"
         "\n"
-        "| Variant | ucf101 top-1 (%) | ucf101 top-5 (%) | hmdb51 top-1 (%) | hmdb51 top-5 (%) |\n"
-        "|---|---:|---:|---:|---:|\n"
-        "| rgb | 62.0 ± 2.0 | 92.0 ± 2.0 | 30.0 | 60.0 |\n"
-        "| flow | 70.0 | 95.0 | – | – |\n"
+        "| Variant | ucf101 top-1 (%) | ucf101 top-1 95% CI | ucf101 top-5 (%) | hmdb51 top-1 (%) "
+        "| hmdb51 top-1 95% CI | hmdb51 top-5 (%) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|\n"
+        "| rgb | 62.0 ± 2.0 | [57.0, 67.0] | 92.0 ± 2.0 | 30.0 | – | 60.0 |\n"
+        "| flow | 70.0 | – | 95.0 | – | – | – |\n"
         "\n"
-        "Video-level test accuracy; mean ± sample std over seeds (runs per cell: 1, 3).\n")
+        "Video-level test accuracy; mean ± sample std over seeds (runs per cell: 1, 3); "
+        "95% CI of the mean: Student's t over seeds (– for one seed).\n")
     assert to_markdown(summarize(RESULTS), title="Two-stream ablation") == expected
+
+
+# --- statistics: closed-form cases ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, mean, std, half", [
+    ([0.5, 0.7], 0.6, 0.1414214, 12.706 * 0.1414214 / 2 ** 0.5),  # df 1: t = 12.706
+    ([1.0, 2.0, 3.0], 2.0, 1.0, 4.303 / 3 ** 0.5),  # df 2: t = 4.303
+    ([0.6, 0.6, 0.6, 0.6], 0.6, 0.0, 0.0),  # no spread, no width
+    # 0..n-1: sample std sqrt(n (n + 1) / 12)
+    (list(range(31)), 15.0, (31 * 32 / 12) ** 0.5, 2.042 * (32 / 12) ** 0.5),  # df 30: t = 2.042
+    (list(range(61)), 30.0, (61 * 62 / 12) ** 0.5, 2.0003 * (62 / 12) ** 0.5),  # df 60: t = 2.0003 (expansion)
+])
+def test_mean_ci_is_the_t_interval(values, mean, std, half):
+    got = stats.mean_ci(values)
+    assert (got.mean, got.std) == (pytest.approx(mean), pytest.approx(std))
+    assert (got.low, got.high) == (pytest.approx(mean - half, abs=1e-4), pytest.approx(mean + half, abs=1e-4))
+
+
+def test_mean_ci_of_one_run_has_no_interval():
+    got = stats.mean_ci([0.4])
+    assert got[:2] == (0.4, 0.0) and np.isnan(got.low) and np.isnan(got.high)
+
+
+@pytest.mark.parametrize("n_videos, p", [(40, 0.5), (200, 0.3), (1000, 0.9)])
+def test_paired_bootstrap_matches_the_binomial_closed_form(n_videos, p):
+    """One seed, b always wrong, a right on a share p of N videos: each resampled difference is
+    Binomial(N, p) / N, whose 95% interval is about p ± 1.96 sqrt(p (1 - p) / N)."""
+    a = np.zeros((1, n_videos), bool)
+    a[0, :round(p * n_videos)] = True
+    b = np.zeros((1, n_videos), bool)
+    got = stats.paired_bootstrap_diff(a, b, resamples=20_000)
+    half = 1.96 * (p * (1 - p) / n_videos) ** 0.5
+    assert got.diff == pytest.approx(p)
+    assert (got.low, got.high) == (pytest.approx(p - half, abs=0.25 * half + 1 / n_videos),
+                                   pytest.approx(p + half, abs=0.25 * half + 1 / n_videos))
+    assert got.excludes_zero
+    swapped = stats.paired_bootstrap_diff(b, a, resamples=20_000)  # same draws: exactly the mirror image
+    assert (swapped.diff, swapped.low, swapped.high) == pytest.approx((-got.diff, -got.high, -got.low))
+
+
+def test_paired_bootstrap_cancels_what_both_get_right():
+    """Identical variants differ by exactly 0, however noisy each is; disagreeing on 1 video of 100
+    in each direction is no evidence either way."""
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 100)) < 0.5
+    assert stats.paired_bootstrap_diff(a, a)[:] == (0.0, 0.0, 0.0)
+    b = a.copy()
+    b[0, 0], b[1, 1] = ~b[0, 0], ~b[1, 1]
+    assert not stats.paired_bootstrap_diff(a, b).excludes_zero
+    with pytest.raises(ValueError, match="one shape"):
+        stats.paired_bootstrap_diff(a, b[:, :50])
+
+
+def video_scores(right: list[bool], ids: list[str]):
+    """Two-class VideoScores, label 0 everywhere, right where `right` says."""
+    from models.late_fusion import VideoScores
+
+    scores = np.array([[1.0, 0.0] if r else [0.0, 1.0] for r in right], dtype=np.float32)
+    return VideoScores(np.array(ids), np.zeros(len(ids), np.int64), scores, ("a", "b"))
+
+
+def test_compare_runs_pairs_seeds_and_videos_by_id_and_writes_the_section():
+    ids = [f"v{i:02d}" for i in range(40)]
+    results = [row("two_stream", "ucf101", s, 0.9, 1.0) for s in (0, 1)] + [row("rgb", "ucf101", s, 0.5, 1.0)
+                                                                            for s in (0, 1, 2)]
+    scores = {f"two_stream-ucf101-{s}": video_scores([i % 10 != 0 for i in range(40)], ids) for s in (0, 1)}
+    # rgb's file lists the videos in reverse order: pairing goes by id, not position
+    scores.update({f"rgb-ucf101-{s}": video_scores([i % 2 == 0 for i in range(40)][::-1], ids[::-1])
+                   for s in (0, 1, 2)})
+    comparisons, notes = compare_runs(results, [("two_stream", "rgb"), ("rgb", "flow"), ("rgb", "two_stream")],
+                                      scores.get)
+    assert notes == []  # rgb - flow: flow never ran, nothing to say
+    (ts_rgb, rgb_ts) = comparisons
+    assert ts_rgb[:5] == ("two_stream", "rgb", "ucf101", 2, 40)  # seed 2: only rgb ran it
+    assert ts_rgb.diff == pytest.approx(0.9 - 0.5) and ts_rgb.excludes_zero
+    assert (rgb_ts.diff, rgb_ts.low, rgb_ts.high) == pytest.approx((-ts_rgb.diff, -ts_rgb.high, -ts_rgb.low))
+    _, notes = compare_runs(results, [("two_stream", "rgb")], lambda run_id: scores.get(run_id) if "rgb" in run_id
+                            else None)
+    assert notes == ["two_stream − rgb: not compared, no per-video scores for two_stream seed 0, two_stream seed 1"]
+
+    table = to_markdown(summarize(results), title="t", comparisons=[Comparison("two_stream", "rgb", "ucf101", 2, 40,
+                                                                                0.4131, 0.35, 0.475),
+                                                                     Comparison("flow", "rgb", "ucf101", 1, 40,
+                                                                                0.05, -0.02, 0.125)], notes=notes)
+    assert table.endswith(
+        "\n### Comparisons\n\n"
+        "- two_stream − rgb: +41.3 points [35.0, 47.5] * (2 seeds × 40 videos)\n"
+        "- flow − rgb: +5.0 points [-2.0, 12.5] (1 seed × 40 videos)\n"
+        "- two_stream − rgb: not compared, no per-video scores for two_stream seed 0, two_stream seed 1\n"
+        "\nDifference in video-level top-1 over the seeds both ran; 95% CI from a paired bootstrap over test "
+        "videos and seeds (10000 resamples); * the CI excludes 0.\n")
 
 
 def is_png(path) -> bool:
@@ -167,7 +265,7 @@ def run_report_command(argv: list[str]) -> int:
 def test_report_command_by_experiment_name(study_store, tmp_path, capsys):
     assert run_report_command(["abl", "--tracking-uri", study_store["uri"], "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| rgb | 55.0 ± 7.1 | 80.0 ± 7.1 |" in out and "| flow | 70.0 | 95.0 |" in out
+    assert "| rgb | 55.0 ± 7.1 | [-8.5, 118.5] | 80.0 ± 7.1 |" in out and "| flow | 70.0 | – | 95.0 |" in out
     assert is_png(tmp_path / "comparison.png")
     assert (tmp_path / "comparison.md").read_text() in out
 
@@ -179,7 +277,29 @@ def test_report_command_reads_tracking_settings_from_the_yaml(study_store, tmp_p
                          f"tracking:\n  tracking_uri: {study_store['uri']}\n  experiment: abl\n")
     assert run_report_command([str(yaml_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("## RGB vs flow\n") and "| flow | 70.0 | 95.0 |" in out
+    assert out.startswith("## RGB vs flow\n") and "| flow | 70.0 | – | 95.0 |" in out
+
+
+def test_report_command_compares_from_run_files_or_artifacts(study_store, tmp_path, capsys):
+    """study.compare from the YAML; rgb's scores from its run folder, flow's from its MLflow artifact."""
+    import mlflow
+
+    from models.late_fusion import save_scores
+    from orchestrator.training.results import run_output_dir
+
+    rgb, flow = (next(r.run_id for r in study_store["rows"] if (r.variant, r.seed) == (v, 0)) for v in ("rgb", "flow"))
+    ids = [f"v{i}" for i in range(20)]
+    local = run_output_dir(tmp_path / "runs", rgb)
+    local.mkdir(parents=True)
+    save_scores(local / "scores.npz", video_scores([i < 10 for i in range(20)], ids))
+    save_scores(tmp_path / "scores.npz", video_scores([True] * 20, ids))
+    mlflow.MlflowClient(study_store["uri"]).log_artifact(flow, str(tmp_path / "scores.npz"))
+    yaml_path = tmp_path / "abl.yaml"
+    yaml_path.write_text(f"name: abl\ndata:\n  synth: true\nscaling:\n  storage_path: {tmp_path / 'runs'}\n"
+                         f"tracking:\n  tracking_uri: {study_store['uri']}\n  experiment: abl\n"
+                         "study: {variants: {rgb: {}, flow: {model.modality: flow}}, compare: [[flow, rgb]]}\n")
+    assert run_report_command([str(yaml_path)]) == 0
+    assert "- flow − rgb: +50.0 points [" in capsys.readouterr().out  # seed 0 only: rgb seed 1 has no partner
 
 
 @pytest.mark.parametrize("experiment, message", [("nope", "no MLflow experiment 'nope'"),

@@ -180,7 +180,8 @@ def tiny_study(ray_session, tiny_data, tmp_path_factory):
     cfg = tiny_experiment(tiny_data, tmp_path, study={
         "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2},
                      "rgb_pretrained": {"model.modality": "rgb", "model.init_checkpoint": "variant:rgb"}},
-        "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}}})
+        "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}},
+        "compare": [["two_stream", "rgb"], ["rgb_pretrained", "rgb"]]})
     return cfg, run_study(cfg, out_dir=tmp_path / "report"), tmp_path
 
 
@@ -213,6 +214,10 @@ def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
         "rgb/seed0": "finished", "flow/seed0": "finished", "rgb_pretrained/seed0": "finished"}
     table = outcome["markdown"]
     assert all(f"| {v} |" in table for v in ("rgb", "flow", "two_stream", "rgb_pretrained"))
+    # the fused run keeps its per-video scores too, so study.compare pairs it with a stream video by video
+    assert load_scores(client.download_artifacts(children["two_stream"].info.run_id, "scores.npz")).scores.shape == \
+        fused.scores.shape
+    assert "### Comparisons" in table and "- two_stream − rgb: " in table and "- rgb_pretrained − rgb: " in table
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
 
     # what the UI shows: names, the table on the parent, data sets, source, system metrics

@@ -333,7 +333,10 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
         _late_fusion_runs(cfg, uri, parent, variants, {o.label: o.run_id for o in outcomes}, resume=resume)
         rows = report.results_from_mlflow(uri, cfg.experiment_name, parent_run_id=parent)
         out_dir = Path(out_dir or Path(cfg.scaling.storage_path) / name / "report")
-        paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name)
+        comparisons, notes = report.compare_runs(rows, cfg.study.compare,
+                                                 report.scores_reader(cfg.scaling.storage_path))
+        paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name, comparisons=comparisons,
+                                    notes=notes)
         tracking.log_artifacts(uri, parent, list(paths.values()))
         markdown = paths["markdown"].read_text()
         tracking.set_description(uri, parent, markdown)
@@ -358,10 +361,11 @@ def _fine_tuned(variants: dict[str, Variant], outcomes: list[TrialOutcome]) -> d
 def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: dict[str, Variant],
                       run_ids: dict[str, str], *, resume: bool) -> None:
     """Score-level fusion of two trained variants, per study dataset and seed, computed offline from
-    the per-video scores their runs wrote (results.run_output_dir)."""
+    the per-video scores their runs wrote (results.run_output_dir); the fused run's scores go to its own
+    run_output_dir (and its artifacts), so study.compare can pair it with other variants video by video."""
     import mlflow
 
-    from models.late_fusion import fuse_scores, load_scores
+    from models.late_fusion import fuse_scores, load_scores, save_scores
     from orchestrator import metrics as M
     from orchestrator import tracking
     from orchestrator.training.driver import log_datasets, run_name
@@ -400,3 +404,7 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
                 client = mlflow.MlflowClient(uri)
                 for metric, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
                     client.log_metric(run_id, metric, float(value))
+                out_dir = run_output_dir(cfg.scaling.storage_path, run_id)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                save_scores(out_dir / SCORES_FILE, fused)
+                tracking.log_artifacts(uri, run_id, [out_dir / SCORES_FILE])
