@@ -1,5 +1,6 @@
 """`actionlab report`: rebuild a study's comparison table from MLflow alone."""
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "Rebuild a study's comparison table (mean ± std and 95% CI over seeds, study.compare differences) from MLflow."
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             comparisons, notes = compare_runs(results, compare, scores_of)
     print(to_markdown(summarize(results), title=title, comparisons=comparisons, notes=notes), end="")
     if cfg is None:
-        print("(no comparisons: they are read from the study YAML's study.compare; give its path)")
+        print("(no comparisons: they are read from the study YAML's study.compare; give its path)", file=sys.stderr)
     if args.out:
         paths = write_report(results, Path(args.out), title=title, comparisons=comparisons, notes=notes)
         print(f"wrote {paths['markdown']} and {paths['plot']}")
