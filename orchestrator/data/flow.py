@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from orchestrator.data.tasks import run_per_video
+from orchestrator.data.tasks import run_per_video, write_atomic
 from orchestrator.errors import UserError
 
 FLOW_METHODS = ("farneback", "tvl1", "raft")
@@ -323,7 +323,7 @@ def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
     """Write a video's quantised fields, uint8 (N, H, W, 2), as `fmt`, atomically (a temporary
     sibling renamed into place)."""
     if fmt == "npy":
-        _write_atomic(Path(out_path), lambda f: np.save(f, q))
+        write_atomic(Path(out_path), lambda f: np.save(f, q))
         return
     from PIL import Image
 
@@ -338,18 +338,6 @@ def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
         os.replace(tmp, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call write(file) on a temporary sibling, then rename it to `path` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_manifest(flow_dir: Path) -> FlowParams | None:
@@ -369,7 +357,7 @@ def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> FlowParams:
     existing = read_manifest(flow_dir)
     if existing is None:
         text = json.dumps(params._asdict(), indent=2)
-        _write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
+        write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
         return params
     if existing.format != params.format and existing._replace(format=params.format) == params:
         how = (f"`actionlab data convert-flow --flow-dir {flow_dir} --format {params.format}` converts it"
@@ -507,5 +495,5 @@ def convert_flow_cache(flow_dir: Path, fmt: str, *, progress: bool = True) -> in
             save_flow(path.with_suffix(""), np.load(path), fmt)
         path.unlink()
     text = json.dumps(params._replace(format=fmt)._asdict(), indent=2)
-    _write_atomic(flow_dir / MANIFEST_NAME, lambda f: f.write(text.encode()))
+    write_atomic(flow_dir / MANIFEST_NAME, lambda f: f.write(text.encode()))
     return len(arrays)

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from orchestrator.data.annotations import DATASETS, SPLIT_NUMBERS, Problem, read_all_subsets
-from orchestrator.data.tasks import run_per_video
+from orchestrator.data.tasks import run_per_video, write_atomic
 from orchestrator.errors import UserError
 
 FORMATS = ("h264", "frames")
@@ -240,16 +240,6 @@ def _rewritten(dataset: str, file: Path, fmt: str) -> bytes:
     return file.read_bytes()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_annotations(dataset: str, annotations: Path, target: Path, fmt: str) -> Path:
     """Copy a data set's split folder or CSV to `target`, each video name as `prepared_name`.
 
@@ -257,9 +247,9 @@ def write_annotations(dataset: str, annotations: Path, target: Path, fmt: str) -
     """
     if annotations.is_dir():
         for file in sorted(p for p in annotations.iterdir() if p.is_file()):
-            _write_atomic(target / file.name, _rewritten(dataset, file, fmt))
+            write_atomic(target / file.name, _rewritten(dataset, file, fmt))
     else:
-        _write_atomic(target, _rewritten(dataset, annotations, fmt))
+        write_atomic(target, _rewritten(dataset, annotations, fmt))
     return target
 
 
@@ -269,7 +259,7 @@ def _check_or_write_manifest(out: Path, manifest: dict) -> None:
     """Write out/manifest.json, or UserError if it records anything else."""
     path = out / MANIFEST_NAME
     if not path.is_file():
-        _write_atomic(path, json.dumps(manifest, indent=2).encode())
+        write_atomic(path, json.dumps(manifest, indent=2).encode())
         return
     existing = json.loads(path.read_text())
     mismatches = [f"{key} is {existing.get(key)!r} there but {manifest.get(key)!r} now"

@@ -1,8 +1,28 @@
 """Per-video jobs of the data commands (`actionlab flow`, `actionlab data prepare`): one Ray task
-per video across the cluster's CPUs (and GPUs), or the same function in a loop in this process."""
+per video across the cluster's CPUs (and GPUs), or the same function in a loop in this process;
+and the atomic writes their outputs (manifests, split files, caches) go through."""
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
 from typing import Any, Callable
+
+
+def write_atomic(path: Path, data: bytes | Callable) -> None:
+    """Write `data` (bytes, or `data(file)` writing to a binary file) to a temporary sibling, then
+    rename it to `path` (atomic on POSIX): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_per_video(fn: Callable, jobs: list[tuple], *, shared: tuple = (), failed: Callable[[tuple, str], Any],
