@@ -87,3 +87,43 @@ def fuse_scores(a: VideoScores, b: VideoScores, *, weight: float = 0.5, mode: st
         sa, sb = _softmax(sa), _softmax(sb)
     fused = weight * sa + (1.0 - weight) * sb
     return VideoScores(a.video_ids, a.labels, fused.astype(np.float32), a.class_names)
+
+
+WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))  # steps of 0.05; 0 and 1 are the single streams
+
+
+class FusionChoice(NamedTuple):
+    """The fusion rule chosen on validation scores (`choose_fusion`)."""
+    weight: float  # of stream a
+    mode: str  # softmax or logits
+    val_top1: float  # the fused val video top-1 it reached
+    val_top1_a: float  # each stream's own val top-1, for the record
+    val_top1_b: float
+
+
+def _top1(scores: VideoScores) -> float:
+    return float((scores.scores.argmax(1) == scores.labels).mean()) if len(scores.labels) else 0.0
+
+
+def choose_fusion(a_val: VideoScores, b_val: VideoScores, *, weights=WEIGHT_GRID,
+                  modes=FUSION_MODES) -> FusionChoice:
+    """The weight (and mode) whose fusion of two streams' validation scores has the best video top-1.
+
+    The grid holds weights 0 and 1, which are stream b and stream a alone, so the choice is never
+    below the better single stream on val. Ties go to the weight nearest 0.5 (averaging is what
+    the papers do, and a tie says val cannot tell), then to softmax.
+
+    Args:
+        a_val, b_val: the streams' per-video scores on the same validation videos.
+        weights: candidate weights of stream a, in [0, 1].
+        modes: candidate modes among FUSION_MODES.
+    """
+    best = None
+    for mode in modes:
+        for weight in weights:
+            top1 = _top1(fuse_scores(a_val, b_val, weight=float(weight), mode=mode))
+            key = (top1, -abs(float(weight) - 0.5), mode == "softmax")
+            if best is None or key > best[0]:
+                best = (key, float(weight), mode, top1)
+    _, weight, mode, top1 = best
+    return FusionChoice(weight, mode, top1, _top1(a_val), _top1(fuse_scores(a_val, b_val, weight=0.0)))

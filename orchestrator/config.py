@@ -84,17 +84,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
+class ValSplit(_Section):
+    """A validation list carved from the training list: what sweeps, ASHA, `optim.keep: best_val` and
+    `late_fusion.weight: auto` select on, so the test list is scored once, for what was selected."""
+    # by group: that share of the training list's groups; by video: of each class's training videos
+    fraction: float = Field(0.2, gt=0, lt=1)
+    # auto: ucf101 by group (a group's clips share actors and background: splitting one leaks),
+    # hmdb51 by video, csv by its `group` column when it has one (else by video), kinetics its own val
+    # list (the test list is then its labelled test rows); list: kinetics only
+    by: Literal["auto", "group", "video", "list"] = "auto"
+    seed: int = 0  # which groups / videos; fixed across a study's seeds, so every variant sees the same lists
+
+
 class DataConfig(_Section):
     dataset: Dataset = "ucf101"  # which annotation reader
     root: AbsPath = "data/synth/UCF101"  # folder holding the videos
     annotations: AbsPath = "data/synth/ucfTrainTestlist"  # split folder (UCF/HMDB) or CSV file
     test_annotations: OptionalPath = None  # csv data sets: the held-out `path,label` list (others have splits)
     split: Literal[1, 2, 3] = 1  # official split number
+    # held-out validation list (null: none; val/* metrics and every selection then use the test list,
+    # and tables say "selected on test")
+    val: ValSplit | None = Field(default_factory=ValSplit)
     # generate the synthetic benchmark into root's parent when missing; a mapping sets SynthSpec
-    # fields (orchestrator/data/synth.py), checked by preflight
+    # fields or a preset ({preset: camera, ...}, orchestrator/data/synth.py), checked by preflight; a
+    # study variant's mapping is merged key by key into the base's, like every mapping
     synth: bool | dict[str, Any] = False
     flow_dir: OptionalPath = None  # flow cache; default <root>_flow/<flow_method>
     flow_method: FlowMethod = "farneback"  # farneback (fast CPU) | tvl1 (accurate, slow) | raft (GPU)
+    flow_warp: bool = False  # TSN's warped flow: the camera's motion (a RANSAC homography) subtracted
     flow_bound: float = Field(20.0, gt=0)  # flow is clipped to +-bound pixels and quantised to uint8
     # cache: jpg (TSN's per-field JPEGs, q95, ~1/10 the bytes) | png (lossless) | npy (one array per video)
     flow_format: FlowFormat = "jpg"
@@ -103,6 +120,9 @@ class DataConfig(_Section):
     frames_per_segment: Positive = 1  # 1 RGB frame, L flow fields, or L+1 frames for RGB difference
     clip_len: Positive = 16  # dense sampler: frames per clip
     stride: Positive = 1  # dense sampler: frame stride
+    # dense sampler: play a video shorter than the clip in a loop (I3D: 64-frame clips; part of HMDB-51
+    # is shorter) instead of skipping it with a warning
+    loop_short: bool = False
     short_side: Positive = 64  # resize the shorter side first (TSN used 256)
     crop_size: Positive = 56  # network input size (TSN used 224)
     train_crop: Literal["random", "multiscale"] = "multiscale"
@@ -126,7 +146,7 @@ class DataConfig(_Section):
         if self.flow_dir:
             return Path(self.flow_dir)
         root = Path(self.root)
-        return root.parent / f"{root.name}_flow" / self.flow_method
+        return root.parent / f"{root.name}_flow" / (self.flow_method + ("_warped" if self.flow_warp else ""))
 
 
 class ModelConfig(_Section):
@@ -157,6 +177,9 @@ class OptimConfig(_Section):
     channels_last: bool = True  # GPU: convolutions in NHWC / NDHWC memory format (tensor cores); ignored on CPU
     compile: bool = False  # torch.compile the model: faster steps after a slow first one (it compiles)
     eval_every: Positive = 1  # epochs between validation passes
+    # the weights the test list scores, once, after the last epoch: the last epoch's, or those of the
+    # epoch with the best val/video_top1 (a validation pass every eval_every epochs)
+    keep: Literal["last", "best_val"] = "last"
 
 
 class ScalingConfig(_Section):
@@ -222,7 +245,7 @@ class SweepConfig(_Section):
     parameters: dict[str, SearchSpace] = Field({}, min_length=1)  # dotted field -> search space
     num_samples: Positive = 1  # repeats of the grid (or random samples)
     scheduler: Literal["fifo", "asha"] = "fifo"
-    metric: str = "val/video_top1"  # measured on the split's test list (see README: no official val split)
+    metric: str = "val/video_top1"  # on data.val, the list carved from the training list (the test list without it)
     mode: Literal["max", "min"] = "max"
     max_concurrent_trials: Positive | None = None  # default: what the cluster's CPUs/GPUs allow
 
@@ -230,8 +253,20 @@ class SweepConfig(_Section):
 class LateFusion(_Section):
     """Score-level fusion of two trained study variants, computed offline from their per-video scores."""
     streams: tuple[str, str]  # two study variants
-    weight: float = Field(0.5, ge=0, le=1)  # the first stream's share
-    mode: FusionMode = "softmax"
+    # the first stream's share; auto: the best on both streams' val scores (data.val), then applied to test
+    weight: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 0.5
+    # auto: softmax or logits, whichever is better on val; default: auto with weight auto, else softmax
+    mode: FusionMode | Literal["auto"] | None = None
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("auto" if self.weight == "auto" else "softmax")
+
+
+class Expected(_Section):
+    """A published figure a recipe reproduces: printed beside the measured one."""
+    top1: float = Field(ge=0, le=100)  # video top-1, %
+    source: str  # paper and table, e.g. "Wang et al. 2016 (TSN), Table 4"
 
 
 class StudyConfig(_Section):
@@ -241,6 +276,8 @@ class StudyConfig(_Section):
     seeds: list[int] = Field([0], min_length=1)
     # pairs (a, b) whose difference a - b the table reports with a paired bootstrap CI (orchestrator/stats.py)
     compare: list[tuple[str, str]] = []
+    # variant or late_fusion name -> the paper's figure (recipes, experiments/recipes/)
+    expected: dict[str, Expected] = {}
 
     @model_validator(mode="after")
     def _streams_are_variants(self) -> StudyConfig:
@@ -253,6 +290,10 @@ class StudyConfig(_Section):
             if any(v not in names for v in pair) or pair[0] == pair[1]:
                 raise ValueError(f"study.compare.{i} must name two different study variants or late_fusion "
                                  f"entries (have: {', '.join(names)}), got {list(pair)!r}")
+        for key in self.expected:
+            if key not in names:
+                raise ValueError(f"study.expected.{key} must name a study variant or late_fusion entry "
+                                 f"(have: {', '.join(names)})")
         return self
 
 
@@ -294,6 +335,14 @@ class ExperimentConfig(_Section):
         if d.dataset == "csv" and not d.test_annotations:
             raise ValueError("data.test_annotations: a csv data set is one list; give a second `path,label` CSV of "
                              "held-out videos to test on (testing on the training list would report training accuracy)")
+        if d.val and d.val.by == "list" and d.dataset != "kinetics":
+            raise ValueError(f"data.val.by 'list': only kinetics has an official val list; {d.dataset} carves one "
+                             "from its training list (by: auto)")
+        if d.val and d.val.by == "group" and d.dataset in ("hmdb51", "kinetics"):
+            raise ValueError(f"data.val.by 'group': {d.dataset} lists no groups; use by: video (or auto)")
+        if self.optim.keep == "best_val" and not d.val:
+            raise ValueError("optim.keep 'best_val' needs data.val (selecting on the test list would report a "
+                             "tuned test score); set data.val or keep: last")
         contract = MODEL_INPUTS[m.architecture]
         if m.modality not in contract.modalities:
             raise ValueError(f"model.modality {m.modality!r} does not fit model.architecture {m.architecture}, "
@@ -399,6 +448,13 @@ def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
     cfg = _validate({**raw, "source": source}, where)
     if cfg.study:
         variants = expand_study(cfg)  # each variant checked as a whole config
+        for fusion_name, fusion in cfg.study.late_fusion.items():
+            if "auto" in (fusion.weight, fusion.resolved_mode):
+                streams = [v for v in variants.values() if v.variant in fusion.streams]
+                if off := [v.variant for v in streams if not v.config.data.val]:
+                    raise UserError(f"{where}: study.late_fusion.{fusion_name}: weight/mode auto is chosen on the "
+                                    f"streams' val scores, but variant '{off[0]}' has data.val: null; give a fixed "
+                                    "weight and mode, or keep data.val")
         sources = sorted({v.variant for v in variants.values() if not source_variant(v.config)})
         for label, v in variants.items():
             wanted = source_variant(v.config)

@@ -107,11 +107,13 @@ def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str 
     variants = list(dict.fromkeys(r.variant for r in rows))
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     cells = {(r.variant, r.dataset): r for r in rows}
-    width = 0.8 / max(len(datasets), 1)
+    # each variant on its own data set (a claims study): one bar per variant, coloured by data set
+    one_each = len(rows) == len(variants)
+    width = 0.6 if one_each else 0.8 / max(len(datasets), 1)
     fig, (ax,) = _figure(max(6.0, 1.2 * len(variants) * max(len(datasets), 1) ** 0.5 + 2.0), 4.5)
     for d, dataset in enumerate(datasets):
-        x = [v + (d - (len(datasets) - 1) / 2) * width for v, variant in enumerate(variants)
-             if (variant, dataset) in cells]
+        offset = 0 if one_each else (d - (len(datasets) - 1) / 2) * width
+        x = [v + offset for v, variant in enumerate(variants) if (variant, dataset) in cells]
         present = [cells[(variant, dataset)] for variant in variants if (variant, dataset) in cells]
         means = np.array([100 * getattr(r, f"{metric}_mean") for r in present])
         # a t-interval over 2-3 seeds can pass 0 or 100%: drawn clipped to what accuracy can be

@@ -55,7 +55,8 @@ def preflight(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
         where = f"{cfg.source or 'config'}: {label}".rstrip(": ")
         try:
             _check_files(run_cfg)
-            _check_model(run_cfg)
+            check_model(run_cfg)
+            _check_val(run_cfg)
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
     return configs
@@ -91,7 +92,7 @@ def _check_files(cfg: ExperimentConfig) -> None:
             raise UserError(f"model.init_checkpoint: {err}") from None
 
 
-def _check_model(cfg: ExperimentConfig) -> None:
+def check_model(cfg: ExperimentConfig) -> None:
     """Build the model on the meta device (no memory, no time) and feed it the clip the sampler and
     crop will make: a wrong option or clip length fails here, not on a worker."""
     import torch
@@ -108,3 +109,13 @@ def _check_model(cfg: ExperimentConfig) -> None:
         shapes = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in spec.shapes.items())
         raise UserError(f"model ({m.architecture}, modality {m.modality}, options {m.options}) fed {shapes} "
                         f"(C x T x H x W, from the data section): {err}") from None
+
+
+def _check_val(cfg: ExperimentConfig) -> None:
+    """Carve the val list as the workers will, when the data is there: too few groups fails here."""
+    from orchestrator.data.annotations import read_run_splits
+
+    d = cfg.data
+    if d.val and Path(d.root).exists():
+        read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
+                        test_annotations=d.test_annotations, val=d.val)

@@ -31,6 +31,8 @@ class ResultRow(NamedTuple):
     top1: float  # video-level test accuracy in [0, 1]
     top5: float
     run_id: str
+    selection: str = "val"  # what it selected on (tag actionlab.selection): val, or test (no data.val)
+    rule: str = ""  # a late fusion's rule, e.g. "0.45 softmax (val)"
 
 
 class SummaryRow(NamedTuple):
@@ -45,6 +47,8 @@ class SummaryRow(NamedTuple):
     top1_high: float = math.nan
     top5_low: float = math.nan
     top5_high: float = math.nan
+    selected_on_test: bool = False  # some run had no val list: selection (and fusion weights) saw test
+    rules: tuple[str, ...] = ()  # late fusion: the rule of each seed's run
 
 
 class Comparison(NamedTuple):
@@ -62,6 +66,11 @@ class Comparison(NamedTuple):
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def verdict(self) -> str:
+        """The claim "a beats b": holds (CI above 0), reversed (below 0) or not shown (CI holds 0)."""
+        return "holds" if self.low > 0 else "reversed" if self.high < 0 else "not shown"
+
 
 def summarize(results: list[ResultRow]) -> list[SummaryRow]:
     """Mean, sample std and 95% CI over seeds of each (variant, dataset), in order of first appearance.
@@ -78,7 +87,8 @@ def summarize(results: list[ResultRow]) -> list[SummaryRow]:
     for (variant, dataset), rows in groups.items():
         top1, top5 = mean_ci([r.top1 for r in rows]), mean_ci([r.top5 for r in rows])
         summary.append(SummaryRow(variant, dataset, len(rows), top1.mean, top1.std, top5.mean, top5.std,
-                                  top1.low, top1.high, top5.low, top5.high))
+                                  top1.low, top1.high, top5.low, top5.high,
+                                  any(r.selection == "test" for r in rows), tuple(r.rule for r in rows if r.rule)))
     return summary
 
 
@@ -130,6 +140,18 @@ def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], obj
     return comparisons, notes
 
 
+def comparison_metrics(comparisons: list[Comparison]) -> dict[str, float]:
+    """Each comparison as the study's parent-run metrics (points): compare/<a>-<b>[/<dataset>]/diff,
+    .../ci_low, .../ci_high and .../holds (1 holds, -1 reversed, 0 not shown)."""
+    several = len({c.dataset for c in comparisons}) > 1
+    out = {}
+    for c in comparisons:
+        key = f"compare/{c.a}-{c.b}" + (f"/{c.dataset}" if several else "")
+        out.update({f"{key}/diff": 100 * c.diff, f"{key}/ci_low": 100 * c.low, f"{key}/ci_high": 100 * c.high,
+                    f"{key}/holds": {"holds": 1.0, "reversed": -1.0}.get(c.verdict, 0.0)})
+    return out
+
+
 def _cell(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
 
@@ -145,15 +167,16 @@ def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples
         where = f" ({c.dataset})" if several else ""
         seeds = f"{c.n_seeds} seed{'s' * (c.n_seeds > 1)}"
         lines.append(f"- {c.a} − {c.b}{where}: {100 * c.diff:+.1f} points [{100 * c.low:.1f}, {100 * c.high:.1f}]"
-                     f"{' *' if c.excludes_zero else ''} ({seeds} × {c.n_videos} videos)")
+                     f"{' *' if c.excludes_zero else ''} ({seeds} × {c.n_videos} videos): {c.a} > {c.b} {c.verdict}")
     lines += [f"- {note}" for note in notes]
     lines += ["", f"Difference in video-level top-1 over the seeds both ran; 95% CI from a paired bootstrap over "
-                  f"test videos and seeds ({resamples} resamples); * the CI excludes 0."]
+                  f"test videos and seeds ({resamples} resamples); * the CI excludes 0. A claim a > b holds when "
+                  "the CI lies above 0, is reversed below it, and is not shown when it holds 0."]
     return lines
 
 
 def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Comparison] = (),
-                notes: list[str] = (), resamples: int = BOOTSTRAP_RESAMPLES) -> str:
+                notes: list[str] = (), resamples: int = BOOTSTRAP_RESAMPLES, expected: dict | None = None) -> str:
     """A variant x dataset table of video-level top-1 (with its 95% CI) and top-5 accuracy (%), like the
     papers', then the comparisons when there are any.
 
@@ -162,25 +185,49 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
         title: heading of the table.
         comparisons, notes: from `compare_runs`.
         resamples: the bootstrap draws the comparisons used (for the caption).
+        expected: variant -> the paper's figure (`study.expected`: .top1 in %, .source), a column beside
+            the measured one.
     Returns:
-        Markdown text ending in a newline; a missing (variant, dataset) cell is '–'.
+        Markdown text ending in a newline; a missing (variant, dataset) cell is '–'; a variant
+        selected on the test list (no data.val) is marked † and says so below.
     """
+    expected = expected or {}
     variants = list(dict.fromkeys(r.variant for r in rows))
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     cells = {(r.variant, r.dataset): r for r in rows}
-    header = ["Variant"] + [h for d in datasets for h in (f"{d} top-1 (%)", f"{d} top-1 95% CI", f"{d} top-5 (%)")]
+    # each variant on its own data set (a claims study): one row per variant with a data-set column,
+    # instead of a column group per data set that every other row leaves empty
+    long = len(datasets) > 1 and len(rows) == len(variants)
+    groups = [""] if long else datasets
+    header = (["Variant"] + (["Data set"] if long else [])
+              + [f"{d} {h}".strip() for d in groups for h in ("top-1 (%)", "top-1 95% CI", "top-5 (%)")]
+              + (["paper top-1 (%)"] if expected else []))
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |",
-             "|---" + "|---:" * (len(header) - 1) + "|"]
+             "|---" + "|---" * long + "|---:" * (len(header) - 1 - long) + "|"]
     for variant in variants:
-        values = [variant]
-        for dataset in datasets:
+        on_test = any(r.selected_on_test for r in rows if r.variant == variant)
+        values = [variant + (" †" if on_test else "")]
+        for dataset in ([next(r.dataset for r in rows if r.variant == variant)] if long else datasets):
             r = cells.get((variant, dataset))
-            values += ([_cell(r.top1_mean, r.top1_std, r.n), _ci_cell(r.top1_low, r.top1_high),
-                        _cell(r.top5_mean, r.top5_std, r.n)] if r else ["–", "–", "–"])
+            values += ([dataset] if long else []) + ([
+                _cell(r.top1_mean, r.top1_std, r.n), _ci_cell(r.top1_low, r.top1_high),
+                _cell(r.top5_mean, r.top5_std, r.n)] if r else ["–", "–", "–"])
+        if expected:
+            values.append(f"{expected[variant].top1:.1f}" if variant in expected else "–")
         lines.append("| " + " | ".join(values) + " |")
     runs = ", ".join(str(n) for n in sorted({r.n for r in rows}))
-    lines += ["", f"Video-level test accuracy; mean ± sample std over seeds (runs per cell: {runs}); "
+    lines += ["", f"Video-level test accuracy of what each run selected on its val list (data.val; the test list "
+                  f"is scored once, at the end); mean ± sample std over seeds (runs per cell: {runs}); "
                   "95% CI of the mean: Student's t over seeds (– for one seed)."]
+    if any(r.selected_on_test for r in rows):
+        lines += ["", "† **selected on test**: these runs had no val list (data.val: null), so their per-epoch "
+                      "scores, any sweep and any late-fusion weight chosen for them saw the test list: optimistic."]
+    for r in rows:
+        if r.rules:
+            where = f" ({r.dataset})" if len(datasets) > 1 else ""
+            lines.append(f"- {r.variant}{where} fusion rule (weight of the first stream, mode), per seed: "
+                         + "; ".join(r.rules))
+    lines += [f"- paper, {variant}: {figure.top1:.1f}% ({figure.source})" for variant, figure in expected.items()]
     if comparisons or notes:
         lines += _comparison_lines(list(comparisons), list(notes), resamples)
     return "\n".join(lines) + "\n"
@@ -197,12 +244,15 @@ def _latest_parent(client, experiment_id: str) -> str | None:
 
 def _result_row(run) -> ResultRow | None:
     """A finished child run as a row; None when it logged no test accuracy."""
-    tags, metrics = run.data.tags, run.data.metrics
+    tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     if TOP1 not in metrics:
         return None
+    rule = (f"{float(params['weight']):.2f} {params['mode']} ({tags.get('actionlab.fusion_chosen_on', 'fixed')})"
+            if tags.get("actionlab.fusion") == "late" and "weight" in params else "")
     return ResultRow(study=tags.get("actionlab.study", ""), variant=tags["actionlab.variant"],
                      dataset=tags["actionlab.dataset"], seed=int(tags["actionlab.seed"]),
-                     top1=metrics[TOP1], top5=metrics.get(TOP5, float("nan")), run_id=run.info.run_id)
+                     top1=metrics[TOP1], top5=metrics.get(TOP5, float("nan")), run_id=run.info.run_id,
+                     selection=tags.get("actionlab.selection", "test"), rule=rule)
 
 
 def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: str | None = None) -> list[ResultRow]:
@@ -261,7 +311,7 @@ def scores_reader(storage_path: str | Path, tracking_uri: str | None = None,
 
 
 def write_report(results: list[ResultRow], out_dir: Path, *, title: str, comparisons: list[Comparison] = (),
-                 notes: list[str] = ()) -> dict[str, Path]:
+                 notes: list[str] = (), expected: dict | None = None) -> dict[str, Path]:
     """Write the comparison table (with the comparisons, if any) and its bar chart.
 
     Args:
@@ -269,6 +319,7 @@ def write_report(results: list[ResultRow], out_dir: Path, *, title: str, compari
         out_dir: created if missing.
         title: table and chart heading.
         comparisons, notes: from `compare_runs`.
+        expected: `study.expected` (see `to_markdown`).
     Returns:
         {'markdown': out_dir/comparison.md, 'plot': out_dir/comparison.png}.
     """
@@ -278,5 +329,5 @@ def write_report(results: list[ResultRow], out_dir: Path, *, title: str, compari
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarize(results)
     markdown = out_dir / "comparison.md"
-    markdown.write_text(to_markdown(rows, title=title, comparisons=comparisons, notes=notes))
+    markdown.write_text(to_markdown(rows, title=title, comparisons=comparisons, notes=notes, expected=expected))
     return {"markdown": markdown, "plot": plot_comparison(rows, out_dir / "comparison.png", title=title)}

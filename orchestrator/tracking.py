@@ -425,7 +425,7 @@ def system_metrics(tracking_uri: str, run_id: str, *, interval_s: float, node_id
 class DatasetSplit(NamedTuple):
     """One list of videos a run trained or tested on, as an MLflow dataset input."""
     name: str  # e.g. 'synth/UCF101 split 1'
-    context: str  # 'train' or 'test'
+    context: str  # 'train', 'validation' or 'test'
     digest: str  # of the list as the run read it (see `list_digest`)
     num_videos: int
     num_classes: int
@@ -447,6 +447,16 @@ def log_dataset_inputs(tracking_uri: str, run_id: str, splits: list[DatasetSplit
                                    profile=json.dumps({"num_videos": s.num_videos, "num_classes": s.num_classes})),
                            tags=[InputTag(DATASET_CONTEXT_TAG, s.context)]) for s in splits]
     mlflow.MlflowClient(tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Final values (step 0) in one batch; nothing for an empty dict."""
+    import mlflow
+
+    if metrics:
+        now_ms = int(time.time() * 1000)
+        mlflow.MlflowClient(tracking_uri).log_batch(
+            run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, 0) for k, v in metrics.items()])
 
 
 def set_description(tracking_uri: str, run_id: str, markdown: str) -> None:

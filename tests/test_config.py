@@ -20,9 +20,16 @@ def test_shipped_experiments_validate(path):
 
 
 def write(tmp_path, text: str) -> Path:
-    root = tmp_path / "videos"
-    root.mkdir(exist_ok=True)
-    (tmp_path / "splits").mkdir(exist_ok=True)
+    """exp.yaml over a UCF-101 layout of empty files: 2 classes x 3 groups, split 1 testing group 1."""
+    root, splits = tmp_path / "videos", tmp_path / "splits"
+    splits.mkdir(exist_ok=True)
+    names = {c: [f"{c}/v_{c}_g{g:02d}_c01.avi" for g in (1, 2, 3)] for c in ("A", "B")}
+    for name in sum(names.values(), []):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+    (splits / "classInd.txt").write_text("1 A\n2 B\n")
+    (splits / "trainlist01.txt").write_text("".join(f"{n} {i + 1}\n" for i, c in enumerate(names) for n in names[c][1:]))
+    (splits / "testlist01.txt").write_text("".join(f"{names[c][0]}\n" for c in names))
     path = tmp_path / "exp.yaml"
     path.write_text(f"data: {{root: {root}, annotations: {tmp_path / 'splits'}}}\n" + text)
     return path
@@ -200,3 +207,15 @@ def test_parsing_does_no_io(tmp_path, monkeypatch):
     assert cfg.scaling.storage_path == str(tmp_path / "runs")
     assert cfg.tracking.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_preflight_carves_the_val_list_and_refuses_one_group(tmp_path):
+    """The val list is carved before launch, as the workers will: a training list of one group cannot give one."""
+    path = write(tmp_path, "")
+    preflight(load_experiment(path))  # 2 training groups: one trains, one validates
+    train = tmp_path / "splits" / "trainlist01.txt"
+    train.write_text("".join(line + "\n" for line in train.read_text().splitlines() if "_g02_" in line))
+    with pytest.raises(UserError, match=r"exp.yaml: data.val.by 'group': the training list has 1 group\(s\)"):
+        preflight(load_experiment(path))
+    with pytest.raises(UserError, match=r"data.val: the training list \(2 videos\) is too small .* data.val: null"):
+        preflight(with_overrides(load_experiment(path), {"data.val.by": "video"}))  # one video per class

@@ -84,7 +84,7 @@ def test_two_ranks_score_every_test_video_once_with_its_label(tiny_ucf, monkeypa
     assert result.indices.tolist() == list(range(len(records)))  # each video once, in dataset order
     assert result.labels.tolist() == [r.label for r in records]
     assert shard_1.indices.tolist() == list(range(1, len(records), 2))
-    assert result.video_scores.shape == (len(records), len(w.test_split.class_names))
+    assert result.video_scores.shape == (len(records), len(w.splits.test.class_names))
     alone = loop.evaluate(model, w.test_set, cfg, torch.device("cpu"), rank=0, world=1)
     assert torch.allclose(torch.from_numpy(result.video_scores), torch.from_numpy(alone.video_scores), atol=1e-5)
     assert result.clip_top1 == pytest.approx(alone.clip_top1)
@@ -171,3 +171,49 @@ def test_persistent_loader_workers_draw_each_epochs_clips(tiny_ucf):
         assert torch.equal(*batches)  # worker process == main process, epoch by epoch
         clips.append(batches[0])
     assert not torch.equal(*clips)  # and epoch 1 drew other clips than epoch 0
+
+
+def test_val_selects_and_the_test_list_is_scored_once_with_the_kept_weights(tiny_ucf, tmp_path):
+    """data.val carves one of the two training groups; optim.keep best_val keeps the weights of the best
+    val epoch, which the test list is then scored with, once, after the last epoch."""
+    cfg = config(data=tiny_ucf, optim={"epochs": 3, "keep": "best_val", "lr": 0.05})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    val_ids, test_ids = ({r.video_id for r in s.records} for s in (w.splits.val, w.splits.test))
+    train_ids = {r.video_id for r in w.splits.train.records}
+    assert val_ids and not val_ids & train_ids and not val_ids & test_ids
+    history = []
+    for epoch in range(3):
+        metrics, test = loop.run_epoch(w, epoch)
+        history.append(metrics)
+        assert (test is None) == (epoch < 2)  # the test list only after the last epoch
+    best = int(np.argmax([m["val/video_top1"] for m in history]))  # the first of equals
+    assert history[-1]["selected_epoch"] == w.best["epoch"] == best
+    for name, tensor in loop.unwrap(w.model).state_dict().items():  # the model now holds the kept weights
+        assert torch.equal(tensor, w.best["model"][name])
+    rescored = loop.evaluate(loop.unwrap(w.model), w.test_set, cfg, torch.device("cpu"), rank=0, world=1)
+    assert np.allclose(rescored.video_scores, test.video_scores, atol=1e-5)
+    assert history[-1]["test/video_top1"] == pytest.approx(float((test.video_scores.argmax(1) == test.labels).mean()))
+    loop.write_run_outputs(w, tmp_path, test, history)
+    from models.late_fusion import load_scores
+    assert set(load_scores(tmp_path / "val_scores.npz").video_ids) == val_ids
+    assert set(load_scores(tmp_path / "scores.npz").video_ids) == test_ids
+
+
+def test_without_a_val_list_the_test_list_stands_in(tiny_ucf):
+    cfg = config(data={**tiny_ucf, "val": None}, optim={"epochs": 1})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    assert w.splits.val is None and w.selection_set is w.test_set
+    metrics, test = loop.run_epoch(w, 0)
+    assert metrics["val/video_top1"] == metrics["test/video_top1"]
+
+
+def test_a_resumed_best_val_run_keeps_the_best_epoch_it_had(tiny_ucf, tmp_path):
+    cfg = config(data=tiny_ucf, optim={"epochs": 3, "keep": "best_val"})
+    first = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    history = [loop.run_epoch(first, epoch)[0] for epoch in range(2)]
+    loop.save_state(first, tmp_path, epoch=1, history=history)
+    resumed = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    assert loop.load_state(resumed, tmp_path) == (2, history)
+    assert resumed.best["epoch"] == first.best["epoch"] and resumed.best["val_top1"] == first.best["val_top1"]
+    assert all(torch.equal(v, first.best["model"][k]) for k, v in resumed.best["model"].items())
+    assert np.array_equal(resumed.kept_val.video_scores, first.kept_val.video_scores)

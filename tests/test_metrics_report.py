@@ -88,9 +88,42 @@ def test_to_markdown_exact_text():
         "| rgb | 62.0 ± 2.0 | [57.0, 67.0] | 92.0 ± 2.0 | 30.0 | – | 60.0 |\n"
         "| flow | 70.0 | – | 95.0 | – | – | – |\n"
         "\n"
-        "Video-level test accuracy; mean ± sample std over seeds (runs per cell: 1, 3); "
+        "Video-level test accuracy of what each run selected on its val list (data.val; the test list is scored "
+        "once, at the end); mean ± sample std over seeds (runs per cell: 1, 3); "
         "95% CI of the mean: Student's t over seeds (– for one seed).\n")
     assert to_markdown(summarize(RESULTS), title="Two-stream ablation") == expected
+
+
+def test_runs_selected_on_test_fusion_rules_and_paper_figures_are_shown():
+    """A run without a val list is marked; a late fusion lists its rule per seed; study.expected is a column."""
+    from orchestrator.config import Expected
+
+    rows = [row("rgb", "ucf101", 0, 0.60, 0.90)._replace(selection="test"),
+            row("two_stream", "ucf101", 0, 0.80, 1.0)._replace(rule="0.45 logits (val)"),
+            row("two_stream", "ucf101", 1, 0.90, 1.0)._replace(rule="0.50 softmax (val)")]
+    text = to_markdown(summarize(rows), title="t", expected={"two_stream": Expected(top1=92.0, source="TSN, Table 4")})
+    assert "| rgb † | 60.0 | – | 90.0 | – |" in text and "| two_stream | 85.0 ± 7.1 |" in text
+    assert "| paper top-1 (%) |" in text and "| 92.0 |" in text
+    assert "† **selected on test**" in text
+    assert "- two_stream fusion rule (weight of the first stream, mode), per seed: 0.45 logits (val); " \
+           "0.50 softmax (val)" in text
+    assert "- paper, two_stream: 92.0% (TSN, Table 4)" in text
+
+
+def test_variants_each_on_their_own_data_set_get_one_row_each():
+    """A claims study: every variant on its own synthetic variant, a data-set column instead of empty groups."""
+    rows = [row("k3", "long", 0, 0.5, 1.0), row("k8", "long", 0, 0.7, 1.0), row("flow", "camera", 0, 0.4, 1.0)]
+    text = to_markdown(summarize(rows), title="claims")
+    assert "| Variant | Data set | top-1 (%) | top-1 95% CI | top-5 (%) |\n|---|---|---:|---:|---:|\n" in text
+    assert "| k8 | long | 70.0 | – | 100.0 |" in text and "| flow | camera | 40.0 | – | 100.0 |" in text
+
+
+@pytest.mark.parametrize("low,high,verdict", [(0.01, 0.2, "holds"), (-0.2, -0.01, "reversed"),
+                                              (-0.1, 0.1, "not shown")])
+def test_a_claim_holds_is_reversed_or_not_shown_by_its_ci(low, high, verdict):
+    from orchestrator.report import Comparison
+
+    assert Comparison("a", "b", "d", 3, 40, (low + high) / 2, low, high).verdict == verdict
 
 
 # --- statistics: closed-form cases ------------------------------------------------------------
@@ -178,11 +211,12 @@ def test_compare_runs_pairs_seeds_and_videos_by_id_and_writes_the_section():
                                                                                 0.05, -0.02, 0.125)], notes=notes)
     assert table.endswith(
         "\n### Comparisons\n\n"
-        "- two_stream − rgb: +41.3 points [35.0, 47.5] * (2 seeds × 40 videos)\n"
-        "- flow − rgb: +5.0 points [-2.0, 12.5] (1 seed × 40 videos)\n"
+        "- two_stream − rgb: +41.3 points [35.0, 47.5] * (2 seeds × 40 videos): two_stream > rgb holds\n"
+        "- flow − rgb: +5.0 points [-2.0, 12.5] (1 seed × 40 videos): flow > rgb not shown\n"
         "- two_stream − rgb: not compared, no per-video scores for two_stream seed 0, two_stream seed 1\n"
         "\nDifference in video-level top-1 over the seeds both ran; 95% CI from a paired bootstrap over test "
-        "videos and seeds (10000 resamples); * the CI excludes 0.\n")
+        "videos and seeds (10000 resamples); * the CI excludes 0. A claim a > b holds when the CI lies above 0, "
+        "is reversed below it, and is not shown when it holds 0.\n")
 
 
 def is_png(path) -> bool:
@@ -218,7 +252,7 @@ def study_store(tmp_path_factory):
 
     def child(parent, variant, seed, top1, status="FINISHED", kind="variant"):
         tags = {"actionlab.kind": kind, "actionlab.study": "abl", "actionlab.variant": variant,
-                "actionlab.dataset": "ucf101", "actionlab.seed": str(seed)}
+                "actionlab.dataset": "ucf101", "actionlab.seed": str(seed), "actionlab.selection": "val"}
         run_id = tracking.start_run(tracking_uri=uri, experiment="abl", run_name=variant, tags=tags,
                                     parent_run_id=parent)
         client.log_metric(run_id, "test/video_top1", top1)
@@ -315,3 +349,16 @@ def test_ui_command_serves_the_store_on_localhost_only():
     cmd = ui_command("sqlite:////data/mlflow.db", 5001)
     assert cmd[1:] == ["-m", "mlflow", "ui", "--backend-store-uri", "sqlite:////data/mlflow.db",
                        "--host", "127.0.0.1", "--port", "5001"]
+
+
+def test_comparisons_become_parent_run_metrics_in_points():
+    from orchestrator.report import Comparison, comparison_metrics
+
+    one = [Comparison("two_stream", "rgb", "ucf101", 2, 40, 0.4125, 0.35, 0.475)]
+    assert comparison_metrics(one) == pytest.approx({"compare/two_stream-rgb/diff": 41.25,
+                                                     "compare/two_stream-rgb/ci_low": 35.0,
+                                                     "compare/two_stream-rgb/ci_high": 47.5,
+                                                     "compare/two_stream-rgb/holds": 1.0})
+    two = [one[0], Comparison("k8", "k3", "long", 3, 80, -0.02, -0.1, 0.06)]
+    assert set(comparison_metrics(two)) >= {"compare/two_stream-rgb/ucf101/diff", "compare/k8-k3/long/holds"}
+    assert comparison_metrics(two)["compare/k8-k3/long/holds"] == 0.0

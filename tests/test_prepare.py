@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import decode_all_pyav, make_frames
+from conftest import decode_all_pyav, make_frames, write_layout
 from orchestrator.cli import main
 from orchestrator.data.annotations import SPLIT_NUMBERS, SUBSETS, read_split
 from orchestrator.data.check import check_split, probe_video
 from orchestrator.data.dataset import VideoDataset
 from orchestrator.data.prepare import PrepareParams, output_size, prepare_dataset, prepare_video, prepared_name
-from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
 from orchestrator.data.video_io import (frame_folder_length, frame_image, read_frame_folder, write_frame_folder,
                                         write_video)
 from orchestrator.errors import UserError
@@ -30,39 +29,6 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode())
     return path
-
-
-def write_layout(dataset: str, folder: Path) -> tuple[Path, Path]:
-    """A tiny data set in `dataset`'s official layout; returns (root, annotations)."""
-    if dataset == "ucf101":  # .avi with B-frames, CRLF-free lists
-        write_synthetic_ucf(folder, SynthSpec(groups=3, clips_per_group=1, num_frames=NUM_FRAMES), progress=False)
-        return folder / "UCF101", folder / "ucfTrainTestlist"
-    if dataset == "hmdb51":  # each split uses other videos (tag 0: unused); CRLF and trailing blanks, as shipped
-        root, lists = folder / "hmdb51_org", folder / "testTrainMulti_7030_splits"
-        for c, name in enumerate(["brush_hair", "cartwheel"]):
-            for v in range(3):
-                _video(root / name / f"{name}_clip_{v}.avi", seed=3 * c + v)
-            for split in SPLIT_NUMBERS:
-                tags = np.roll([1, 2, 0], split - 1)
-                _write(lists / f"{name}_test_split{split}.txt",
-                       "".join(f"{name}_clip_{v}.avi {tag} \r\n" for v, tag in enumerate(tags)))
-        return root, lists
-    if dataset == "kinetics":  # <subset>/<label>/<clip>.mp4, the label's space kept in the folder name
-        root, csv = folder / "kinetics400", folder / "annotations" / "kinetics.csv"
-        rows = [("abseiling", "a1", "train"), ("abseiling", "a2", "train"), ("air drumming", "d1", "train"),
-                ("air drumming", "d2", "train"), ("abseiling", "a3", "val"), ("air drumming", "d3", "val"),
-                ("", "t1", "test")]
-        for i, (label, youtube_id, subset) in enumerate(rows):
-            _video(root / subset / label / f"{youtube_id}_000004_000014.mp4", seed=i)
-        _write(csv, "label,youtube_id,time_start,time_end,split\n"
-                    + "".join(f"{label},{youtube_id},4,14,{subset}\n" for label, youtube_id, subset in rows))
-        return root, csv
-    root, csv = folder / "videos", folder / "train.csv"  # csv: any paths, a dot inside a name, mixed containers
-    rows = [("clips/a.mp4", "walk"), ("clips/b.avi", "run"), ("clips/take.2.mp4", "walk"), ("more/c.mp4", "run")]
-    for i, (path, _) in enumerate(rows):
-        _video(root / path, seed=i)
-    _write(csv, "path,label\n" + "".join(f"{path},{label}\n" for path, label in rows))
-    return root, csv
 
 
 @pytest.fixture(scope="module", params=LAYOUTS)

@@ -75,7 +75,8 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
         outcome.run_id, "train/loss")]
     assert set(logged_epochs) == set(range(8)), "every epoch logged, before and after the restart"
     # results as files the run owns; the checkpoints hold only the resume state
-    assert sorted(p.name for p in outcome.output_dir.iterdir()) == ["history.json", "model.pt", "scores.npz"]
+    assert sorted(p.name for p in outcome.output_dir.iterdir()) == ["history.json", "model.pt", "scores.npz",
+                                                                     "val_scores.npz"]
     checkpoints = [c for c in Path(cfg.scaling.storage_path).glob("*/checkpoint_*") if c.is_dir()]
     assert checkpoints and all("state.pt" in {p.name for p in c.iterdir()} for c in checkpoints)
     assert not any((c / name).exists() for c in checkpoints for name in ("model.pt", "scores.npz"))
@@ -127,7 +128,9 @@ def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
     from orchestrator.training.tune import STOPPED_EARLY, run_sweep
 
     epochs = 4  # ASHA rungs at epochs 1 and 2: a trial stopped at the first has 2 epochs left to skip
-    cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": epochs}, sweep={
+    # val: null, so that the trials' val scores (the test list's 8 videos, after training on 16) tell lr 0.05
+    # from 1e-5 at the first rung; the 8-video val list of 8 training videos often ties them
+    cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": epochs}, data={"val": None}, sweep={
         "parameters": {"optim.lr": {"grid": [0.05, 1e-5, 2e-5, 3e-5]}}, "scheduler": "asha",
         "max_concurrent_trials": 1})
     results, outcomes = run_sweep(cfg)
@@ -180,14 +183,14 @@ def tiny_study(ray_session, tiny_data, tmp_path_factory):
     cfg = tiny_experiment(tiny_data, tmp_path, study={
         "variants": {"rgb": {"model.modality": "rgb"}, "flow": {"model.modality": "flow", "data.frames_per_segment": 2},
                      "rgb_pretrained": {"model.modality": "rgb", "model.init_checkpoint": "variant:rgb"}},
-        "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": 0.5, "mode": "softmax"}},
+        "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": "auto"}},
         "compare": [["two_stream", "rgb"], ["rgb_pretrained", "rgb"]]})
     return cfg, run_study(cfg, out_dir=tmp_path / "report"), tmp_path
 
 
 def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
     from models.late_fusion import fuse_scores, load_scores
-    from orchestrator.data.annotations import read_train_test
+    from orchestrator.data.annotations import read_run_splits
     from orchestrator.metrics import topk_accuracy
 
     cfg, outcome, tmp_path = tiny_study
@@ -204,12 +207,21 @@ def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
     assert fine_tuned.data.params["model.init_checkpoint"] == f"mlflow:{children['rgb'].info.run_id}"
     assert fine_tuned.info.start_time > children["rgb"].info.end_time
 
-    # the fused run's accuracy is exactly the fusion of the two streams' logged per-video scores
+    # the fusion rule was chosen on the streams' val scores, never below the better stream there, and the
+    # fused run's test accuracy is exactly that rule applied to the two streams' logged test scores
+    fusion = children["two_stream"].data
+    assert fusion.tags["actionlab.fusion_chosen_on"] == "val" and fusion.params["weight_setting"] == "auto"
+    val = [load_scores(client.download_artifacts(children[v].info.run_id, "val_scores.npz")) for v in ("rgb", "flow")]
+    stream_val = [topk_accuracy(v.labels, v.scores, 1) for v in val]
+    assert fusion.metrics["val/video_top1"] >= max(stream_val)
+    assert [fusion.metrics[f"val/stream_{k}_video_top1"] for k in "ab"] == pytest.approx(stream_val)
     scores = [load_scores(client.download_artifacts(children[v].info.run_id, "scores.npz")) for v in ("rgb", "flow")]
     assert scores[0].class_names == scores[1].class_names and len(scores[0].class_names) == 4
-    fused = fuse_scores(*scores, weight=0.5, mode="softmax")
+    assert not set(val[0].video_ids) & set(scores[0].video_ids)  # selected on val, scored on test
+    fused = fuse_scores(*scores, weight=float(fusion.params["weight"]), mode=fusion.params["mode"])
     expected = topk_accuracy(fused.labels, fused.scores, 1)
-    assert children["two_stream"].data.metrics["test/video_top1"] == pytest.approx(expected)
+    assert fusion.metrics["test/video_top1"] == pytest.approx(expected)
+    assert all(r.data.tags["actionlab.selection"] == "val" for r in children.values())
     assert {o.label: o.status for o in outcome["outcomes"]} == {
         "rgb/seed0": "finished", "flow/seed0": "finished", "rgb_pretrained/seed0": "finished"}
     table = outcome["markdown"]
@@ -225,16 +237,21 @@ def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
     assert {r.info.run_name for r in children.values()} == {f"{v} / {dataset} / seed0" for v in children}
     parent = client.get_run(outcome["parent_run_id"])
     assert parent.data.tags["mlflow.note.content"] == table
+    # each comparison is a metric of the parent run too, as the table reports it
+    line = next(line for line in table.splitlines() if line.startswith("- two_stream − rgb: "))
+    assert f"{parent.data.metrics['compare/two_stream-rgb/diff']:+.1f} points" in line
     assert client.get_experiment_by_name(cfg.experiment_name).tags["mlflow.experimentKind"] == "custom_model_development"
     inputs = {r.data.tags["actionlab.variant"]: [(d.dataset.name, d.dataset.digest, json.loads(d.dataset.profile),
                                                  {t.key: t.value for t in d.tags}["mlflow.data.context"])
                                                 for d in r.inputs.dataset_inputs] for r in children.values()}
     name = f"{dataset} split 1"
-    (_, train_digest, train_profile, _), (_, test_digest, test_profile, _) = inputs["rgb"]
-    assert [(n, c) for n, _, _, c in inputs["rgb"]] == [(name, "train"), (name, "test")]
-    lists = read_train_test("ucf101", root=cfg.data.root, annotations=cfg.data.annotations)
-    assert [train_profile, test_profile] == [{"num_videos": len(part.records), "num_classes": 4} for part in lists]
-    assert train_digest != test_digest and inputs["flow"] == inputs["rgb"]
+    (_, train_digest, train_profile, _), (_, val_digest, val_profile, _), (_, test_digest, test_profile, _) = \
+        inputs["rgb"]
+    assert [(n, c) for n, _, _, c in inputs["rgb"]] == [(name, "train"), (name, "validation"), (name, "test")]
+    lists = read_run_splits("ucf101", root=cfg.data.root, annotations=cfg.data.annotations, val=cfg.data.val)
+    assert [train_profile, val_profile, test_profile] == [{"num_videos": len(part.records), "num_classes": 4}
+                                                          for part in lists]
+    assert len({train_digest, val_digest, test_digest}) == 3 and inputs["flow"] == inputs["rgb"]
     assert inputs["two_stream"] == [(name, test_digest, test_profile, "test")]  # scored on the test list only
     for run in [parent, *children.values()]:
         assert run.data.tags["mlflow.source.type"] == "JOB"

@@ -213,3 +213,21 @@ def test_make_sampler_rejects_bad_parameters(bad, name):
     params = dict(kind=SAMPLERS[0], train=True) | bad
     with pytest.raises(ValueError, match=name):
         make_sampler(**params)
+
+
+@pytest.mark.parametrize(
+    "num_frames, params, expected",
+    [
+        (5, dict(clip_len=8, stride=1, num_clips=1), [[2, 3, 4, 0, 1, 2, 3, 4]]),  # one view, from the centre
+        (5, dict(clip_len=4, stride=2, num_clips=2), [[1, 3, 0, 2], [3, 0, 2, 4]]),  # span 7 > 5: looped views
+        (8, dict(clip_len=8, stride=1, num_clips=1), [[0, 1, 2, 3, 4, 5, 6, 7]]),  # long enough: the usual clip
+    ],
+)
+def test_a_dense_sampler_loops_a_short_video_when_asked(num_frames, params, expected):
+    sampler = make_sampler(kind="dense", train=False, loop_short=True, **params)
+    np.testing.assert_array_equal(sampler(num_frames, np.random.default_rng(0)), expected)
+    train = make_sampler(kind="dense", train=True, loop_short=True, **params)(num_frames, np.random.default_rng(1))
+    assert train.shape == (1, params["clip_len"]) and train.min() >= 0 and train.max() < num_frames
+    if num_frames < (params["clip_len"] - 1) * params["stride"] + 1:  # without loop_short: too short, skipped
+        with pytest.raises(ValueError, match="the clip needs"):
+            make_sampler(kind="dense", train=False, **params)(num_frames, np.random.default_rng(0))

@@ -207,7 +207,7 @@ def log_study(uri: str, experiment: str, folder: Path) -> dict[str, str]:
         client = mlflow.MlflowClient(uri)
         for (variant, seed), (top1, top5) in STUDY.items():
             tags = {"actionlab.kind": "variant", "actionlab.study": "tiny", "actionlab.variant": variant,
-                    "actionlab.dataset": "synth", "actionlab.seed": str(seed)}
+                    "actionlab.dataset": "synth", "actionlab.seed": str(seed), "actionlab.selection": "val"}
             run_id = tracking.start_run(tracking_uri=uri, experiment=experiment, run_name=f"{variant}/seed{seed}",
                                         tags=tags, params={"model.modality": variant, "seed": str(seed)},
                                         parent_run_id=parent)

@@ -13,18 +13,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from orchestrator.data.annotations import DATASETS
 
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    synth = sub.add_parser("synth", help="Write the seeded synthetic data set (UCF-101 layout, H.264 videos).")
+    from orchestrator.data.synth import CODECS, PRESETS
+
+    # Every option defaults to None (unset), so that only what is given overrides the preset.
+    synth = sub.add_parser("synth", help="Write the seeded synthetic data set (UCF-101 layout, .avi videos).")
     synth.add_argument("--out", default="data/synth", help="output folder (default: %(default)s)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--appearances", nargs="+", help="colour names, e.g. Red Green")
+    synth.add_argument("--preset", choices=list(PRESETS), default="colour",
+                       help="named variant, one per claim (see orchestrator/data/synth.py; default: %(default)s); "
+                            "the options below override its fields")
+    synth.add_argument("--seed", type=int)
+    synth.add_argument("--appearances", nargs="+", help="colour names, e.g. Red Green, or shape names, e.g. "
+                                                        "TopHalf BottomHalf")
     synth.add_argument("--motions", nargs="+", help="motion names, e.g. Left Right")
     synth.add_argument("--groups", type=int, help="UCF-style groups per class")
     synth.add_argument("--clips-per-group", type=int)
+    synth.add_argument("--num-frames", type=int, help="frames per video")
     synth.add_argument("--camera-motion", type=float, help="background pan speed (pixels/frame)")
-    synth.add_argument("--partial-action", action="store_true", help="the action fills only part of each video")
+    synth.add_argument("--partial-action", action="store_true", default=None,
+                       help="the action fills only part of each video")
+    synth.add_argument("--action-fraction", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                       help="with --partial-action: the action's share of the video, drawn from LOW..HIGH")
     synth.add_argument("--clutter", type=int, help="number of distractor objects")
     synth.add_argument("--noise-std", type=float, help="Gaussian pixel noise (grey levels)")
     synth.add_argument("--texture", type=float, help="background texture contrast (grey levels)")
+    synth.add_argument("--codec", choices=list(CODECS), help="h264 (default) or mpeg4 (MPEG-4 Part 2, as UCF-101)")
 
     check = sub.add_parser("check", help="Report every bad entry (path and reason) of a data set split.")
     check.add_argument("--dataset", required=True, choices=list(DATASETS))
@@ -88,15 +100,17 @@ def _synth(args: argparse.Namespace) -> int:
     from orchestrator.errors import UserError
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthSpec)
-               if getattr(args, f.name, None) not in (None, False)}
+               if getattr(args, f.name, None) is not None}
     try:
-        spec = spec_from_options(options)
+        spec = spec_from_options({"preset": args.preset, **options})
         out = write_synthetic_ucf(args.out, spec)
     except (ValueError, FileExistsError) as err:
         raise UserError(f"data synth: {err}") from None
     bounds = accuracy_bounds(spec)
     print(f"wrote {out} (videos under {out}/UCF101, splits under {out}/ucfTrainTestlist)")
     print("best reachable accuracy: " + ", ".join(f"{k} {v:.0%}" for k, v in bounds.items()))
+    if spec.partial_action:
+        print(f"the action fills part of each video: TSN ceilings per segment count in {out}/README.md")
     return 0
 
 

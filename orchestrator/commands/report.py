@@ -52,10 +52,13 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as cache:
             scores_of = scores_reader(cfg.scaling.storage_path, uri, Path(cache))
             comparisons, notes = compare_runs(results, compare, scores_of)
-    print(to_markdown(summarize(results), title=title, comparisons=comparisons, notes=notes), end="")
+    expected = cfg.study.expected if cfg is not None and cfg.study else {}
+    print(to_markdown(summarize(results), title=title, comparisons=comparisons, notes=notes, expected=expected),
+          end="")
     if cfg is None:
         print("(no comparisons: they are read from the study YAML's study.compare; give its path)", file=sys.stderr)
     if args.out:
-        paths = write_report(results, Path(args.out), title=title, comparisons=comparisons, notes=notes)
+        paths = write_report(results, Path(args.out), title=title, comparisons=comparisons, notes=notes,
+                             expected=expected)
         print(f"wrote {paths['markdown']} and {paths['plot']}")
     return 0

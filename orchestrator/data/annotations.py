@@ -25,6 +25,7 @@ class VideoRecord(NamedTuple):
     path: Path  # absolute path of the video file, or of its JPEG frame folder (`actionlab data prepare`)
     label: int  # index into Split.class_names; -1 only where the data set has no labels (Kinetics test)
     video_id: str  # path relative to the video root, no suffix, '/'-separated: key of flow caches and score files
+    group: str = ""  # clips that share actors / scene (a csv `group` column); UCF-101's is in the name (val_split)
 
 
 class Problem(NamedTuple):
@@ -72,9 +73,9 @@ def _numbered_lines(path: Path):
                 yield number, line.strip()
 
 
-def _add_if_exists(video: Path, label: int, root: Path, origin: str, split: Split) -> None:
+def _add_if_exists(video: Path, label: int, root: Path, origin: str, split: Split, group: str = "") -> None:
     if video.is_file() or video.is_dir():  # a folder: JPEG frames (`actionlab data prepare --format frames`)
-        split.records.append(VideoRecord(video, label, _video_id(video, root)))
+        split.records.append(VideoRecord(video, label, _video_id(video, root), group))
     else:
         split.problems.append(Problem(video, f"video file not found (listed in {origin})"))
 
@@ -234,9 +235,10 @@ def read_kinetics(root: Path, annotations: Path, split: int, subset: str) -> Spl
 
 
 def read_csv(root: Path, annotations: Path, split: int, subset: str) -> Split:
-    """Any data set listed in a CSV with the header `path,label`.
+    """Any data set listed in a CSV with the header `path,label` (and optionally `group`).
 
     `path` is relative to `root`, `label` a class name; the classes are the sorted distinct names.
+    `group` names clips that share actors or scene, so a validation list holds whole groups.
     `split` and `subset` are ignored: keep one CSV per subset.
     """
     _require_file(annotations, "a CSV with the header 'path,label'")
@@ -250,7 +252,8 @@ def read_csv(root: Path, annotations: Path, split: int, subset: str) -> Split:
         elif not label_name:
             out.problems.append(Problem(annotations, f"line {number}: unlabeled row ({rel})"))
         else:
-            _add_if_exists(root / rel, index_of[label_name], root, f"{annotations.name} line {number}", out)
+            _add_if_exists(root / rel, index_of[label_name], root, f"{annotations.name} line {number}", out,
+                           group=(row.get("group") or "").strip())
     return out
 
 
@@ -317,6 +320,42 @@ def read_train_test(dataset: str, *, root: str | Path, annotations: str | Path, 
         return train, _relabel(test, train.class_names, Path(test_annotations))
     subset = "val" if dataset == "kinetics" else "test"
     return train, read_split(dataset, root=root, annotations=annotations, split=split, subset=subset)
+
+
+class RunSplits(NamedTuple):
+    """The lists one training run reads."""
+    train: Split  # what it trains on (less the val list)
+    val: Split | None  # what it selects on (data.val); None: no val list, the test list stands in
+    test: Split  # scored once, for what was selected
+
+
+def read_run_splits(dataset: str, *, root: str | Path, annotations: str | Path, split: int = 1,
+                    test_annotations: str | Path | None = None, val=None) -> RunSplits:
+    """`read_train_test`, plus the validation list `val` asks for (orchestrator/data/val_split.py).
+
+    Args:
+        val: the experiment's `data.val` (by, fraction, seed) or None. Kinetics' by 'list' validates
+            on its own val rows and tests on its labelled test rows.
+    """
+    from orchestrator.data.val_split import carve_val, resolve_by
+
+    train, test = read_train_test(dataset, root=root, annotations=annotations, split=split,
+                                  test_annotations=test_annotations)
+    if val is None:
+        return RunSplits(train, None, test)
+    by = resolve_by(dataset, train.records, val.by)
+    if by == "list":  # kinetics: its val rows validate, its labelled test rows test
+        labelled = read_split(dataset, root=root, annotations=annotations, split=split, subset="test")
+        unlabelled = [r for r in labelled.records if r.label < 0]
+        if len(unlabelled) == len(labelled.records):
+            raise UserError(f"{annotations}: Kinetics' test rows carry no labels ({len(unlabelled)} rows), so with "
+                            "data.val.by 'list' (its val list validates) nothing is left to test on; use the release "
+                            "with test labels, or data.val.by: video (carve val from train, test on the val list)")
+        problems = labelled.problems + [Problem(r.path, "test row without a label: not scored") for r in unlabelled]
+        return RunSplits(train, test, Split([r for r in labelled.records if r.label >= 0], labelled.class_names,
+                                            problems))
+    kept, held = carve_val(train.records, by=by, fraction=val.fraction, seed=val.seed)
+    return RunSplits(Split(kept, train.class_names, train.problems), Split(held, train.class_names, []), test)
 
 
 def _relabel(split: Split, class_names: list[str], origin: Path) -> Split:

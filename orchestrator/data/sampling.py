@@ -4,8 +4,9 @@ Every function returns int64 numpy arrays of frame indices into a video of `num_
 (or flow fields, for a flow stream: pass the number of fields). Randomness comes only from the
 `rng` argument, so a seeded `np.random.Generator` reproduces a sample exactly.
 
-A video too short for the clip raises ValueError (the dataset skips it with a warning); nothing
-here loops or pads frames.
+A video too short for the clip raises ValueError (the dataset skips it with a warning), unless a
+dense sampler is asked to loop it (`loop_short`, I3D's rule: "looping the video as many times as
+necessary"): its frames are then read modulo the video's length.
 
 Two families, picked by `make_sampler(kind=...)`:
 
@@ -168,8 +169,24 @@ def tsn_test_indices(
     return _expand_segment_starts(starts, frames_per_segment)
 
 
+def looped_clip_indices(num_frames: int, *, clip_len: int, stride: int, start_frames: np.ndarray) -> np.ndarray:
+    """Dense clips over a video played in a loop, for videos shorter than the clip (I3D).
+
+    Args:
+        num_frames: frames in the video (>= 1).
+        start_frames: int64 (V,) first frame of each clip, in 0..num_frames-1.
+    Returns:
+        int64 (V, T): (start + stride * t) mod num_frames.
+    """
+    return (start_frames[:, None] + stride * np.arange(clip_len, dtype=np.int64)[None, :]) % num_frames
+
+
 def _dense_sampler(num_frames: int, rng: np.random.Generator, *, train: bool, clip_len: int, stride: int,
-                   num_clips: int) -> np.ndarray:
+                   num_clips: int, loop_short: bool = False) -> np.ndarray:
+    if loop_short and 0 < num_frames < clip_span_frames(clip_len, stride):
+        starts = (np.array([rng.integers(0, num_frames)], dtype=np.int64) if train
+                  else _bin_centres(num_frames, num_clips))  # views spread over the one pass there is
+        return looped_clip_indices(num_frames, clip_len=clip_len, stride=stride, start_frames=starts)
     if train:
         return dense_train_indices(num_frames, clip_len=clip_len, stride=stride, rng=rng)
     return dense_test_indices(num_frames, clip_len=clip_len, stride=stride, num_clips=num_clips)
@@ -195,6 +212,7 @@ def make_sampler(
     num_segments: int = 3,
     frames_per_segment: int = 1,
     num_clips: int = 1,
+    loop_short: bool = False,
 ) -> Callable[[int, np.random.Generator], np.ndarray]:
     """The frame sampler a Dataset calls per video: (num_frames, rng) -> int64 (V, T).
 
@@ -207,6 +225,8 @@ def make_sampler(
         frames_per_segment: tsn only, L consecutive frames per segment.
         num_clips: test views V (ignored in training). For 'tsn', view i shifts every segment's
             start to the i-th evenly spread position in it; a single view takes segment centres.
+        loop_short: dense only: a video shorter than the clip is played in a loop (I3D) instead of
+            raising ValueError (then skipped).
 
     Returns:
         A picklable callable; T = clip_len for 'dense', num_segments * frames_per_segment for 'tsn'.
@@ -218,7 +238,8 @@ def make_sampler(
     _check_positive(clip_len=clip_len, stride=stride, num_segments=num_segments,
                     frames_per_segment=frames_per_segment, num_clips=num_clips)
     if kind == "dense":
-        return functools.partial(_dense_sampler, train=train, clip_len=clip_len, stride=stride, num_clips=num_clips)
+        return functools.partial(_dense_sampler, train=train, clip_len=clip_len, stride=stride, num_clips=num_clips,
+                                 loop_short=loop_short)
     if kind == "tsn":
         return functools.partial(_tsn_sampler, train=train, num_segments=num_segments,
                                  frames_per_segment=frames_per_segment, num_clips=num_clips)

@@ -1,14 +1,17 @@
 """`actionlab data synth`: a seeded synthetic action data set in the exact UCF-101 layout.
 
-Every class is one cell of an appearance x motion grid: a disc of one colour (`APPEARANCES`)
-moving one way (`MOTIONS`), e.g. `RedLeft`, `GreenLeft`, `RedRight`, `GreenRight`. Pairs of classes
-differ only in appearance (like UCF's brushing hair vs. brushing teeth) or only in motion (like
-front crawl vs. breast stroke), so the two-stream ablation (Simonyan & Zisserman, 2014) means
-something:
+Every class is one cell of an appearance x motion grid: a disc of one colour (`APPEARANCES`) or with
+one two-colour pattern inside (`SHAPES`), moving one way (`MOTIONS`), e.g. `RedLeft`, `GreenLeft`,
+`RedRight`, `GreenRight`. Pairs of classes differ only in appearance (like UCF's brushing hair vs.
+brushing teeth) or only in motion (like front crawl vs. breast stroke), so the two-stream ablation
+(Simonyan & Zisserman, 2014) means something:
 
 - All colours have the same luminance Y = 0.299 R + 0.587 G + 0.114 B (`OBJECT_LUMA`), brighter
   than the grey background, so grey frames -- and the optical flow computed on them -- are
   identical in distribution for every colour: flow carries no appearance cue.
+- Shapes keep it so: the outline is always the disc, painted in the two isoluminant
+  `shape_colours`, each on exactly half of its area. Grey frames, flow and the disc's mean colour are
+  the same for every shape; only the layout of the colours inside the disc differs.
 - The disc starts at a uniformly random position and wraps around the frame edges (a torus), so its
   position in any single frame is uniform whatever the motion: a frame carries no motion cue.
 
@@ -21,16 +24,57 @@ Accuracy bounds (Bayes-optimal, balanced classes; `accuracy_bounds`), for A appe
 
 With the default 2 x 2 grid: RGB-only and flow-only models top out at 50 %, two-stream at 100 %,
 chance is 25 %. The bounds hold with every option on; the options only make the bound harder to
-reach (up to codec artefacts, which are tiny at crf 18):
+reach (up to codec artefacts, which are tiny at crf 18 / qscale 2):
 
 - `camera_motion`: the whole scene (textured background and objects) pans at this speed in a
   random direction per video, adding a global component to the flow.
-- `partial_action`: the disc moves only during a random sub-interval of 1/4 to 1/2 of the video and
-  stands still elsewhere -- TSN's segments (Wang et al., 2016) are meant for this.
+- `partial_action`: the disc moves only during a random run of `action_fraction` (1/4 to 1/2 by
+  default) of the video and stands still elsewhere -- TSN's segments (Wang et al., 2016) are meant
+  for this. A TSN model sees the motion only if a sampled flow field falls in that run: its ceiling
+  for K segments x L fields is `segment_ceiling`.
 - `clutter`: that many smaller square distractors, colours and motions drawn uniformly from the
   spec's own palette and motions, independent of the class: uninformative for both streams.
 - `noise_std`: Gaussian pixel noise, std in grey levels.
 - `texture`: contrast (std, grey levels) of a smooth random grey background texture.
+- `codec`: "h264" (x264, crf 18) or "mpeg4" (MPEG-4 Part 2 with fourcc XVID, as the real UCF-101
+  files), always in .avi.
+
+Presets (`PRESETS`; `spec_from_options({"preset": "camera", ...})`, `actionlab data synth --preset`),
+each isolating one claim. Ceilings are best video accuracy, RGB single frames / flow / both / chance:
+
+| preset | claim it isolates | RGB | flow | both | chance |
+|---|---|---|---|---|---|
+| colour | the two streams are complementary (the default 2 colours x Left, Right) | 50.0% | 50.0% | 100.0% | 25.0% |
+| shape | RGB recognises appearance by shape, not colour (TopHalf, BottomHalf in Red/Green) | 50.0% | 50.0% | 100.0% | 25.0% |
+| long | TSN: K = 8 segments beat K = 3 when the action fills part of the video | 25.0% | 50.0% | 100.0% | 12.5% |
+| camera | TSN: warped flow beats plain flow under camera motion | 25.0% | 50.0% | 100.0% | 12.5% |
+| mpeg4 | the pipeline reads real UCF-101's codec (default classes, MPEG-4 Part 2 .avi) | 50.0% | 50.0% | 100.0% | 25.0% |
+| source | pretraining source: 4 colours x 4 directions, 288 videos, seed 1 | 25.0% | 25.0% | 100.0% | 6.2% |
+| small | fine-tuning target: Orange, Cyan x Left, Right, 12 train videos per class | 50.0% | 50.0% | 100.0% | 25.0% |
+
+- shape: 64x64, 14-px disc, as colour; only the appearance cue changes. Measured on H.264-decoded
+  single frames (tests/test_synth.py, 24 videos per shape): a nearest-centroid template on the
+  disc's red-minus-green patch separates the shapes (100 % held out, classes 65 std apart; also
+  100 % after MPEG-4, measured once), the disc's mean colour does not (46 %, chance 50 %).
+- long: 64 frames, the disc (2 colours x 4 directions) moves during 6-9 of them (action_fraction
+  0.1..0.15). A flow stream tested on K segments x L = 5 fields (`tsn_test_indices`, one view)
+  reaches at most (`segment_ceiling`, checked against rendered videos by the tests):
+
+      K = 1: 19.4 %   K = 3: 33.1 %   K = 8: 50.0 %   (a field sees the motion in 18.3 / 54.9 / 100 %)
+
+  and a two-stream model 38.7 / 66.2 / 100 %. The flow bound 1/A = 50 % is for a model that sees
+  every field. With one colour (`appearances: [Red]`, as experiments/claims.yaml isolates the
+  claim) the flow ceilings are the two-stream ones.
+- camera: a 4 px/frame pan (the disc moves at 2.5) over a texture of std 12 grey levels. Measured on
+  40 H.264-decoded videos with Farneback flow, the red disc's mean flow points in its class's direction
+  (nearest of the 4) in 50 % of videos with plain flow and 100 % with warped flow (`compute_flow(...,
+  warp=True)`, `data.flow_warp: true`). The ceilings are the same for both: the background shows the
+  pan, so a network could learn to subtract it; warped flow spares it the effort.
+- source / small: the target shares the cue kind (colour x direction, same speeds) and the
+  source's directions, not its colours; fine-tuning from the source's weights should beat training
+  the small set from scratch. The ceilings do not depend on pretraining: it changes how close a model
+  gets with 48 training videos (9 groups x 2 clips per class; 3 groups test, 24 videos: evaluate
+  several seeds; `data.val` holds out one more group).
 
 Layout (UCF-101's own; splits are by group, as UCF's: split k tests a block of groups, so train and
 test of a split never share a group -- with 25 groups exactly UCF's 1-7, 8-14, 15-21):
@@ -46,16 +90,19 @@ Each video is a pure function of (spec, class, group, clip) with its own seeded 
 """
 import dataclasses
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 OBJECT_LUMA = 120.0  # every palette colour's Y; well above the background so flow sees the disc
 BACKGROUND_LUMA = 50.0  # grey background level (R = G = B)
 NUM_SPLITS = 3  # UCF-101 has three train/test splits
+# SynthSpec.codec -> what the README calls it; every codec goes in .avi, UCF-101's container.
+CODECS = {"h264": "H.264", "mpeg4": "MPEG-4 Part 2 (fourcc XVID, real UCF-101's codec)"}
 # decord 0.6.0 fails or mis-shapes frames of exactly these widths (measured over even widths 16-128).
 DECORD_BAD_WIDTHS = (16, 24, 48, 72)
 
@@ -70,6 +117,27 @@ APPEARANCES: dict[str, tuple[int, int, int]] = {
     "Cyan": (2, 170, 172),
     "Orange": (218, 93, 2),
     "Purple": (168, 74, 231),
+}
+
+
+# Shape appearances: a two-colour pattern inside the disc. Each maps the offset (dx, dy) of a pixel
+# from the disc's centre and the disc's radius (px) to the signed distance (px) from the pattern's
+# boundary, negative where the first of `SynthSpec.shape_colours` goes; the second fills the rest.
+# Every pattern gives each colour exactly half of the disc's area (the test checks it), so the disc's
+# outline, grey level and mean colour are the same for every shape: only the layout differs.
+# The four halves are rotations of one another, as are Band and Pillar, so within each family even
+# a colour histogram of the disc is the same for every shape. Dot and Ring are not such a pair: the
+# disc's anti-aliased rim blends the outer colour with the background, which a histogram can see.
+BAND_HALF_WIDTH = 0.40397  # x radius: a band |dy| < h * r through a disc's centre covers half its area
+SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "TopHalf": lambda dx, dy, radius: dy,  # first colour above the centre line (+y is down)
+    "BottomHalf": lambda dx, dy, radius: -dy,
+    "LeftHalf": lambda dx, dy, radius: dx,
+    "RightHalf": lambda dx, dy, radius: -dx,
+    "Band": lambda dx, dy, radius: np.abs(dy) - BAND_HALF_WIDTH * radius,  # horizontal band
+    "Pillar": lambda dx, dy, radius: np.abs(dx) - BAND_HALF_WIDTH * radius,  # vertical band
+    "Dot": lambda dx, dy, radius: np.hypot(dx, dy) - radius / np.sqrt(2),  # centre disc of half the area
+    "Ring": lambda dx, dy, radius: radius / np.sqrt(2) - np.hypot(dx, dy),  # the outer half: Dot's colours swapped
 }
 
 
@@ -119,11 +187,40 @@ class SynthSpec:
     clutter: int = 0  # number of distractor squares (half the disc's size)
     noise_std: float = 0.0  # Gaussian pixel noise, grey levels
     texture: float = 0.0  # background texture contrast (std, grey levels); 0 = flat grey
+    action_fraction: tuple[float, float] = (0.25, 0.5)  # with partial_action: the action's share of the video
+    shape_colours: tuple[str, str] = ("Red", "Green")  # SHAPES appearances are painted in these two colours
+    codec: str = "h264"  # a key of CODECS: "h264" (x264), or "mpeg4" (MPEG-4 Part 2, real UCF-101's)
+
+
+# Named variants, each isolating one claim (the module docstring gives each one's ceilings):
+# `spec_from_options({"preset": name, ...})` or `actionlab data synth --preset name`; explicit
+# fields override the preset's.
+PRESETS: dict[str, dict] = {
+    # Two streams are complementary: RGB knows the colour, flow the direction (the default).
+    "colour": {},
+    # RGB recognises appearance by shape, not only colour: same outline, grey level and colours.
+    "shape": {"appearances": ("TopHalf", "BottomHalf")},
+    # TSN's segments: the action fills 10-15 % of a 64-frame video; K = 8 segments see it, K = 3 often miss it.
+    "long": {"appearances": ("Red", "Green"), "motions": ("Left", "Right", "Up", "Down"), "num_frames": 64,
+             "partial_action": True, "action_fraction": (0.1, 0.15)},
+    # TSN's warped flow: a 4 px/frame pan (faster than the disc's 2.5) over a texture RANSAC can lock onto.
+    "camera": {"appearances": ("Red", "Green"), "motions": ("Left", "Right", "Up", "Down"), "camera_motion": 4.0,
+               "texture": 12.0},
+    # The default classes as real UCF-101 stores them: MPEG-4 Part 2 in .avi.
+    "mpeg4": {"codec": "mpeg4"},
+    # Pretraining on a larger source set: 16 classes (4 colours x 4 directions), 288 videos, other seed...
+    "source": {"appearances": ("Red", "Green", "Blue", "Yellow"), "motions": ("Left", "Right", "Up", "Down"),
+               "seed": 1},
+    # ... then fine-tuning on a small target of the same cue kind: 2 unseen colours x 2 of the source's
+    # directions, 12 training and 6 test videos per class (9 groups: one more group can go to data.val).
+    "small": {"appearances": ("Orange", "Cyan"), "motions": ("Left", "Right"), "groups": 9, "clips_per_group": 2},
+}
 
 
 def validate_spec(spec: SynthSpec) -> None:
     """Raise ValueError naming the first invalid field of `spec`."""
-    for field, table in (("appearances", APPEARANCES), ("motions", MOTIONS)):
+    appearance_table = SHAPES if is_shape_spec(spec) else APPEARANCES
+    for field, table in (("appearances", appearance_table), ("motions", MOTIONS)):
         names = getattr(spec, field)
         if not isinstance(names, tuple) or not names:
             raise ValueError(f"SynthSpec.{field} must be a non-empty tuple of names, got {names!r}")
@@ -131,12 +228,16 @@ def validate_spec(spec: SynthSpec) -> None:
             raise ValueError(f"SynthSpec.{field} has duplicates: {names!r}")
         for name in names:
             if name not in table:
-                raise ValueError(f"SynthSpec.{field}: unknown name {name!r}; known: {sorted(table)}")
+                known = sorted(APPEARANCES) + sorted(SHAPES) if field == "appearances" else sorted(table)
+                raise ValueError(f"SynthSpec.{field}: unknown name {name!r} (all colours or all shapes); "
+                                 f"known: {known}")
             if not (name.isalnum() and name[0].isupper()):
                 raise ValueError(f"SynthSpec.{field}: {name!r} is not CamelCase (UCF class names are)")
-    for name in spec.appearances:  # the bounds rest on it: grey frames must not tell colours apart
+    colours = spec.appearances if appearance_table is APPEARANCES else ()
+    for name in colours:  # the bounds rest on it: grey frames must not tell colours apart
         if abs(luma(APPEARANCES[name]) - OBJECT_LUMA) > 0.5:
             raise ValueError(f"SynthSpec.appearances: {name!r} has luma {luma(APPEARANCES[name]):.2f}, not {OBJECT_LUMA}")
+    _validate_shape_colours(spec)
     if len(spec.appearances) * len(spec.motions) < 2:
         raise ValueError("SynthSpec.appearances x SynthSpec.motions must give at least 2 classes")
     if len(set(class_names(spec))) != len(spec.appearances) * len(spec.motions):
@@ -156,6 +257,50 @@ def validate_spec(spec: SynthSpec) -> None:
     for field in ("camera_motion", "clutter", "noise_std", "texture"):
         if getattr(spec, field) < 0:
             raise ValueError(f"SynthSpec.{field} must be >= 0, got {getattr(spec, field)}")
+    _validate_action_fraction(spec)
+    if spec.codec not in CODECS:
+        raise ValueError(f"SynthSpec.codec must be one of {sorted(CODECS)}, got {spec.codec!r}")
+
+
+def _validate_shape_colours(spec: SynthSpec) -> None:
+    colours = spec.shape_colours
+    if not is_shape_spec(spec):
+        if colours != SynthSpec.shape_colours:  # a setting that would be ignored is a mistake
+            raise ValueError("SynthSpec.shape_colours is set, but the appearances are colours, not SHAPES")
+        return
+    if not (isinstance(colours, tuple) and len(colours) == 2 and colours[0] != colours[1]):
+        raise ValueError(f"SynthSpec.shape_colours must be two different colour names, got {colours!r}")
+    for name in colours:
+        if name not in APPEARANCES:
+            raise ValueError(f"SynthSpec.shape_colours: unknown colour {name!r}; known: {sorted(APPEARANCES)}")
+        if abs(luma(APPEARANCES[name]) - OBJECT_LUMA) > 0.5:  # the pattern must not show in grey frames
+            raise ValueError(f"SynthSpec.shape_colours: {name!r} has luma {luma(APPEARANCES[name]):.2f}, "
+                             f"not {OBJECT_LUMA}")
+
+
+def _validate_action_fraction(spec: SynthSpec) -> None:
+    fraction = spec.action_fraction
+    if not spec.partial_action:
+        if fraction != SynthSpec.action_fraction:  # a setting that would be ignored is a mistake
+            raise ValueError("SynthSpec.action_fraction is set, but partial_action is false")
+        return
+    if not (isinstance(fraction, tuple) and len(fraction) == 2 and 0 < fraction[0] <= fraction[1] <= 1):
+        raise ValueError(f"SynthSpec.action_fraction must be (low, high) with 0 < low <= high <= 1, got {fraction!r}")
+    if action_lengths(spec)[0] < 2:
+        raise ValueError(f"SynthSpec.action_fraction: {fraction[0]} of {spec.num_frames} frames is under 2 frames, "
+                         "so some videos would not move at all")
+
+
+def is_shape_spec(spec: SynthSpec) -> bool:
+    """Whether the appearances are SHAPES (patterns in `shape_colours`) rather than APPEARANCES (colours)."""
+    return isinstance(spec.appearances, tuple) and bool(spec.appearances) and spec.appearances[0] in SHAPES
+
+
+def action_lengths(spec: SynthSpec) -> range:
+    """Frames the disc's motion clock runs with `partial_action`, each equally likely: floor(low * T) to
+    floor(high * T) of T = num_frames (1/4..1/2 by default); it moves in all but the last of them."""
+    low, high = (math.floor(fraction * spec.num_frames + 1e-9) for fraction in spec.action_fraction)
+    return range(low, high + 1)
 
 
 def luma(rgb) -> float:
@@ -193,6 +338,61 @@ def accuracy_bounds(spec: SynthSpec) -> dict[str, float]:
     }
 
 
+class SegmentCeiling(NamedTuple):
+    """Best video accuracy of TSN streams that see K segments x L flow fields of each test video."""
+
+    p_hit: float  # chance that a sampled flow field falls where the disc moves
+    motion_only: float  # flow-only stream: p_hit / A + (1 - p_hit) / (A * M)
+    both: float  # two-stream (the RGB stream knows the appearance): p_hit + (1 - p_hit) / M
+
+
+def action_timings(spec: SynthSpec) -> list[tuple[int, int, float]]:
+    """Every (start_frame, length, probability) of the moving run `render_frames` can draw.
+
+    The disc moves between frames start .. start + length - 1, i.e. in flow fields start ..
+    start + length - 2 (field i is frame i -> i + 1). Without `partial_action`: one timing, the whole video.
+    """
+    num_frames = spec.num_frames
+    if not spec.partial_action:
+        return [(0, num_frames, 1.0)]
+    lengths = action_lengths(spec)
+    return [
+        (start, length, 1.0 / len(lengths) / (num_frames - length + 1))
+        for length in lengths
+        for start in range(num_frames - length + 1)
+    ]
+
+
+def segment_ceiling(spec: SynthSpec, *, num_segments: int, frames_per_segment: int, num_clips: int = 1
+                    ) -> SegmentCeiling:
+    """Best accuracy of TSN flow / two-stream models whose test views are `tsn_test_indices` fields.
+
+    A flow field either shows the disc moving (inside the action) or standing still. If any of the
+    V x K x L fields sampled from the T - 1 flow fields falls inside the action, the flow stream can
+    know the motion and reaches its bound 1/A; if none does, it has seen a still disc, which any of
+    the A x M classes may be: chance 1/(A M). The timing is drawn independently of the class, so the
+    exact mean over `action_timings` gives the ceiling. (With partial_action off, p_hit is 1.)
+
+    Args:
+        spec: the data set.
+        num_segments: K; frames_per_segment: L flow fields per segment; num_clips: V test views.
+    Returns:
+        SegmentCeiling(p_hit, motion_only, both).
+    """
+    from orchestrator.data.sampling import tsn_test_indices
+
+    fields = tsn_test_indices(spec.num_frames - 1, num_segments=num_segments,
+                              frames_per_segment=frames_per_segment, num_clips=num_clips).ravel()  # (V * K * L,)
+    p_hit = math.fsum(p for start, length, p in action_timings(spec)
+                      if ((fields >= start) & (fields <= start + length - 2)).any())
+    num_appearances, num_motions = len(spec.appearances), len(spec.motions)
+    return SegmentCeiling(
+        p_hit=p_hit,
+        motion_only=p_hit / num_appearances + (1 - p_hit) / (num_appearances * num_motions),
+        both=p_hit + (1 - p_hit) / num_motions,
+    )
+
+
 def fold_groups(num_groups: int, split: int) -> range:
     """1-based groups in the test fold of `split` (1..3): UCF's rule, 7 of 25 groups per fold.
 
@@ -215,12 +415,14 @@ def video_seed(spec: SynthSpec, class_name: str, group: int, clip: int) -> tuple
 def render_video(spec: SynthSpec, class_name: str, group: int, clip: int) -> np.ndarray:
     """The frames of one video, uint8 (T, H, W, 3), before encoding; regenerates it alone."""
     appearance, motion = class_factors(spec, class_name)
-    return render_frames(spec, APPEARANCES[appearance], MOTIONS[motion], video_seed(spec, class_name, group, clip))
+    look = appearance if is_shape_spec(spec) else APPEARANCES[appearance]
+    return render_frames(spec, look, MOTIONS[motion], video_seed(spec, class_name, group, clip))
 
 
-def render_frames(spec: SynthSpec, colour, motion: Motion, seed: tuple[int, ...]) -> np.ndarray:
-    """Render a disc of `colour` doing `motion` plus the spec's options, uint8 (T, H, W, 3).
+def render_frames(spec: SynthSpec, look, motion: Motion, seed: tuple[int, ...]) -> np.ndarray:
+    """Render a disc that looks like `look` doing `motion` plus the spec's options, uint8 (T, H, W, 3).
 
+    `look` is an (R, G, B) colour, or a SHAPES name: that pattern in `spec.shape_colours`.
     Each random component draws from its own child generator, so switching an option on (say
     clutter) leaves the others -- the actor's trajectory, the camera -- unchanged.
     """
@@ -230,12 +432,12 @@ def render_frames(spec: SynthSpec, colour, motion: Motion, seed: tuple[int, ...]
     t_frames, height, width = spec.num_frames, spec.height, spec.width
     times = np.arange(t_frames, dtype=np.float64)
     camera_xy = _camera_offsets(times, spec.camera_motion, camera_rng)  # (T, 2)
-    actor_times = _partial_times(times, timing_rng) if spec.partial_action else times
+    actor_times = _partial_times(times, action_lengths(spec), timing_rng) if spec.partial_action else times
     actor_xy = _trajectory(motion, actor_times, height, width, actor_rng) + camera_xy
 
     frames = np.broadcast_to(_background(spec, camera_xy, texture_rng)[..., None], (t_frames, height, width, 3))
     frames = frames.astype(np.float32)
-    palette = [APPEARANCES[name] for name in spec.appearances]
+    palette = [APPEARANCES[name] for name in (spec.shape_colours if is_shape_spec(spec) else spec.appearances)]
     motions = [MOTIONS[name] for name in spec.motions]
     for _ in range(spec.clutter):  # behind the actor, so the actor is never hidden
         distractor_colour = palette[clutter_rng.integers(len(palette))]
@@ -243,7 +445,12 @@ def render_frames(spec: SynthSpec, colour, motion: Motion, seed: tuple[int, ...]
         xy = _trajectory(distractor_motion, times, height, width, clutter_rng) + camera_xy
         alpha = _square_alpha(xy, spec.object_size / 2, height, width)
         frames = _paint(frames, alpha, distractor_colour)
-    frames = _paint(frames, _disc_alpha(actor_xy, spec.object_size / 2, height, width), colour)
+    radius = spec.object_size / 2
+    if isinstance(look, str):  # a shape: each pixel mixes the two colours by its share of the pattern
+        first, second = (np.asarray(APPEARANCES[name], np.float32) for name in spec.shape_colours)
+        share = _pattern_share(SHAPES[look], actor_xy, radius, height, width)[..., None]  # (T, H, W, 1)
+        look = first * share + second * (1 - share)  # (T, H, W, 3)
+    frames = _paint(frames, _disc_alpha(actor_xy, radius, height, width), look)
     if spec.noise_std > 0:
         frames = frames + noise_rng.normal(0.0, spec.noise_std, frames.shape).astype(np.float32)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
@@ -261,10 +468,11 @@ def _trajectory(motion: Motion, times: np.ndarray, height: int, width: int, rng:
     return start + (np.sin(omega * times + phase) / omega)[:, None] * velocity
 
 
-def _partial_times(times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Motion clock that runs only during a random interval of 1/4..1/2 of the video, still elsewhere."""
+def _partial_times(times: np.ndarray, lengths: range, rng: np.random.Generator) -> np.ndarray:
+    """Motion clock that runs only during a random run of frames, still elsewhere: the run's length is
+    uniform over `lengths`, then its start uniform over the places it fits (`action_timings`)."""
     num_frames = len(times)
-    length = int(rng.integers(num_frames // 4, num_frames // 2 + 1))
+    length = int(rng.integers(lengths.start, lengths.stop))
     start = int(rng.integers(0, num_frames - length + 1))
     return np.clip(times, start, start + length - 1) - start
 
@@ -307,6 +515,12 @@ def _disc_alpha(xy: np.ndarray, radius: float, height: int, width: int) -> np.nd
     return np.clip(radius + 0.5 - np.hypot(dx, dy), 0.0, 1.0).astype(np.float32)
 
 
+def _pattern_share(pattern, xy: np.ndarray, radius: float, height: int, width: int) -> np.ndarray:
+    """Anti-aliased share of each pixel in a SHAPES pattern's first-colour region, float (T, H, W) in [0, 1]."""
+    dx, dy = _wrapped_offsets(xy, height, width)
+    return np.clip(0.5 - pattern(dx, dy, radius), 0.0, 1.0).astype(np.float32)
+
+
 def _square_alpha(xy: np.ndarray, side: float, height: int, width: int) -> np.ndarray:
     """Anti-aliased coverage of an axis-aligned square of `side` px, float (T, H, W) in [0, 1]."""
     dx, dy = _wrapped_offsets(xy, height, width)
@@ -335,6 +549,10 @@ def split_lines(spec: SynthSpec, split: int) -> tuple[list[str], list[str]]:
     return train_lines, test_lines
 
 
+README_SEGMENTS = (1, 3, 8)  # TSN segment counts K whose ceilings the README tabulates (partial_action)
+README_FLOW_FIELDS = 5  # L flow fields per segment, TSN's stack
+
+
 def readme_text(spec: SynthSpec) -> str:
     """The data set's README.md: what the classes are, the accuracy bounds and why."""
     bounds = accuracy_bounds(spec)
@@ -343,51 +561,116 @@ def readme_text(spec: SynthSpec) -> str:
         f"split {k} tests groups {min(fold_groups(spec.groups, k))}-{max(fold_groups(spec.groups, k))}"
         for k in range(1, NUM_SPLITS + 1)
     )
+    if is_shape_spec(spec):
+        kind = "shape"
+        looks = f"""A class is a disc showing one pattern of two colours ({" and ".join(spec.shape_colours)}) doing one motion.
+Both colours have the same luminance (Y = 0.299 R + 0.587 G + 0.114 B = {OBJECT_LUMA:g}, background {BACKGROUND_LUMA:g}) and every
+pattern gives each colour half of the disc, so the disc's outline, its grey level -- hence the optical flow --
+and its mean colour are the same for every shape: only where the colours lie inside the disc tells shapes
+apart."""
+    else:
+        kind = "colour"
+        looks = f"""A class is a disc of one colour doing one motion. All colours have the same luminance
+(Y = 0.299 R + 0.587 G + 0.114 B = {OBJECT_LUMA:g}, background {BACKGROUND_LUMA:g}), so grey frames and the optical flow
+computed on them are the same for every colour."""
+    if bounds["both"] > max(bounds["appearance_only"], bounds["motion_only"]):
+        streams = "A two-stream model should beat both single streams"
+    else:
+        streams = "With a single appearance the flow stream alone can reach the two-stream bound"
+    low, high = spec.action_fraction
     return f"""# Synthetic UCF-101-style action data set (actionlab data synth)
 
 {len(names)} classes = appearances {", ".join(spec.appearances)} x motions {", ".join(spec.motions)}:
 {", ".join(names)}. {spec.groups} groups x {spec.clips_per_group} clips per class; {spec.num_frames} frames of \
-{spec.width}x{spec.height} at {spec.fps} fps, H.264 in .avi. Splits are by group, as in UCF-101 ({folds};
+{spec.width}x{spec.height} at {spec.fps} fps, {CODECS[spec.codec]} in .avi. Splits are by group, as in UCF-101 ({folds};
 the other groups train), so a split's train and test never share a group. spec.json holds the generating spec.
 
-A class is a disc of one colour doing one motion. All colours have the same luminance
-(Y = 0.299 R + 0.587 G + 0.114 B = {OBJECT_LUMA:g}, background {BACKGROUND_LUMA:g}), so grey frames and the optical flow
-computed on them are the same for every colour. The disc starts at a uniformly random position and wraps
+{looks} The disc starts at a uniformly random position and wraps
 around the frame edges, so a single frame says nothing about the motion.
 
 ## Accuracy bounds (best possible video accuracy, balanced test set)
 
 | cue | bound | why |
 |---|---|---|
-| appearance only (RGB single frames) | {bounds['appearance_only']:.1%} | knows the colour; the {len(spec.motions)} motions of that colour look alike in any one frame |
-| motion only (optical flow) | {bounds['motion_only']:.1%} | knows the motion; flow on grey frames is blind to the {len(spec.appearances)} isoluminant colours |
-| both (two-stream) | {bounds['both']:.1%} | colour and motion together name the class |
+| appearance only (RGB single frames) | {bounds['appearance_only']:.1%} | knows the {kind}; the {len(spec.motions)} motions of that {kind} look alike in any one frame |
+| motion only (optical flow) | {bounds['motion_only']:.1%} | knows the motion; flow on grey frames is blind to the {len(spec.appearances)} isoluminant {kind}s |
+| both (two-stream) | {bounds['both']:.1%} | {kind} and motion together name the class |
 | chance | {bounds['chance']:.1%} | 1 / {len(names)} classes |
 
-A two-stream model should beat both single streams; options below make the bounds harder to reach but do
-not change them (up to codec artefacts, which are tiny at crf 18).
-
+{streams}; options below make the bounds harder to reach but do
+not change them (up to codec artefacts, which are tiny at this quality).
+{_readme_segments(spec)}{_readme_camera(spec)}
 ## Options used
 
 camera_motion={spec.camera_motion} px/frame (whole scene pans, random direction per video),
-partial_action={spec.partial_action} (disc moves only during a random 1/4..1/2 of the video),
+partial_action={spec.partial_action} (disc moves only during a random {low:g}..{high:g} of the video),
 clutter={spec.clutter} (smaller squares, colour and motion drawn from the palette independently of the class),
-noise_std={spec.noise_std} (Gaussian, grey levels), texture={spec.texture} (background texture std, grey levels).
+noise_std={spec.noise_std} (Gaussian, grey levels), texture={spec.texture} (background texture std, grey levels),
+codec={spec.codec}.
+"""
+
+
+def _readme_segments(spec: SynthSpec) -> str:
+    """README section on TSN segment ceilings; empty without partial_action."""
+    if not spec.partial_action:
+        return ""
+    lengths = action_lengths(spec)
+    fitting = [k for k in README_SEGMENTS if k + README_FLOW_FIELDS - 1 <= spec.num_frames - 1]  # the sampler's need
+    rows = "\n".join(
+        f"| {k} x {README_FLOW_FIELDS} | {c.p_hit:.1%} | {c.motion_only:.1%} | {c.both:.1%} |"
+        for k, c in ((k, segment_ceiling(spec, num_segments=k, frames_per_segment=README_FLOW_FIELDS))
+                     for k in fitting)
+    ) or f"| (every K x {README_FLOW_FIELDS} needs more than {spec.num_frames - 1} flow fields) | | | |"
+    return f"""
+## The action fills part of each video: TSN segment ceilings
+
+The disc moves during a random run of {lengths.start}..{lengths.stop - 1} of the {spec.num_frames} frames \
+(action_fraction {spec.action_fraction[0]:g}..{spec.action_fraction[1]:g}) and
+stands still elsewhere. A TSN stream tested on K segments x L flow fields (one view, each segment's centre:
+`tsn_test_indices` of orchestrator/data/sampling.py) knows the motion only if one of its fields falls
+inside that run; otherwise every class is alike. Best video accuracy (`segment_ceiling`):
+
+| K x L | a field sees the motion | flow only | two-stream |
+|---|---|---|---|
+{rows}
+"""
+
+
+def _readme_camera(spec: SynthSpec) -> str:
+    """README section on camera motion and warped flow; empty without camera_motion."""
+    if spec.camera_motion == 0:
+        return ""
+    speeds = sorted({float(np.hypot(MOTIONS[m].dx_px_per_frame, MOTIONS[m].dy_px_per_frame)) for m in spec.motions})
+    texture = ("" if spec.texture > 0 else
+               " With a flat background (texture=0) the pan shows only on the disc, so warping cannot find it.")
+    return f"""
+## Camera motion
+
+The whole scene pans at {spec.camera_motion:g} px/frame in a random direction per video (disc speeds: \
+{", ".join(f"{v:g}" for v in speeds)} px/frame), so the
+flow on the disc is its own motion plus the pan. The bounds do not change -- the textured background shows
+the pan, so a model could learn to subtract it -- but plain flow's direction cue is degraded; TSN's warped
+flow (`data.flow_warp: true`) subtracts the pan, a RANSAC homography fitted to the flow, and restores it.{texture}
 """
 
 
 def spec_from_options(options: bool | dict) -> SynthSpec | None:
     """The SynthSpec an experiment's `data.synth` asks for: None for false, the defaults for true,
-    or the given fields (lists become tuples). Raises ValueError naming a bad field."""
+    or a mapping of fields (lists become tuples), optionally with `preset` (a PRESETS name; the
+    mapping's other fields override the preset's). Raises ValueError naming a bad field."""
     if options is False:
         return None
-    options = {} if options is True else options
+    options = {} if options is True else dict(options)
+    preset = options.pop("preset", "colour")
+    if preset not in PRESETS:
+        raise ValueError(f"preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     known = {f.name for f in dataclasses.fields(SynthSpec)}
     for key in options:
         if key not in known:
-            raise ValueError(f"{key}: unknown key; valid keys: {', '.join(sorted(known))}")
+            raise ValueError(f"{key}: unknown key; valid keys: {', '.join(sorted(known | {'preset'}))}")
+    fields = {**PRESETS[preset], **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}}
     try:
-        spec = SynthSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+        spec = SynthSpec(**fields)
     except TypeError as err:
         raise ValueError(str(err)) from None
     validate_spec(spec)
@@ -422,7 +705,8 @@ def write_synthetic_ucf(out_dir: str | Path, spec: SynthSpec = SynthSpec(), *, p
     ]
     for name, group, clip in tqdm(jobs, desc="synth videos", unit="video", disable=not progress):
         frames = render_video(spec, name, group, clip)
-        write_video(video_root / video_relpath(name, group, clip), frames, fps=spec.fps, crf=18, deterministic=True)
+        write_video(video_root / video_relpath(name, group, clip), frames, fps=spec.fps, crf=18, deterministic=True,
+                    codec=spec.codec)
     list_dir.mkdir(parents=True, exist_ok=True)
     (list_dir / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(names, start=1)))
     for split in range(1, NUM_SPLITS + 1):

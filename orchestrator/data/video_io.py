@@ -2,8 +2,8 @@
 
 Decoding in actionlab goes through decord (`VideoReader.get_batch` on exactly the sampled frame
 indices). PyAV is used to *write* H.264 files (synthetic data, test fixtures, `actionlab data
-prepare`) and as the naive seek-and-decode reference that tests and `actionlab bench decode`
-compare decord against.
+prepare`; MPEG-4 Part 2 for the synthetic `mpeg4` preset) and as the naive seek-and-decode
+reference that tests and `actionlab bench decode` compare decord against.
 
 A frame folder (`actionlab data prepare --format frames`) holds one JPEG per frame,
 `<folder>/img_00001.jpg, img_00002.jpg, ...`, 1-based: the rawframe layout of TSN and MMAction2.
@@ -19,11 +19,15 @@ from typing import Iterable
 import numpy as np
 
 
+VIDEO_CODECS = ("h264", "mpeg4")  # what `write_video` encodes
+
+
 def write_video(
     path: str | Path, frames: np.ndarray | Iterable[np.ndarray], *, fps: int | Fraction = 25, crf: int = 18,
     deterministic: bool = False, keyframe_interval: int | None = None, threads: int | None = None,
+    codec: str = "h264",
 ) -> Path:
-    """Write uint8 RGB frames (T, H, W, 3) as an H.264 video (container chosen by the suffix).
+    """Write uint8 RGB frames (T, H, W, 3) as an H.264 or MPEG-4 Part 2 video (container chosen by the suffix).
 
     `frames` may also be any iterable of (H, W, 3) frames, encoded as they come (a long video
     never sits in memory). H and W must be even (yuv420p). `crf` 18 is visually lossless;
@@ -34,9 +38,15 @@ def write_video(
     to the next (x264's keyint; None: x264's 250). A seek decodes from the key frame before the
     wanted frame, so a short interval makes random access cheap. `threads`: x264's threads
     (None: x264's choice, about 1.5 per core).
+
+    `codec` "mpeg4" writes MPEG-4 Part 2 instead (FFmpeg's encoder, fourcc XVID), the codec of the
+    real UCF-101 .avi files: quantiser 2 on every frame (`crf` is x264's and is ignored), no
+    B-frames (FFmpeg's default), always single-threaded, so its bytes are always reproducible.
     """
     import av
 
+    if codec not in VIDEO_CODECS:
+        raise ValueError(f"codec must be one of {VIDEO_CODECS}, got {codec!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = iter(frames)
@@ -45,15 +55,19 @@ def write_video(
         raise ValueError(f"{path}: no frames to write")
     height, width, _ = first.shape
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264" if codec == "h264" else "mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if keyframe_interval is not None:
             stream.codec_context.gop_size = keyframe_interval
-        options = {"crf": str(crf), "preset": "veryfast"}
-        if threads is not None:
-            options["threads"] = str(threads)
-        if deterministic:
-            options.update({"threads": "1", "x264-params": "asm=0"})
+        if codec == "h264":
+            options = {"crf": str(crf), "preset": "veryfast"}
+            if threads is not None:
+                options["threads"] = str(threads)
+            if deterministic:
+                options.update({"threads": "1", "x264-params": "asm=0"})
+        else:
+            stream.codec_context.codec_tag = "XVID"
+            options = {"qmin": "2", "qmax": "2", "threads": "1"}  # qmin = qmax pins the quantiser (-q:v 2)
         stream.options = options
         for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

@@ -21,8 +21,8 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.config import DataConfig, ExperimentConfig
-from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, RunOutcome, init_weights,
-                                           run_output_dir)
+from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE, RunOutcome,
+                                           init_weights, run_output_dir)
 
 
 def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict | None = None) -> dict:
@@ -31,7 +31,9 @@ def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict
     tags = {"actionlab.kind": kind, "actionlab.study": cfg.name, "actionlab.variant": variant or cfg.name,
             "actionlab.dataset": Path(cfg.data.root).name or cfg.data.dataset, "actionlab.seed": str(cfg.seed),
             "actionlab.architecture": m.architecture, "actionlab.modality": m.modality,
-            "actionlab.pretrained": pretrained}
+            "actionlab.pretrained": pretrained,
+            # what val/* metrics, sweeps and optim.keep select on: a val list carved from training, or the test list
+            "actionlab.selection": "val" if cfg.data.val else "test"}
     return {**tags, **(extra or {})}
 
 
@@ -44,34 +46,37 @@ def run_name(tags: dict) -> str:
     return f"{tags['actionlab.variant']} / {tags['actionlab.dataset']} / seed{tags['actionlab.seed']}"
 
 
-def dataset_splits(data: DataConfig, label: str, contexts: tuple[str, ...] = ("train", "test"),
+def dataset_splits(data: DataConfig, label: str, contexts: tuple[str, ...] = ("train", "validation", "test"),
                    ) -> list[tracking.DatasetSplit]:
-    """The lists a run trains and tests on, read as its workers read them (`read_train_test`).
+    """The lists a run trains, selects and tests on, read as its workers read them (`read_run_splits`).
 
     Args:
         data: the run's data section.
         label: the data set's name in the run's tags (actionlab.dataset).
-        contexts: which of 'train' and 'test' to describe.
+        contexts: which of 'train', 'validation' (left out without data.val) and 'test' to describe.
     Returns:
         One DatasetSplit per context; its digest covers each listed video id and its class name.
     """
-    from orchestrator.data.annotations import read_train_test
+    from orchestrator.data.annotations import read_run_splits
 
-    train, test = read_train_test(data.dataset, root=data.root, annotations=data.annotations, split=data.split,
-                                  test_annotations=data.test_annotations)
+    run = read_run_splits(data.dataset, root=data.root, annotations=data.annotations, split=data.split,
+                          test_annotations=data.test_annotations, val=data.val)
     name = label if data.dataset == "csv" else f"{label} split {data.split}"
-    lists = {"train": (train, data.annotations), "test": (test, data.test_annotations or data.annotations)}
+    lists = {"train": (run.train, data.annotations), "validation": (run.val, data.annotations),
+             "test": (run.test, data.test_annotations or data.annotations)}
     splits = []
     for context in contexts:
         part, listed = lists[context]
+        if part is None:
+            continue
         lines = [f"{r.video_id}\t{part.class_names[r.label] if r.label >= 0 else ''}" for r in part.records]
         splits.append(tracking.DatasetSplit(name, context, tracking.list_digest(lines), len(part.records),
                                             len(part.class_names), f"{data.root} ({listed})"))
     return splits
 
 
-def log_datasets(uri: str, run_id: str, data: DataConfig, label: str, contexts: tuple[str, ...] = ("train", "test"),
-                 ) -> None:
+def log_datasets(uri: str, run_id: str, data: DataConfig, label: str,
+                 contexts: tuple[str, ...] = ("train", "validation", "test")) -> None:
     """`dataset_splits` as the run's dataset inputs; a list this process cannot read (a node without
     the data mount) is a warning: the run itself reads its data on the training workers."""
     from orchestrator.errors import UserError
@@ -184,12 +189,13 @@ def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str) -> RunOutcome:
         if (out_dir / SCORES_FILE).exists():
             scores = load_scores(out_dir / SCORES_FILE)
             test = M.classification_metrics(scores.labels, scores.scores, prefix="test/video_")
-            test["test/clip_top1"] = final.get("val/clip_top1", float("nan"))
+            test["test/clip_top1"] = final.get("test/clip_top1", float("nan"))
             final.update(test)
             now_ms = int(time.time() * 1000)
             mlflow.MlflowClient(uri).log_batch(run_id, metrics=[
                 mlflow.entities.Metric(k, float(v), now_ms, final["epoch"]) for k, v in test.items() if np.isfinite(v)])
             cm = M.confusion_matrix(scores.labels, scores.scores.argmax(1), len(scores.class_names))
+            artifacts += [p for p in (out_dir / VAL_SCORES_FILE,) if p.exists()]
             artifacts += [out_dir / SCORES_FILE,
                           plots.plot_confusion_matrix(cm, list(scores.class_names), tmp / "confusion_matrix.png",
                                                       title=f"{cfg.name}: video-level confusion")]

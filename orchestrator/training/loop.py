@@ -4,9 +4,11 @@ without Ray too (tests/test_loop.py):
     train_loop_per_worker(loop_config)      <- TorchTrainer (orchestrator/training/driver.py)
         setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader or Ray Data),
                       model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
-        for each epoch: run_epoch (train_one_epoch ; evaluate) ; save_state -> ray.train.report
-                        (each node's first worker samples the node's CPU/memory/GPU into MLflow meanwhile)
-        last epoch, rank 0: write_run_outputs -> <storage_path>/scores/<run_id>/
+        for each epoch: run_epoch (train_one_epoch ; evaluate the val list, data.val) ; save_state
+                        -> ray.train.report (each node's first worker samples the node's CPU/memory/GPU
+                        into MLflow meanwhile)
+        last epoch: final_test (the test list, once, with the weights optim.keep keeps);
+                    rank 0: write_run_outputs -> <storage_path>/scores/<run_id>/
 
 Batches stay uint8 until they reach the device (4x less to copy); `prepare_inputs` normalises
 there. Evaluation shards the test videos round-robin without padding (DistributedSampler would
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig, clip_layout, input_spec
 from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
-from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE
+from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE
 
 STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume, nothing else
 
@@ -54,7 +56,7 @@ def build_dataset(cfg: ExperimentConfig, records, *, train: bool):
     d = cfg.data
     sampler = make_sampler(kind=d.sampler, train=train, clip_len=d.clip_len, stride=d.stride,
                            num_segments=d.num_segments, frames_per_segment=d.frames_per_segment,
-                           num_clips=1 if train else d.test_clips)
+                           num_clips=1 if train else d.test_clips, loop_short=d.loop_short)
     transform = ClipTransform(train=train, short_side=d.short_side, crop_size=d.crop_size,
                               crop=d.train_crop if train else d.test_crop, flip=train and d.flip)
     modalities = data_modalities(cfg.model.modality)
@@ -262,9 +264,17 @@ class Worker:
     train_sampler: Any  # EpochTagged(DistributedSampler)
     train_loader: Any  # DataLoader or RayDataLoader (data.loader)
     num_workers: int  # DataLoader processes (data.loader_workers resolved)
+    splits: Any  # annotations.RunSplits: class names and video ids of the train / val / test lists
+    val_set: Any  # VideoDataset of the val list; None without data.val (the test list stands in)
     test_set: Any  # VideoDataset
-    test_split: Any  # annotations.Split: class names and video ids of the test list
     unlisted: dict  # {"train": n, "test": n} list entries the annotation reader left out
+    best: dict | None = None  # optim.keep best_val: {"epoch", "val_top1", "model" (its weights, on the CPU)}
+    kept_val: EvalResult | None = None  # rank 0: val scores of the weights kept (late_fusion weight: auto)
+
+    @property
+    def selection_set(self):
+        """What per-epoch validation scores and everything selects on: the val list, else the test list."""
+        return self.test_set if self.val_set is None else self.val_set
 
     def resumable(self) -> dict:
         """The objects whose state_dict a checkpoint holds."""
@@ -283,13 +293,14 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
             (`ray.train.torch.prepare_model`); default: `.to(device)`.
     """
     from models import build_model
-    from orchestrator.data.annotations import read_train_test
+    from orchestrator.data.annotations import read_run_splits
     from orchestrator.data.dataset import EpochTagged
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
     d = cfg.data
-    train_split, test_split = read_train_test(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
-                                              test_annotations=d.test_annotations)
+    splits = read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
+                             test_annotations=d.test_annotations, val=d.val)
+    train_split, test_split = splits.train, splits.test
     unlisted = {"train": len(train_split.problems), "test": len(test_split.problems)}
     if rank == 0 and any(unlisted.values()):  # left out by the reader: never seen by the Dataset
         for path, reason in (train_split.problems + test_split.problems)[:20]:
@@ -298,6 +309,7 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
                        unlisted["train"], unlisted["test"])
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
+    val_set = build_dataset(cfg, splits.val.records, train=False) if splits.val else None
     sampler = EpochTagged(DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed))
     num_workers = loader_workers(d.loader_workers, cpus)
     # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them
@@ -321,13 +333,16 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     # loss scaling only for fp16: bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
     return Worker(cfg, rank, world, device, model, optimizer, scheduler, scaler, train_set, sampler, train_loader,
-                  num_workers, test_set, test_split, unlisted)
+                  num_workers, splits, val_set, test_set, unlisted)
 
 
 def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
-    """Train one epoch and, when due (every eval_every epochs and the last), evaluate.
+    """Train one epoch and, when due (every eval_every epochs and the last), score the val list
+    (`Worker.selection_set`); after the last, score the test list once with the kept weights
+    (`final_test`).
 
-    Returns the epoch's metrics (training stats summed over workers) and rank 0's EvalResult.
+    Returns the epoch's metrics (training stats summed over workers; test/... after the last epoch)
+    and rank 0's EvalResult of the test list (None before the last epoch and on other ranks).
     """
     cfg = w.cfg
     w.train_sampler.set_epoch(epoch)
@@ -342,22 +357,61 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
     if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
         # the bare module: DDP's forward would broadcast buffers, a collective that hangs when one
         # rank has no test batch
-        result = evaluate(unwrap(w.model), w.test_set, cfg, w.device, rank=w.rank, world=w.world,
+        result = evaluate(unwrap(w.model), w.selection_set, cfg, w.device, rank=w.rank, world=w.world,
                           num_workers=w.num_workers)
+        if cfg.optim.keep == "best_val":
+            _keep_if_best(w, epoch, result)
+        elif w.val_set is not None:
+            w.kept_val = result
     metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.scheduler.get_last_lr()[0], world=w.world)
     metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"],
                     "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)]})  # "auto" resolved
-    skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_test_videos", 0))
+    skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_val_videos", 0))
     if w.rank == 0 and any(skipped):
-        logger.warning("epoch %d: skipped %d training and %d test videos that could not be read (each named "
+        logger.warning("epoch %d: skipped %d training and %d validation videos that could not be read (each named "
                        "in a warning above; `actionlab data check` lists them all)", epoch, *skipped)
-    return metrics, result
+    if epoch < cfg.optim.epochs - 1:
+        return metrics, None
+    test = final_test(w, result)
+    if test is not None:
+        metrics.update(_scored("test", test))
+    metrics["selected_epoch"] = w.best["epoch"] if w.best else epoch
+    return metrics, test
+
+
+def _keep_if_best(w: Worker, epoch: int, result: EvalResult | None) -> None:
+    """optim.keep best_val: hold a copy of the weights of the best val/video_top1 so far (every rank
+    keeps one, so that every rank scores its test shard with them), and rank 0 their val scores."""
+    from orchestrator.metrics import topk_accuracy
+
+    score = [topk_accuracy(result.labels, result.video_scores, 1) if result is not None and len(result.labels)
+             else -1.0]
+    if w.world > 1:  # rank 0 holds the merged result
+        torch.distributed.broadcast_object_list(score, src=0)
+    if w.best is None or score[0] > w.best["val_top1"]:
+        w.best = {"epoch": epoch, "val_top1": score[0],
+                  "model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(w.model).state_dict().items()}}
+        w.kept_val = result
+
+
+def final_test(w: Worker, last_result: EvalResult | None) -> EvalResult | None:
+    """The test list scored once, after the last epoch, with the kept weights (optim.keep: the last
+    epoch's, or the best val epoch's, which the model then holds). Without a val list the last
+    epoch's evaluation was already of the test list. Rank 0's result; None on other ranks."""
+    if w.val_set is None:
+        return last_result
+    if w.best is not None:
+        unwrap(w.model).load_state_dict(w.best["model"])
+    return evaluate(unwrap(w.model), w.test_set, w.cfg, w.device, rank=w.rank, world=w.world,
+                    num_workers=w.num_workers)
 
 
 def save_state(w: Worker, directory: Path, *, epoch: int, history: list[dict]) -> None:
-    """Everything resuming needs, after `epoch`: weights, optimiser, schedule, scaler, RNG, history."""
+    """Everything resuming needs, after `epoch`: weights, optimiser, schedule, scaler, RNG, history,
+    and the best val epoch's weights and scores (optim.keep best_val)."""
     torch.save({**{k: v.state_dict() for k, v in w.resumable().items()}, "torch_rng": torch.get_rng_state(),
-                "epoch": epoch, "history": history}, Path(directory) / STATE_FILE)
+                "epoch": epoch, "history": history, "best": w.best, "kept_val": _as_tensors(w.kept_val)},
+               Path(directory) / STATE_FILE)
 
 
 def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
@@ -366,16 +420,27 @@ def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
     for name, part in w.resumable().items():
         part.load_state_dict(state[name])
     torch.set_rng_state(state["torch_rng"])
+    w.best, w.kept_val = state.get("best"), _as_tensors(state.get("kept_val"), back=True)
     return state["epoch"] + 1, state["history"]
 
 
+def _as_tensors(result: EvalResult | dict | None, *, back: bool = False):
+    """An EvalResult as a dict of tensors (what torch.load's weights_only reads), or back."""
+    if result is None:
+        return None
+    if back:
+        return EvalResult(**{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in result.items()})
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in result._asdict().items()}
+
+
 def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, history: list[dict]) -> None:
-    """Rank 0, last epoch: final weights, per-video scores (with class names) and the history, each
-    written under a temporary name and renamed, so a reader never sees half a file."""
+    """Rank 0, last epoch: the kept weights, per-video test scores (and val scores, with data.val)
+    with the class names, and the history, each written under a temporary name and renamed, so a
+    reader never sees half a file."""
     from models.late_fusion import VideoScores, save_scores
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = tuple(w.test_split.class_names)
+    names = tuple(w.splits.test.class_names)
 
     def publish(name: str, write) -> None:
         tmp = out_dir / f".{name}.tmp{Path(name).suffix}"
@@ -386,10 +451,11 @@ def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, histo
                                               "architecture": w.cfg.model.architecture,
                                               "modality": w.cfg.model.modality}, p))
     publish(HISTORY_FILE, lambda p: p.write_text(json.dumps(history, indent=1)))
-    if result is not None:
-        ids = np.array([w.test_split.records[i].video_id for i in result.indices])
-        publish(SCORES_FILE, lambda p: save_scores(p, VideoScores(ids, result.labels.astype(np.int64),
-                                                                  result.video_scores, names)))
+    for file, scored, split in ((SCORES_FILE, result, w.splits.test), (VAL_SCORES_FILE, w.kept_val, w.splits.val)):
+        if scored is not None:
+            ids = np.array([split.records[i].video_id for i in scored.indices])
+            publish(file, lambda p: save_scores(p, VideoScores(ids, scored.labels.astype(np.int64),
+                                                               scored.video_scores, names)))
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -445,8 +511,6 @@ def _train_epochs(w: Worker, cfg: ExperimentConfig, run_id: str, start_epoch: in
 
 def epoch_metrics(stats: dict, result: EvalResult | None, *, epoch: int, lr: float, world: int) -> dict:
     """One epoch's report: training stats summed over workers, plus validation when it ran."""
-    from orchestrator.metrics import topk_accuracy
-
     metrics = {
         "epoch": epoch,
         "train/loss": stats["loss_sum"] / max(1, stats["seen"]),
@@ -461,8 +525,16 @@ def epoch_metrics(stats: dict, result: EvalResult | None, *, epoch: int, lr: flo
     if "decoded_batches" in stats:  # data.loader ray_data: 0 when the training nodes decode nothing
         metrics["data/decoded_on_training_node_share"] = stats["decoded_on_own_node"] / max(1, stats["decoded_batches"])
     if result is not None:
-        metrics["data/skipped_test_videos"] = result.skipped
-        if len(result.labels):
-            metrics["val/clip_top1"] = result.clip_top1
-            metrics["val/video_top1"] = topk_accuracy(result.labels, result.video_scores, 1)
+        metrics["data/skipped_val_videos"] = result.skipped
+        metrics.update(_scored("val", result))
     return metrics
+
+
+def _scored(prefix: str, result: EvalResult) -> dict:
+    """{prefix/clip_top1, prefix/video_top1} of an evaluation ({} when it scored nothing)."""
+    from orchestrator.metrics import topk_accuracy
+
+    if not len(result.labels):
+        return {}
+    return {f"{prefix}/clip_top1": result.clip_top1,
+            f"{prefix}/video_top1": topk_accuracy(result.labels, result.video_scores, 1)}

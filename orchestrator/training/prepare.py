@@ -29,8 +29,10 @@ def prepare_data(configs: list[ExperimentConfig]) -> None:
             continue
         done.add(flow_dir)
         records = read_all_subsets(d.dataset, root=d.root, annotations=d.annotations, split=d.split).records
-        print(f"optical flow ({d.flow_method}) for {len(records)} videos -> {flow_dir}")
-        summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound, fmt=d.flow_format)
+        method = d.flow_method + (", warped" if d.flow_warp else "")
+        print(f"optical flow ({method}) for {len(records)} videos -> {flow_dir}")
+        summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound, fmt=d.flow_format,
+                               warp=d.flow_warp)
         print(summary.describe())
 
 

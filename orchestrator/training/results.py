@@ -2,6 +2,7 @@
 
     <storage_path>/scores/<run_id>/     written by rank 0 of the last epoch, read by the driver
         scores.npz     per-video test scores with the class names (models.late_fusion.VideoScores)
+        val_scores.npz the same for the val list (data.val), of the weights kept: late_fusion weight auto
         model.pt       the final weights, architecture, modality and class names (an init_checkpoint)
         history.json   every epoch's report
 
@@ -17,6 +18,7 @@ from orchestrator.errors import UserError
 
 MODEL_FILE = "model.pt"
 SCORES_FILE = "scores.npz"
+VAL_SCORES_FILE = "val_scores.npz"
 HISTORY_FILE = "history.json"
 
 

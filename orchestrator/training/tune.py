@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator.config import (MLFLOW_RUN_PREFIX, ExperimentConfig, Variant, expand_study, source_variant,
                                  with_overrides)
 from orchestrator.errors import UserError
-from orchestrator.training.results import SCORES_FILE, TrialOutcome, run_output_dir
+from orchestrator.training.results import SCORES_FILE, VAL_SCORES_FILE, TrialOutcome, run_output_dir
 
 PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
 STOPPED_EARLY = "stopped early by the trial scheduler"
@@ -336,8 +336,9 @@ def run_study(cfg: ExperimentConfig, *, resume: bool = False, out_dir: Path | No
         comparisons, notes = report.compare_runs(rows, cfg.study.compare,
                                                  report.scores_reader(cfg.scaling.storage_path))
         paths = report.write_report(rows, out_dir, title=cfg.description or cfg.name, comparisons=comparisons,
-                                    notes=notes)
+                                    notes=notes, expected=cfg.study.expected)
         tracking.log_artifacts(uri, parent, list(paths.values()))
+        tracking.log_metrics(uri, parent, report.comparison_metrics(comparisons))
         markdown = paths["markdown"].read_text()
         tracking.set_description(uri, parent, markdown)
     return {"parent_run_id": parent, "markdown": markdown, "paths": paths, "outcomes": outcomes}
@@ -362,10 +363,11 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
                       run_ids: dict[str, str], *, resume: bool) -> None:
     """Score-level fusion of two trained variants, per study dataset and seed, computed offline from
     the per-video scores their runs wrote (results.run_output_dir); the fused run's scores go to its own
-    run_output_dir (and its artifacts), so study.compare can pair it with other variants video by video."""
+    run_output_dir (and its artifacts), so study.compare can pair it with other variants video by video.
+    A weight or mode `auto` is chosen on the streams' val scores (`choose_fusion`), then applied to test."""
     import mlflow
 
-    from models.late_fusion import fuse_scores, load_scores, save_scores
+    from models.late_fusion import FUSION_MODES, WEIGHT_GRID, choose_fusion, fuse_scores, load_scores, save_scores
     from orchestrator import metrics as M
     from orchestrator import tracking
     from orchestrator.training.driver import log_datasets, run_name
@@ -388,22 +390,42 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
             key = (fusion_name, _dataset_tag(streams[0]), str(seed))
             if key in done:
                 continue
-            scores = [load_scores(run_output_dir(cfg.scaling.storage_path, run_ids[label]) / SCORES_FILE)
-                      for label in (label_a, label_b)]
-            fused = fuse_scores(*scores, weight=spec.weight, mode=spec.mode)
+            folders = [run_output_dir(cfg.scaling.storage_path, run_ids[label]) for label in (label_a, label_b)]
+            scores = [load_scores(folder / SCORES_FILE) for folder in folders]
+            val = [load_scores(f / VAL_SCORES_FILE) for f in folders] if all(
+                (f / VAL_SCORES_FILE).is_file() for f in folders) else None
+            mode = spec.resolved_mode
+            choice = None
+            if val is not None:  # the fused val score is recorded whatever the rule; auto picks the rule there
+                choice = choose_fusion(*val, weights=WEIGHT_GRID if spec.weight == "auto" else (spec.weight,),
+                                       modes=FUSION_MODES if mode == "auto" else (mode,))
+            elif "auto" in (spec.weight, mode):
+                raise RuntimeError(f"study.late_fusion.{fusion_name}: weight/mode auto needs both streams' "
+                                   f"{VAL_SCORES_FILE} (their runs had no data.val)")
+            weight, mode = (choice.weight, choice.mode) if choice else (spec.weight, mode)
+            fused = fuse_scores(*scores, weight=weight, mode=mode)
+            on_test = any(v.config.data.val is None for v in streams)
             tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
                     "actionlab.dataset": key[1], "actionlab.seed": key[2], "actionlab.fusion": "late",
                     "actionlab.streams": f"{a_name}+{b_name}",
                     "actionlab.modality": "+".join(v.config.model.modality for v in streams),
-                    "actionlab.architecture": streams[0].config.model.architecture}
+                    "actionlab.architecture": streams[0].config.model.architecture,
+                    "actionlab.selection": "test" if on_test else "val",
+                    "actionlab.fusion_chosen_on": "val" if "auto" in (spec.weight, spec.resolved_mode) else "fixed"}
             run_id = tracking.start_run(tracking_uri=uri, experiment=cfg.experiment_name, run_name=run_name(tags),
-                                        tags=tags, params={"weight": spec.weight, "mode": spec.mode},
+                                        tags=tags, params={"weight": weight, "mode": mode,
+                                                           "weight_setting": spec.weight,
+                                                           "mode_setting": spec.resolved_mode},
                                         parent_run_id=parent)
             with tracking.run_status(uri, run_id):
                 log_datasets(uri, run_id, streams[0].config.data, key[1], contexts=("test",))  # scored, not trained
                 client = mlflow.MlflowClient(uri)
                 for metric, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
                     client.log_metric(run_id, metric, float(value))
+                if choice:  # each stream's and the fusion's val top-1: the fusion is never below the better stream
+                    for metric, value in (("val/video_top1", choice.val_top1), ("val/stream_a_video_top1",
+                                          choice.val_top1_a), ("val/stream_b_video_top1", choice.val_top1_b)):
+                        client.log_metric(run_id, metric, value)
                 out_dir = run_output_dir(cfg.scaling.storage_path, run_id)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 save_scores(out_dir / SCORES_FILE, fused)

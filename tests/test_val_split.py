@@ -1,0 +1,148 @@
+"""The validation list carved from a training list (orchestrator/data/val_split.py, annotations.read_run_splits)
+and the late-fusion rule chosen on it (models.late_fusion.choose_fusion)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.late_fusion import VideoScores, choose_fusion, fuse_scores
+from orchestrator.config import parse_experiment
+from orchestrator.data.annotations import VideoRecord, read_run_splits
+from orchestrator.data.val_split import carve_val, record_group, resolve_by
+from orchestrator.errors import UserError
+
+
+class Val:  # what read_run_splits reads of data.val
+    def __init__(self, by="auto", fraction=0.2, seed=0):
+        self.by, self.fraction, self.seed = by, fraction, seed
+
+
+def _ucf_records(classes=4, groups=18, clips=4):
+    return [VideoRecord(Path(f"/v/{c}/{g}/{k}"), c, f"C{c}/v_C{c}_g{g:02d}_c{k:02d}")
+            for c in range(classes) for g in range(8, 8 + groups) for k in range(1, clips + 1)]
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
+@pytest.mark.parametrize("seed", range(4))
+def test_no_ucf_group_is_on_both_sides_of_the_val_split(fraction, seed):
+    records = _ucf_records()
+    train, val = carve_val(records, by="group", fraction=fraction, seed=seed)
+    train_groups, val_groups = {record_group(r) for r in train}, {record_group(r) for r in val}
+    assert train_groups.isdisjoint(val_groups)
+    assert len(val_groups) == max(1, round(fraction * 18))
+    assert sorted(train + val, key=records.index) == records  # nothing lost, nothing twice
+    assert {r.label for r in val} == set(range(4))  # a UCF group spans every class
+
+
+def test_the_val_list_is_a_function_of_the_seed_alone():
+    records = _ucf_records()
+    first = carve_val(records, by="group", fraction=0.2, seed=1)[1]
+    assert first == carve_val(list(reversed(records)), by="group", fraction=0.2, seed=1)[1][::-1]
+    assert first != carve_val(records, by="group", fraction=0.2, seed=2)[1]
+
+
+def test_by_video_holds_out_a_share_of_every_class():
+    records = [VideoRecord(Path(f"/v/{c}/{i}"), c, f"c{c}/clip{i}") for c in range(3) for i in range(10 + 5 * c)]
+    train, val = carve_val(records, by="video", fraction=0.2, seed=0)
+    counts = {c: sum(r.label == c for r in val) for c in range(3)}
+    assert counts == {0: 2, 1: 3, 2: 4}  # round(0.2 x 10, 15, 20)
+    assert not {r.video_id for r in train} & {r.video_id for r in val}
+    assert len(train) + len(val) == len(records)
+
+
+def test_a_single_group_cannot_be_split_and_the_error_says_what_to_do():
+    records = [r for r in _ucf_records(groups=1)]
+    with pytest.raises(UserError, match="data.val.by: video"):
+        carve_val(records, by="group", fraction=0.2, seed=0)
+
+
+@pytest.mark.parametrize("dataset,groups,by", [("ucf101", False, "group"), ("hmdb51", False, "video"),
+                                                ("kinetics", False, "list"), ("csv", True, "group"),
+                                                ("csv", False, "video")])
+def test_auto_picks_each_data_sets_unit(dataset, groups, by):
+    records = [VideoRecord(Path("/v/a"), 0, "a", "g1" if groups else "")]
+    assert resolve_by(dataset, records, "auto") == by
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def test_csv_groups_come_from_its_group_column(tmp_path):
+    rows = ["path,label,group"] + [f"{c}/{g}_{k}.mp4,{c},{g}" for c in "ab" for g in ("x", "y", "z") for k in (1, 2)]
+    for row in rows[1:]:
+        _touch(tmp_path / row.split(",")[0])
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.csv").write_text("path,label\na/x_1.mp4,a\n")
+    run = read_run_splits("csv", root=tmp_path, annotations=tmp_path / "train.csv",
+                          test_annotations=tmp_path / "test.csv", val=Val(fraction=0.34))
+    val_groups = {r.group for r in run.val.records}
+    assert len(val_groups) == 1 and val_groups.isdisjoint({r.group for r in run.train.records})
+    assert len(run.val.records) == 4  # one group x 2 classes x 2 clips
+
+
+def test_kinetics_validates_on_its_val_rows_and_tests_on_its_labelled_test_rows(tmp_path):
+    root = tmp_path / "k400"
+    header = "label,youtube_id,time_start,time_end,split"
+    rows = [("a", "t1", "train"), ("b", "t2", "train"), ("a", "v1", "val"), ("b", "s1", "test"), ("", "s2", "test")]
+    for label, yid, subset in rows:
+        _touch(root / subset / (label or "x") / f"{yid}_000000_000010.mp4")
+    (tmp_path / "k.csv").write_text("\n".join([header] + [f"{lab},{y},0,10,{s}" for lab, y, s in rows]) + "\n")
+    run = read_run_splits("kinetics", root=root, annotations=tmp_path / "k.csv", val=Val())
+    assert [r.video_id for r in run.train.records] == ["train/a/t1_000000_000010", "train/b/t2_000000_000010"]
+    assert [r.video_id for r in run.val.records] == ["val/a/v1_000000_000010"]
+    assert [(r.video_id, r.label) for r in run.test.records] == [("test/b/s1_000000_000010", 1)]
+    (tmp_path / "k.csv").write_text("\n".join([header] + [f"{lab},{y},0,10,{s}" for lab, y, s in rows
+                                                          if s != "test" or not lab]) + "\n")
+    with pytest.raises(UserError, match="no labels.*data.val.by: video"):
+        read_run_splits("kinetics", root=root, annotations=tmp_path / "k.csv", val=Val())
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"optim": {"keep": "best_val"}, "data": {"val": None}}, "optim.keep 'best_val' needs data.val"),
+    ({"data": {"val": {"by": "list"}}}, "only kinetics has an official val list"),
+    ({"data": {"dataset": "hmdb51", "val": {"by": "group"}}}, "hmdb51 lists no groups"),
+    ({"data": {"val": {"fraction": 1.0}}}, "data.val.fraction: must be < 1"),
+    ({"data": {"val": None}, "study": {"variants": {"rgb": {}, "flow": {"model.modality": "flow"}},
+                                       "late_fusion": {"both": {"streams": ["rgb", "flow"], "weight": "auto"}}}},
+     "chosen on the streams' val scores, but variant 'rgb' has data.val: null"),
+])
+def test_selection_settings_that_would_select_on_test_are_refused(raw, message):
+    with pytest.raises(UserError, match=message):
+        parse_experiment(raw)
+
+
+# --- the fusion rule chosen on val ---------------------------------------------------------------
+
+def _scores(labels, logits):
+    return VideoScores(np.array([f"v{i}" for i in range(len(labels))]), np.asarray(labels), logits.astype(np.float32))
+
+
+def _top1(s: VideoScores) -> float:
+    return float((s.scores.argmax(1) == s.labels).mean())
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_chosen_fusion_is_never_below_the_better_stream_on_val(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 40)
+    signal_a, signal_b = rng.uniform(0, 3, 2)
+    a = _scores(labels, rng.normal(size=(40, 5)) + signal_a * np.eye(5)[labels])
+    b = _scores(labels, rng.normal(scale=rng.uniform(0.2, 5), size=(40, 5)) + signal_b * np.eye(5)[labels])
+    choice = choose_fusion(a, b)
+    assert choice.val_top1 >= max(_top1(a), _top1(b))
+    assert (choice.val_top1_a, choice.val_top1_b) == (_top1(a), _top1(b))
+    assert choice.val_top1 == _top1(fuse_scores(a, b, weight=choice.weight, mode=choice.mode))
+
+
+def test_a_stream_that_only_adds_noise_gets_no_weight():
+    """Stream a is right on every val video, b is confidently wrong on most: only a weight of 1 (a alone) and a
+    few near it stay perfect; the tie-break picks the one nearest 0.5 among them."""
+    labels = np.arange(20) % 4
+    a = _scores(labels, 1.0 * np.eye(4)[labels])
+    b = _scores(labels, 10.0 * np.eye(4)[(labels + 1) % 4])
+    choice = choose_fusion(a, b, modes=("logits",))
+    assert choice.val_top1 == 1.0 and choice.weight > 0.9  # logits: a's margin 1 beats b's 10 only at w > 10/11
+    assert choice.mode == "logits"
