@@ -157,7 +157,8 @@ def _cell(mean: float, std: float, n: int) -> str:
 
 
 def _ci_cell(low: float, high: float) -> str:
-    return "–" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
+    """The t-interval over seeds, clipped to what an accuracy can be (2-3 seeds give wide ones)."""
+    return "–" if math.isnan(low) else f"[{100 * max(low, 0.0):.1f}, {100 * min(high, 1.0):.1f}]"
 
 
 def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples: int) -> list[str]:
@@ -218,7 +219,7 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
     runs = ", ".join(str(n) for n in sorted({r.n for r in rows}))
     lines += ["", f"Video-level test accuracy of what each run selected on its val list (data.val; the test list "
                   f"is scored once, at the end); mean ± sample std over seeds (runs per cell: {runs}); "
-                  "95% CI of the mean: Student's t over seeds (– for one seed)."]
+                  "95% CI of the mean: Student's t over seeds, clipped to 0–100 (– for one seed)."]
     if any(r.selected_on_test for r in rows):
         lines += ["", "† **selected on test**: these runs had no val list (data.val: null), so their per-epoch "
                       "scores, any sweep and any late-fusion weight chosen for them saw the test list: optimistic."]

@@ -90,7 +90,7 @@ def test_to_markdown_exact_text():
         "\n"
         "Video-level test accuracy of what each run selected on its val list (data.val; the test list is scored "
         "once, at the end); mean ± sample std over seeds (runs per cell: 1, 3); "
-        "95% CI of the mean: Student's t over seeds (– for one seed).\n")
+        "95% CI of the mean: Student's t over seeds, clipped to 0–100 (– for one seed).\n")
     assert to_markdown(summarize(RESULTS), title="Two-stream ablation") == expected
 
 
@@ -299,7 +299,7 @@ def run_report_command(argv: list[str]) -> int:
 def test_report_command_by_experiment_name(study_store, tmp_path, capsys):
     assert run_report_command(["abl", "--tracking-uri", study_store["uri"], "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| rgb | 55.0 ± 7.1 | [-8.5, 118.5] | 80.0 ± 7.1 |" in out and "| flow | 70.0 | – | 95.0 |" in out
+    assert "| rgb | 55.0 ± 7.1 | [0.0, 100.0] | 80.0 ± 7.1 |" in out and "| flow | 70.0 | – | 95.0 |" in out
     assert is_png(tmp_path / "comparison.png")
     assert (tmp_path / "comparison.md").read_text() in out
 
