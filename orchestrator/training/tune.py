@@ -419,13 +419,11 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
                                         parent_run_id=parent)
             with tracking.run_status(uri, run_id):
                 log_datasets(uri, run_id, streams[0].config.data, key[1], contexts=("test",))  # scored, not trained
-                client = mlflow.MlflowClient(uri)
-                for metric, value in M.classification_metrics(fused.labels, fused.scores, prefix="test/video_").items():
-                    client.log_metric(run_id, metric, float(value))
+                metrics = M.classification_metrics(fused.labels, fused.scores, prefix="test/video_")
                 if choice:  # each stream's and the fusion's val top-1: the fusion is never below the better stream
-                    for metric, value in (("val/video_top1", choice.val_top1), ("val/stream_a_video_top1",
-                                          choice.val_top1_a), ("val/stream_b_video_top1", choice.val_top1_b)):
-                        client.log_metric(run_id, metric, value)
+                    metrics.update({"val/video_top1": choice.val_top1, "val/stream_a_video_top1": choice.val_top1_a,
+                                    "val/stream_b_video_top1": choice.val_top1_b})
+                tracking.log_metrics(uri, run_id, metrics)
                 out_dir = run_output_dir(cfg.scaling.storage_path, run_id)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 save_scores(out_dir / SCORES_FILE, fused)
