@@ -126,4 +126,4 @@ def choose_fusion(a_val: VideoScores, b_val: VideoScores, *, weights=WEIGHT_GRID
             if best is None or key > best[0]:
                 best = (key, float(weight), mode, top1)
     _, weight, mode, top1 = best
-    return FusionChoice(weight, mode, top1, _top1(a_val), _top1(fuse_scores(a_val, b_val, weight=0.0)))
+    return FusionChoice(weight, mode, top1, _top1(a_val), _top1(b_val))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_layout
-from models.late_fusion import VideoScores, choose_fusion, fuse_scores
+from models.late_fusion import choose_fusion, fuse_scores
 from orchestrator.config import expand_study, with_overrides
 from orchestrator.data.annotations import read_all_subsets
 from orchestrator.data.flow import extract_flow
@@ -98,12 +98,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def video_scores(split, result) -> VideoScores:
-    """An evaluation as the per-video scores a late fusion reads (what a run saves as scores.npz)."""
-    ids = np.array([split.records[i].video_id for i in result.indices])
-    return VideoScores(ids, result.labels, result.video_scores, tuple(split.class_names))
-
-
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_one_epoch_of_every_variant_on_a_tiny_set_in_its_layout(recipe, tiny_sets, one_torch_thread):
     cfg = load_experiment(recipe)
@@ -125,7 +119,9 @@ def test_one_epoch_of_every_variant_on_a_tiny_set_in_its_layout(recipe, tiny_set
         assert test.indices.tolist() == list(range(len(w.test_set))) and test.skipped == 0, label
         assert test.video_scores.shape == (len(w.test_set), len(w.splits.test.class_names)), label
         assert np.isfinite(test.video_scores).all(), label
-        scored[variant.variant] = (video_scores(w.splits.val, w.kept_val), video_scores(w.splits.test, test))
+        names = tuple(w.splits.test.class_names)
+        scored[variant.variant] = (loop.video_scores(w.splits.val, w.kept_val, names),
+                                   loop.video_scores(w.splits.test, test, names))
     for name, fusion in cfg.study.late_fusion.items():  # offline, as `actionlab ablate` fuses after the runs
         assert fusion.weight == "auto", name  # the recipes choose the fusion on data.val
         (a_val, a_test), (b_val, b_test) = scored[fusion.streams[0]], scored[fusion.streams[1]]

@@ -437,7 +437,7 @@ def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, histo
     """Rank 0, last epoch: the kept weights, per-video test scores (and val scores, with data.val)
     with the class names, and the history, each written under a temporary name and renamed, so a
     reader never sees half a file."""
-    from models.late_fusion import VideoScores, save_scores
+    from models.late_fusion import save_scores
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = tuple(w.splits.test.class_names)
@@ -453,9 +453,15 @@ def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, histo
     publish(HISTORY_FILE, lambda p: p.write_text(json.dumps(history, indent=1)))
     for file, scored, split in ((SCORES_FILE, result, w.splits.test), (VAL_SCORES_FILE, w.kept_val, w.splits.val)):
         if scored is not None:
-            ids = np.array([split.records[i].video_id for i in scored.indices])
-            publish(file, lambda p: save_scores(p, VideoScores(ids, scored.labels.astype(np.int64),
-                                                               scored.video_scores, names)))
+            publish(file, lambda p: save_scores(p, video_scores(split, scored, names)))
+
+
+def video_scores(split, result: EvalResult, class_names: tuple[str, ...]):
+    """An evaluation of `split`'s records as `models.late_fusion.VideoScores` (what scores.npz holds)."""
+    from models.late_fusion import VideoScores
+
+    ids = np.array([split.records[i].video_id for i in result.indices])
+    return VideoScores(ids, result.labels.astype(np.int64), result.video_scores, tuple(class_names))
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
