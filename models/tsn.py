@@ -113,15 +113,24 @@ class TSN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(backbone.out_features, num_classes)
         self.consensus = CONSENSUS[consensus](num_segments, num_classes)
+        # Frozen here, at construction, not in train(): DistributedDataParallel records which
+        # parameters need gradients when it wraps the model; a parameter frozen after that leaves
+        # its reducer waiting for a gradient that never comes (step 2 fails under DDP).
+        for bn in self._frozen_norms():
+            bn.weight.requires_grad_(False)
+            bn.bias.requires_grad_(False)
+
+    def _frozen_norms(self) -> list[nn.BatchNorm2d]:
+        """partial_bn: every BatchNorm of the backbone but the first (none without partial_bn)."""
+        if not self.partial_bn:
+            return []
+        return [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)][1:]
 
     def train(self, mode: bool = True) -> "TSN":
         super().train(mode)
-        if mode and self.partial_bn:
-            norms = [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
-            for bn in norms[1:]:
+        if mode:
+            for bn in self._frozen_norms():
                 bn.eval()  # use and keep the running statistics
-                bn.weight.requires_grad_(False)
-                bn.bias.requires_grad_(False)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

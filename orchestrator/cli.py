@@ -9,7 +9,7 @@ import sys
 
 from orchestrator.errors import UserError
 
-COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "ui", "server", "schema"]
+COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "rehearse", "ui", "server", "schema"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"orchestrator.commands.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # argparse %-formats help strings (not descriptions): a literal % ("95% CI") must be doubled
+        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser

@@ -2,32 +2,36 @@
 
 An experiment YAML has the sections below (every key optional except where a default cannot
 exist). `parse_experiment` turns its dict into an `ExperimentConfig` (pydantic v2: frozen, unknown
-keys refused, `Literal` choices, `Field` limits, cross-field rules) and checks every study variant
-and sweep grid value as a whole config too; each error names the file, the dotted field and the
-fix. Nothing here touches the file system, MLflow or a model's weights: that is
-`orchestrator.preflight`, which every command runs once before it launches anything. The frozen
-object then travels to Tune trials and Ray Train workers as it is.
+keys refused, `Literal` choices, `Field` limits, no inf or nan anywhere, cross-field rules) and
+checks every study variant and sweep grid value as a whole config too; each error names the file,
+the dotted field and the fix, quoting at most ~200 characters of the value (`quote`). Nothing here
+touches the file system, MLflow or a model's weights: that is `orchestrator.preflight`, which every
+command runs once before it launches anything. The frozen object then travels to Tune trials and
+Ray Train workers as it is.
 
-`input_spec` is where the data section and an architecture's declared input
-(`models.MODEL_INPUTS`) meet: the clip's time layout (K segments x L frames; T = K * L), each
-stream's (C, T, H, W) and the builder's keywords, derived by `orchestrator.inputs` from the
-checked sections' plain values.
+`input_spec` (`orchestrator.inputs`, re-exported here) is where the data section and an
+architecture's declared input (`models.MODEL_INPUTS`) meet: the clip's time layout (K segments x L
+frames; T = K * L), each stream's (C, T, H, W) and the builder's keywords, derived from the checked
+sections' plain values.
 """
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_serializer, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_serializer, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
 from models import MODEL_INPUTS, MODELS
 from orchestrator.errors import UserError
-from orchestrator.inputs import (CHANNELS, ClipLayout, InputSpec, example_input,  # noqa: F401 (re-exported)
-                                 model_input_spec, sampler_layout)
+from orchestrator.inputs import (CHANNELS, ClipLayout, InputSpec, clip_layout,  # noqa: F401 (re-exported)
+                                 example_input, input_spec, model_input_spec, sampler_layout)
+from orchestrator.tracking import hide_password
 
 # Names the data layer implements (tests/test_config.py checks them against its registries).
 Dataset = Literal["ucf101", "hmdb51", "kinetics", "csv"]  # orchestrator.data.annotations.DATASETS
@@ -75,13 +79,27 @@ def _checkpoint(spec: str | None) -> str | None:  # a run or study-variant refer
     return spec if spec and spec.startswith((MLFLOW_RUN_PREFIX, VARIANT_PREFIX)) else _absolute(spec)
 
 
+def _finite(value: Any) -> Any:
+    """Free-form values (builder options, a synthetic spec) hold no inf or nan either, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ():
+        _finite(item)
+    return value
+
+
 AbsPath = Annotated[str, BeforeValidator(_absolute)]
 OptionalPath = Annotated[str | None, BeforeValidator(_absolute)]
 Positive = Annotated[int, Field(gt=0)]
+FiniteAny = Annotated[Any, AfterValidator(_finite)]
+# numpy's generators take seeds >= 0 (`default_rng([seed, epoch, index])` per item), torch.manual_seed < 2**64
+Seed = Annotated[int, Field(ge=0, lt=2**64)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # allow_inf_nan: `.inf` / `.nan` pass every `gt` / `le` limit or make one meaningless (an inf lr or
+    # flow_bound trains on nan or all-zero flow; an inf width overflows the model's channel count)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ValSplit(_Section):
@@ -93,7 +111,7 @@ class ValSplit(_Section):
     # hmdb51 by video, csv by its `group` column when it has one (else by video), kinetics its own val
     # list (the test list is then its labelled test rows); list: kinetics only
     by: Literal["auto", "group", "video", "list"] = "auto"
-    seed: int = 0  # which groups / videos; fixed across a study's seeds, so every variant sees the same lists
+    seed: Seed = 0  # which groups / videos; fixed across a study's seeds, so every variant sees the same lists
 
 
 class DataConfig(_Section):
@@ -108,7 +126,7 @@ class DataConfig(_Section):
     # generate the synthetic benchmark into root's parent when missing; a mapping sets SynthSpec
     # fields or a preset ({preset: camera, ...}, orchestrator/data/synth.py), checked by preflight; a
     # study variant's mapping is merged key by key into the base's, like every mapping
-    synth: bool | dict[str, Any] = False
+    synth: bool | dict[str, FiniteAny] = False
     flow_dir: OptionalPath = None  # flow cache; default <root>_flow/<flow_method>
     flow_method: FlowMethod = "farneback"  # farneback (fast CPU) | tvl1 (accurate, slow) | raft (GPU)
     flow_warp: bool = False  # TSN's warped flow: the camera's motion (a RANSAC homography) subtracted
@@ -123,7 +141,9 @@ class DataConfig(_Section):
     # dense sampler: play a video shorter than the clip in a loop (I3D: 64-frame clips; part of HMDB-51
     # is shorter) instead of skipping it with a warning
     loop_short: bool = False
-    short_side: Positive = 64  # resize the shorter side first (TSN used 256)
+    # resize the shorter side first (TSN used 256); at most 8K video's 4320: resizing past the source adds no
+    # detail, and 1e8 asks for petabytes per frame
+    short_side: Annotated[int, Field(gt=0, le=4320)] = 64
     crop_size: Positive = 56  # network input size (TSN used 224)
     train_crop: Literal["random", "multiscale"] = "multiscale"
     test_crop: Literal["center", "three", "ten"] = "center"  # views multiply
@@ -140,7 +160,9 @@ class DataConfig(_Section):
     # decode in the loading process, unbounded. The slowest legitimate reads measured (2 loaded
     # cores): 2.2 s for every frame of a 72 s 320x240 video, 0.75 s for every frame of a 10 s
     # 340x256 one, 6.3 s for every frame of a 10 s 1280x720 AVI: 60 is 27x the first, 10x the last.
-    decode_timeout_s: Annotated[float, Field(ge=0)] | None = 60.0
+    # At most an hour (570x the slowest): longer is a hang, and past 2**31 ms (~25 days) the wait
+    # itself overflows (OverflowError for every video).
+    decode_timeout_s: Annotated[float, Field(ge=0, le=3600)] | None = 60.0
 
     def resolved_flow_dir(self) -> Path:
         if self.flow_dir:
@@ -159,11 +181,13 @@ class ModelConfig(_Section):
     pretrained: Annotated[str | None, BeforeValidator(_weights)] = None
     # fine-tune from an earlier run: its model.pt, mlflow:<run_id>, or (studies) variant:<name>
     init_checkpoint: Annotated[str | None, BeforeValidator(_checkpoint)] = None
-    options: dict[str, Any] = {}  # the builder's own keywords, e.g. {consensus: avg}
+    options: dict[str, FiniteAny] = {}  # the builder's own keywords, e.g. {consensus: avg}
 
 
 class OptimConfig(_Section):
-    epochs: Positive = 10
+    # at most 10,000: the shipped recipes train 8 to 1430 (two-stream on HMDB-51, whose epochs are short);
+    # more is a typo (1.0e+15 passes as a whole number) that would train for ever
+    epochs: Annotated[int, Field(gt=0, le=10_000)] = 10
     batch_size: Positive = 8  # per training worker
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)  # for the whole batch (batch_size x workers); not rescaled silently
@@ -177,6 +201,11 @@ class OptimConfig(_Section):
     channels_last: bool = True  # GPU: convolutions in NHWC / NDHWC memory format (tensor cores); ignored on CPU
     compile: bool = False  # torch.compile the model: faster steps after a slow first one (it compiles)
     eval_every: Positive = 1  # epochs between validation passes
+    # views (clips x crops) per forward pass at evaluation; a loader batch holds as many whole videos as
+    # fit in these views and in 128 MiB (at least one: loop.EVAL_LOADER_BATCH_BYTES), so host and device
+    # memory stay bounded at any test_clips x test_crop: the papers' 25 x ten-crop flow stacks are 250
+    # views, 251 MB of uint8 per video at 224 px
+    eval_batch_size: Positive = 64
     # the weights the test list scores, once, after the last epoch: the last epoch's, or those of the
     # epoch with the best val/video_top1 (a validation pass every eval_every epochs)
     keep: Literal["last", "best_val"] = "last"
@@ -203,7 +232,7 @@ class ScalingConfig(_Section):
 
 def _pair(value: Any) -> Any:
     if not (isinstance(value, list | tuple) and len(value) == 2):
-        raise ValueError(f"expected [low, high], got {value!r}")
+        raise ValueError(f"expected [low, high], got {quote(value)}")
     return value
 
 
@@ -225,7 +254,8 @@ class SearchSpace(_Section):
     @classmethod
     def _one_kind(cls, value: Any) -> Any:
         if not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SEARCH_SPACES):
-            raise ValueError(f"expected one of {', '.join('{' + k + ': ...}' for k in SEARCH_SPACES)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join('{' + k + ': ...}' for k in SEARCH_SPACES)}, "
+                             f"got {quote(value)}")
         return value
 
     @model_serializer(mode="wrap")
@@ -273,7 +303,7 @@ class StudyConfig(_Section):
     variants: dict[str, dict[str, Any]] = Field({}, min_length=1)  # name -> {dotted field: value}
     late_fusion: dict[str, LateFusion] = {}
     datasets: dict[str, dict[str, Any]] = {}  # name -> {dotted data field: value}; default: the data section
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
     # pairs (a, b) whose difference a - b the table reports with a paired bootstrap CI (orchestrator/stats.py)
     compare: list[tuple[str, str]] = []
     # variant or late_fusion name -> the paper's figure (recipes, experiments/recipes/)
@@ -284,12 +314,12 @@ class StudyConfig(_Section):
         for name, fusion in self.late_fusion.items():
             if any(v not in self.variants for v in fusion.streams):
                 raise ValueError(f"study.late_fusion.{name}.streams must name two study variants "
-                                 f"(have: {', '.join(self.variants)}), got {list(fusion.streams)!r}")
+                                 f"(have: {', '.join(self.variants)}), got {quote(list(fusion.streams))}")
         names = [*self.variants, *self.late_fusion]
         for i, pair in enumerate(self.compare):
             if any(v not in names for v in pair) or pair[0] == pair[1]:
                 raise ValueError(f"study.compare.{i} must name two different study variants or late_fusion "
-                                 f"entries (have: {', '.join(names)}), got {list(pair)!r}")
+                                 f"entries (have: {', '.join(names)}), got {quote(list(pair))}")
         for key in self.expected:
             if key not in names:
                 raise ValueError(f"study.expected.{key} must name a study variant or late_fusion entry "
@@ -308,7 +338,7 @@ class TrackingConfig(_Section):
 class ExperimentConfig(_Section):
     name: str = "experiment"
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = Field(default_factory=DataConfig)  # factories: paths resolve where the command runs
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -323,8 +353,9 @@ class ExperimentConfig(_Section):
         return self.tracking.experiment or self.name
 
     def to_dict(self) -> dict:
-        """Plain values (the experiment.yaml artifact, MLflow params)."""
-        return self.model_dump(mode="json", exclude={"source"})
+        """Plain values (the experiment.yaml artifact, MLflow params), passwords in URIs masked
+        (`tracking.hide_password`): whoever reads the tracking store must not read them there."""
+        return _hide_passwords(self.model_dump(mode="json", exclude={"source"}))
 
     @model_validator(mode="after")
     def _data_fits_model(self) -> ExperimentConfig:
@@ -357,32 +388,33 @@ class ExperimentConfig(_Section):
         derived = {contract.segments_kw: "data.num_segments", contract.snippet_kw: "data.frames_per_segment"}
         for keyword, field in derived.items():
             if keyword and keyword in m.options:
-                raise ValueError(f"model.options.{keyword} ({m.options[keyword]}) duplicates {field} "
+                raise ValueError(f"model.options.{keyword} ({quote(m.options[keyword])}) duplicates {field} "
                                  f"({getattr(d, field[5:])}): {m.architecture} takes it from {field}; "
                                  f"remove model.options.{keyword}")
         return self
 
 
-# ---------------------------------------------------------------------------------------------
-# What the sampler reads and what the model eats: orchestrator/inputs.py derives both from plain
-# values (so that `actionlab bench gpu` runs without pydantic); these feed it the checked sections.
-
-def clip_layout(data: DataConfig) -> ClipLayout:
-    """The sampler's time layout: K x L for tsn; one group of clip_len frames for dense."""
-    return sampler_layout(data.sampler, num_segments=data.num_segments, frames_per_segment=data.frames_per_segment,
-                          clip_len=data.clip_len)
-
-
-def input_spec(cfg: ExperimentConfig) -> InputSpec:
-    """Per stream (C, T, H, W) and the builder's keywords, from the data section and the
-    architecture's declared input (`models.MODEL_INPUTS`); see `orchestrator.inputs.model_input_spec`."""
-    d, m = cfg.data, cfg.model
-    return model_input_spec(m.architecture, modality=m.modality, layout=clip_layout(d), crop_size=d.crop_size,
-                            width=m.width, dropout=m.dropout, pretrained=m.pretrained, options=m.options)
+def _hide_passwords(value: Any) -> Any:
+    if isinstance(value, str):
+        return hide_password(value)
+    if isinstance(value, dict):
+        return {k: _hide_passwords(v) for k, v in value.items()}
+    return [_hide_passwords(v) for v in value] if isinstance(value, list) else value
 
 
 # ---------------------------------------------------------------------------------------------
 # Parsing, overrides, study expansion.
+
+_QUOTE = reprlib.Repr()  # a value quoted in a message: nested and long inputs cut, never expanded whole
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxdict = 3, 60, 60, 4
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxset = 6
+
+
+def quote(value: Any) -> str:
+    """`repr(value)` cut to at most ~200 characters, built without expanding a large input."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
 
 def _known_fields(loc: tuple) -> list[str]:
     """Field names of the section at `loc` (for "did you mean")."""
@@ -399,37 +431,41 @@ def _describe(error: dict) -> str:
     """One pydantic error as "dotted.field: what is wrong; the fix"."""
     # drop the union-member tags pydantic puts in a location ("int", "literal['auto']", ...)
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p in ("bool", "int", "float", "str") or "[" in p)))
-    where, kind, value = ".".join(map(str, loc)), error["type"], error.get("input")
+    where, kind, value = ".".join(str(p)[:60] for p in loc), error["type"], error.get("input")
     ctx = error.get("ctx", {})
     if kind == "extra_forbidden":
         known = _known_fields(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        close = difflib.get_close_matches(str(loc[-1])[:60], known, n=1)
         text = f"unknown key; did you mean '{close[0]}'?" if close else f"unknown key; valid keys: {', '.join(known)}"
     elif kind == "literal_error":
         options = [o.strip(" '") for o in ctx.get("expected", "").replace(" or ", ", ").split(", ")]
-        close = difflib.get_close_matches(str(value), options, n=1)
-        text = f"{value!r} is not one of {', '.join(options)}" + (f"; did you mean '{close[0]}'?" if close else "")
+        close = difflib.get_close_matches(value[:60], options, n=1) if isinstance(value, str) else []
+        text = f"{quote(value)} is not one of {', '.join(options)}" + (f"; did you mean '{close[0]}'?" if close else "")
         if where == "model.architecture":
             text += "; see `actionlab models`"
     elif kind in ("int_type", "int_parsing", "int_from_float"):
-        text = f"expected a whole number, got {value!r}"
+        text = f"expected a whole number, got {quote(value)}"
+    elif kind == "int_parsing_size":
+        text = f"{quote(value)} is far too large"
+    elif kind == "finite_number":
+        text = f"must be a finite number, got {quote(value)}"
     elif kind in ("float_type", "float_parsing"):
-        text = f"expected float, got {type(value).__name__} {value!r}"
+        text = f"expected float, got {type(value).__name__} {quote(value)}"
     elif kind in ("bool_type", "bool_parsing"):
-        text = f"expected true or false, got {value!r}"
+        text = f"expected true or false, got {quote(value)}"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
-        text = f"must be {op} {next(iter(ctx.values()))}, got {value!r}"
+        text = f"must be {op} {next(iter(ctx.values()))}, got {quote(value)}"
     elif kind == "missing":
         text = "required; add it"
     elif kind == "too_short":
-        text = f"expected a non-empty {'list' if isinstance(value, list) else 'mapping'}, got {value!r}"
+        text = f"expected a non-empty {'list' if isinstance(value, list) else 'mapping'}, got {quote(value)}"
     else:
         text = error["msg"].removeprefix("Value error, ")
         if not loc or text.startswith(f"{where}."):  # the message names its field itself
             return text
         if kind != "value_error":
-            text += f", got {value!r}"
+            text += f", got {quote(value)}"
     return f"{where}: {text}"
 
 
@@ -466,7 +502,7 @@ def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
         raise UserError(f"{where}: model.init_checkpoint: {cfg.model.init_checkpoint} names a study variant, but "
                         "this experiment has no study; give a model.pt path or mlflow:<run_id>")
     for dotted, value in sweep_points(cfg):  # every grid value must make a valid config
-        with_overrides(cfg, {dotted: value}, where=f"{where}: sweep.parameters.{dotted}={value!r}")
+        with_overrides(cfg, {dotted: value}, where=f"{where}: sweep.parameters.{dotted}={quote(value)}")
     return cfg
 
 

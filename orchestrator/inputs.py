@@ -1,7 +1,8 @@
 """What the sampler reads and what the model eats, derived from plain values: the one derivation.
 
-`orchestrator.config.input_spec` calls `model_input_spec` with the checked data and model sections;
-`actionlab bench gpu` calls it with a paper's setting, on machines without pydantic. Both get the
+`input_spec` calls `model_input_spec` with a checked config's data and model sections (read as plain
+attributes, so that the training loop imports no pydantic); `actionlab bench gpu` calls it with a
+paper's setting, on machines without pydantic. Both get the
 time layout (K segments x L frames; T = K * L), each stream's (C, T, H, W) and the builder's
 keywords from the architecture's declared input (`models.MODEL_INPUTS`), never from a copy.
 """
@@ -53,3 +54,17 @@ def example_input(spec: InputSpec, *, batch: int = 1, device=None):
 
     clips = {stream: torch.zeros((batch, *shape), device=device) for stream, shape in spec.shapes.items()}
     return clips if len(clips) > 1 else next(iter(clips.values()))
+
+
+def clip_layout(data) -> ClipLayout:
+    """The sampler's time layout of a config's data section (`orchestrator.config.DataConfig`)."""
+    return sampler_layout(data.sampler, num_segments=data.num_segments, frames_per_segment=data.frames_per_segment,
+                          clip_len=data.clip_len)
+
+
+def input_spec(cfg) -> InputSpec:
+    """Per stream (C, T, H, W) and the builder's keywords of an `orchestrator.config.ExperimentConfig`,
+    from its data section and the architecture's declared input (`models.MODEL_INPUTS`)."""
+    d, m = cfg.data, cfg.model
+    return model_input_spec(m.architecture, modality=m.modality, layout=clip_layout(d), crop_size=d.crop_size,
+                            width=m.width, dropout=m.dropout, pretrained=m.pretrained, options=m.options)

@@ -1,6 +1,7 @@
 """Between an experiment file and a launch: read the file, then check it against the world once.
 
-    load_experiment(path)  ->  ExperimentConfig (orchestrator.config: parsed and checked, no I/O)
+    load_experiment(path)  ->  ExperimentConfig (orchestrator.config: parsed and checked, no I/O),
+                               from YAML read by `read_yaml` (duplicate keys and anchor bombs refused)
     preflight(cfg)         ->  data paths, pretrained weights, init checkpoints (files or MLflow
                                runs), the synthetic spec, and a meta-device forward of every model
                                the command will train, fed the input `config.input_spec` derives
@@ -11,13 +12,21 @@ frozen config and check nothing again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from orchestrator.config import (ExperimentConfig, example_input, expand_study, input_spec, parse_experiment,
+from orchestrator.config import (ExperimentConfig, example_input, expand_study, input_spec, parse_experiment, quote,
                                  source_variant, sweep_points, with_overrides)
 from orchestrator.errors import UserError
 from orchestrator.training.results import init_weights
+
+
+# The shipped experiment files are under 6 KB and 240 values, anchors expanded; these limits are
+# 170x and 40x that. A 486-byte file of nested anchors expands to ~10^9 values (2 GB, and a 351 MB
+# error message, before they were counted).
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 10_000
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -25,13 +34,92 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such experiment file; the shipped ones are in experiments/")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes; an experiment file is a few KB (at most "
+                        f"{MAX_FILE_BYTES} bytes): is this the right file?")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot be read as UTF-8 text ({err}); give the experiment YAML") from None
+    raw = read_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of sections (data, model, optim, ...), got {raw!r}")
+        raise UserError(f"{path}: expected a mapping of sections (data, model, optim, ...), got {quote(raw)}")
     return parse_experiment({"name": path.stem, **raw}, source=str(path))
+
+
+def read_yaml(text: str, where: str, *, fix: str = "fix the syntax there") -> Any:
+    """One YAML document's value (PyYAML's safe loader), checked before it is built.
+
+    Args:
+        text: the document.
+        where: the file (or the --set argument) the messages name.
+        fix: the advice after a syntax error.
+    Raises:
+        UserError, one line: a syntax error (line, column), a key given twice in one mapping (the
+        dotted field; YAML would silently keep the last), more than MAX_VALUES values with anchors
+        expanded, or an anchor that contains itself.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, "", where, {}, set())
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        if mark is None:
+            at = ""
+        elif "\n" in text.strip():
+            at = f"line {mark.line + 1}, column {mark.column + 1}: "
+        else:  # a --set value
+            at = f"column {mark.column + 1}: "
+        parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+        what = " ".join(" ".join(str(p) for p in parts if p).split()) or " ".join(str(err).split())
+        raise UserError(f"{where}: {at}not valid YAML ({what[:200]}); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to be an experiment; {fix}") from None
+    finally:
+        loader.dispose()
+
+
+def _count_values(node: yaml.Node, dotted: str, where: str, counted: dict[int, int], open_: set[int]) -> int:
+    """Values under `node` with every alias expanded, each shared node counted once per use without
+    being walked twice; refuses duplicate keys, and more than MAX_VALUES or a cycle as soon as seen.
+
+    Args:
+        counted: id(node) -> its count, for nodes already walked (an anchor's every alias).
+        open_: ids of the nodes being walked (an alias to one of them is a cycle).
+    """
+    if id(node) in counted:
+        return counted[id(node)]
+    line = node.start_mark.line + 1
+    if id(node) in open_:
+        raise UserError(f"{where}: {dotted or 'the document'}: an anchor that contains itself (line {line}); "
+                        "write the value out")
+    open_.add(id(node))
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple, int] = {}
+        for key, value in node.value:
+            part = str(key.value)[:60] if isinstance(key, yaml.ScalarNode) else "?"  # `? [a, b]: c` keys
+            name = f"{dotted}.{part}" if dotted else part
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":  # `<<:` merges
+                if (key.tag, key.value) in first_line:
+                    raise UserError(f"{where}: {name}: given twice in one mapping (lines "
+                                    f"{first_line[key.tag, key.value]} and {key.start_mark.line + 1}); keep one")
+                first_line[key.tag, key.value] = key.start_mark.line + 1
+            total += _count_values(key, name, where, counted, open_) + _count_values(value, name, where, counted, open_)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            total += _count_values(item, f"{dotted}.{i}" if dotted else str(i), where, counted, open_)
+    if total > MAX_VALUES:
+        raise UserError(f"{where}: {(dotted or 'the document')[:200]} (line {line}): more than {MAX_VALUES} values "
+                        "once anchors are expanded, where an experiment holds a few hundred; remove the nested "
+                        "anchors (or values)")
+    open_.discard(id(node))
+    counted[id(node)] = total
+    return total
 
 
 def launch_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
@@ -56,7 +144,7 @@ def preflight(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
         try:
             _check_files(run_cfg)
             check_model(run_cfg)
-            _check_val(run_cfg)
+            _check_splits(run_cfg)
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
     return configs
@@ -102,20 +190,27 @@ def check_model(cfg: ExperimentConfig) -> None:
     m = cfg.model
     spec = input_spec(cfg)
     kwargs = {**spec.builder_kwargs, "pretrained": None}  # weights were loaded above; meta holds none
-    try:
+    try:  # batch 2, in training mode: BatchNorm refuses one value per channel, and training never feeds
+        # it one (the loader drops a last batch of one clip)
         with torch.device("meta"), torch.no_grad():
-            build_model(m.architecture, num_classes=2, **kwargs)(example_input(spec))
+            build_model(m.architecture, num_classes=2, **kwargs)(example_input(spec, batch=2))
     except (ValueError, TypeError) as err:
         shapes = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in spec.shapes.items())
         raise UserError(f"model ({m.architecture}, modality {m.modality}, options {m.options}) fed {shapes} "
                         f"(C x T x H x W, from the data section): {err}") from None
 
 
-def _check_val(cfg: ExperimentConfig) -> None:
-    """Carve the val list as the workers will, when the data is there: too few groups fails here."""
+def _check_splits(cfg: ExperimentConfig) -> None:
+    """Carve the val list as the workers will, when the data is there: too few groups, or too few
+    training videos for one batch per worker, fails here."""
     from orchestrator.data.annotations import read_run_splits
 
     d = cfg.data
-    if d.val and Path(d.root).exists():
-        read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
-                        test_annotations=d.test_annotations, val=d.val)
+    if Path(d.root).exists():
+        splits = read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
+                                 test_annotations=d.test_annotations, val=d.val)
+        needed = cfg.optim.batch_size * cfg.scaling.num_workers  # one full batch per worker (drop_last)
+        if len(splits.train.records) < needed:
+            raise UserError(f"optim.batch_size ({cfg.optim.batch_size}) x scaling.num_workers "
+                            f"({cfg.scaling.num_workers}) = {needed} videos, but the training list holds "
+                            f"{len(splits.train.records)}{' after data.val' if d.val else ''}: lower one of them")

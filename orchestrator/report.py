@@ -29,7 +29,7 @@ class ResultRow(NamedTuple):
     dataset: str
     seed: int
     top1: float  # video-level test accuracy in [0, 1]
-    top5: float
+    top5: float  # NaN where the run logged none: too few classes for it to mean anything (metrics.reports_top_k)
     run_id: str
     selection: str = "val"  # what it selected on (tag actionlab.selection): val, or test (no data.val)
     rule: str = ""  # a late fusion's rule, e.g. "0.45 softmax (val)"
@@ -153,6 +153,8 @@ def comparison_metrics(comparisons: list[Comparison]) -> dict[str, float]:
 
 
 def _cell(mean: float, std: float, n: int) -> str:
+    if math.isnan(mean):  # a top-5 its runs did not log
+        return "–"
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
 
 
@@ -179,7 +181,8 @@ def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples
 def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Comparison] = (),
                 notes: list[str] = (), resamples: int = BOOTSTRAP_RESAMPLES, expected: dict | None = None) -> str:
     """A variant x dataset table of video-level top-1 (with its 95% CI) and top-5 accuracy (%), like the
-    papers', then the comparisons when there are any.
+    papers', then the comparisons when there are any. A data set gets a top-5 column only where its runs
+    logged top-5, which they do on enough classes only (`metrics.reports_top_k`).
 
     Args:
         rows: from `summarize`.
@@ -200,8 +203,13 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
     # instead of a column group per data set that every other row leaves empty
     long = len(datasets) > 1 and len(rows) == len(variants)
     groups = [""] if long else datasets
+    # top-5 only for a data set whose runs logged it (enough classes: metrics.reports_top_k); the long
+    # form's one group serves every data set
+    columns = {g: ("top-1 (%)", "top-1 95% CI")
+               + ("top-5 (%)",) * any(not math.isnan(r.top5_mean) for r in rows if long or r.dataset == g)
+               for g in groups}
     header = (["Variant"] + (["Data set"] if long else [])
-              + [f"{d} {h}".strip() for d in groups for h in ("top-1 (%)", "top-1 95% CI", "top-5 (%)")]
+              + [f"{g} {h}".strip() for g in groups for h in columns[g]]
               + (["paper top-1 (%)"] if expected else []))
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |",
              "|---" + "|---" * long + "|---:" * (len(header) - 1 - long) + "|"]
@@ -210,9 +218,10 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
         values = [variant + (" †" if on_test else "")]
         for dataset in ([next(r.dataset for r in rows if r.variant == variant)] if long else datasets):
             r = cells.get((variant, dataset))
-            values += ([dataset] if long else []) + ([
-                _cell(r.top1_mean, r.top1_std, r.n), _ci_cell(r.top1_low, r.top1_high),
-                _cell(r.top5_mean, r.top5_std, r.n)] if r else ["–", "–", "–"])
+            shown = {"top-1 (%)": _cell(r.top1_mean, r.top1_std, r.n),
+                     "top-1 95% CI": _ci_cell(r.top1_low, r.top1_high),
+                     "top-5 (%)": _cell(r.top5_mean, r.top5_std, r.n)} if r else {}
+            values += ([dataset] if long else []) + [shown.get(h, "–") for h in columns["" if long else dataset]]
         if expected:
             values.append(f"{expected[variant].top1:.1f}" if variant in expected else "–")
         lines.append("| " + " | ".join(values) + " |")

@@ -4,6 +4,8 @@
     check_postgres(uri)            ->  a UserError naming the URI and the fix when PostgreSQL cannot be reached
     artifact_destination(root, ..) ->  where the server writes artifacts (a folder, a shared mount, s3://...)
     server_command(...)            ->  the `mlflow server` command line, run with this interpreter
+    network_args(host, port)       ->  --allowed-hosts / --cors-allowed-origins: the names it is reached by
+    basic_auth(folder)             ->  MLflow's basic-auth app: settings, a generated admin password (0600)
     serve(argv, ...)               ->  runs a server in its own process group until Ctrl-C / SIGTERM
                                        (`actionlab server` and `actionlab ui`)
 
@@ -11,11 +13,16 @@ Why a server: SQLite takes one writer at a time and its locks are unreliable ove
 cluster's drivers would share the file. Clients of a server only speak HTTP; PostgreSQL takes the
 concurrent writes, and artifacts are proxied by the server (`mlflow-artifacts:/`), so no client
 needs the artifact store's mount or credentials.
+
+Why a login beyond loopback: a server without one lets anyone who reaches its port read, change
+and delete every run, and write files under the artifact root through its proxy. So a server that
+listens beyond this machine runs MLflow's basic-auth app (or says why not, with --no-auth).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
-import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +32,7 @@ import urllib.error
 import urllib.request
 from contextlib import suppress
 from pathlib import Path
+from typing import NamedTuple
 
 from orchestrator.errors import UserError
 
@@ -40,11 +48,18 @@ POSTGRES_HELP = ("start PostgreSQL and create the role and database (Debian: `ap
 # prompt optimisation) that training runs never use: off unless the environment turns it on.
 NO_GENAI_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 READY_TIMEOUT_S = 120.0  # a first start on an empty database runs MLflow's schema migrations
+# Children never import from the folder the server is started in (a stray mlflow.py or flask.py there
+# would run): `python -m` puts that folder first on sys.path, in `mlflow server` and in the uvicorn it
+# starts with `python -m` too; this variable (Python >= 3.11) is inherited by both.
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
+AUTH_USER = "admin"  # the basic-auth app's administrator, created on its first start
 
 
 def masked(uri: str) -> str:
     """The URI with its password hidden, for messages: `scheme://user:***@host/...`."""
-    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", uri)  # greedy: an unescaped @ in the password
+    from orchestrator.tracking import hide_password
+
+    return hide_password(uri)
 
 
 def store_uri(backend: str | None, uri: str | None) -> str:
@@ -115,11 +130,20 @@ def artifact_destination(root: str | None, store: str) -> str:
     from orchestrator.tracking import _ARTIFACT_DIR
 
     if root is None:
-        beside = Path(store[len("sqlite:///"):]).parent if store.startswith("sqlite:///") else Path.cwd()
-        return str(beside / _ARTIFACT_DIR)
+        return str(_beside(store) / _ARTIFACT_DIR)
     if "://" in root:
         return root
     return str(Path(root).expanduser().resolve())
+
+
+def auth_folder(folder: str | None, store: str) -> Path:
+    """Where `basic_auth` keeps its files: `folder`, else `mlflow-auth` beside a SQLite file, else in
+    the working directory (as the artifacts)."""
+    return Path(folder).expanduser().resolve() if folder else _beside(store) / "mlflow-auth"
+
+
+def _beside(store: str) -> Path:
+    return Path(store[len("sqlite:///"):]).parent if store.startswith("sqlite:///") else Path.cwd()
 
 
 def server_command(*, store: str, artifacts: str, host: str, port: int, workers: int | None = None,
@@ -140,6 +164,123 @@ def _every_interface(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to `host` is reachable from this machine only (a host name other than
+    localhost counts as beyond it: it may resolve to any interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_names(host: str) -> list[str]:
+    """The addresses and names clients reach a server bound to `host` by: `host` itself; for every
+    interface (0.0.0.0, ::) this machine's name, full name and every address of its interfaces."""
+    if not _every_interface(host):
+        return [host.strip("[]")]
+    import psutil
+
+    names = [socket.gethostname(), socket.getfqdn(), outward_address()]
+    names += [a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+              if a.family in (socket.AF_INET, socket.AF_INET6)]
+    return list(dict.fromkeys(n.strip("[]") for n in names if n))
+
+
+def network_args(host: str, port: int, *, given: list[str] = ()) -> list[str]:
+    """`mlflow server`'s --allowed-hosts and --cors-allowed-origins for a server bound to `host`,
+    each unless the user gave it (in `given`, the options after `--`, or in MLflow's variable:
+    a command-line option would override the variable).
+
+    MLflow's defaults accept the Host header of localhost and of any private address, and browser
+    requests (the UI's own POSTs included) only from localhost origins; a server reached by its name
+    or public address needs both set to those, and one on loopback is reached through SSH tunnels
+    on any local port.
+
+    Returns:
+        The options, each a comma-separated list: Host headers (`name` and `name:port`; loopback
+        names with any port) and, beyond loopback, origins (`http://name:port`).
+    """
+    if is_loopback(host):
+        loopback = ["localhost", "127.0.0.1", "[::1]"]
+        # an entry with `*` is an fnmatch pattern (where `[` opens a set), one without is compared as it is
+        hosts = loopback + [f"{n.replace('[', '[[]')}:*" for n in loopback]
+        origins = []  # MLflow always allows localhost origins
+    else:
+        names = [f"[{n}]" if ":" in n else n for n in reachable_names(host)]
+        hosts, origins = [h for n in names for h in (n, f"{n}:{port}")], [f"http://{n}:{port}" for n in names]
+    args = []
+    for option, variable, values in [("--allowed-hosts", "MLFLOW_SERVER_ALLOWED_HOSTS", hosts),
+                                     ("--cors-allowed-origins", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", origins)]:
+        if values and not gives(given, option) and not os.environ.get(variable):
+            args += [option, ",".join(values)]
+    return args
+
+
+def gives(argv: list[str], option: str) -> bool:
+    """Whether a command line sets `option` (`--option value` or `--option=value`)."""
+    return any(a == option or a.startswith(option + "=") for a in argv)
+
+
+def auth_extras_installed() -> bool:
+    """Whether MLflow's basic-auth app can start: it needs Flask-WTF (`pip install 'mlflow[auth]'`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("flask_wtf") is not None
+
+
+class BasicAuth(NamedTuple):
+    """MLflow's basic-auth app, as `basic_auth` set it up."""
+    args: list[str]  # for `mlflow server`
+    env: dict[str, str]  # for its process: the settings file, the admin's first password, Flask's CSRF key
+    password_file: Path  # the admin's password (mode 0600)
+
+
+def basic_auth(folder: Path) -> BasicAuth:
+    """Set up MLflow's basic-auth app in `folder` (mode 0700), once; later starts reuse it:
+
+        basic_auth.ini   its settings: users in basic_auth.db beside it, READ by default
+        basic_auth.db    its users, created by MLflow on the first start with the admin below
+        admin_password   the admin's password (0600): 32 random URL-safe characters, generated here
+                         (MLflow's example one is public); MLflow reads it on the first start only
+        secret_key       Flask's CSRF key (0600): the same in every worker and after a restart
+
+    Raises:
+        UserError: MLflow's auth extras are missing; the users exist but the password file is gone;
+            a secret file others can read.
+    """
+    if not auth_extras_installed():
+        raise UserError("MLflow's basic-auth app needs its auth extras (Flask-WTF is missing): "
+                        "`pip install 'mlflow[auth]'`; or, on a network only you can reach, --no-auth")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    users, password_file = folder / "basic_auth.db", folder / "admin_password"
+    if users.exists() and not password_file.exists():
+        raise UserError(f"{users} holds users, but {password_file} is gone, so the admin password is unknown; "
+                        f"restore that file, or delete {users} to start over with a new admin")
+    password = _private(password_file, lambda: secrets.token_urlsafe(24))
+    secret_key = _private(folder / "secret_key", lambda: secrets.token_hex(32))
+    settings = folder / "basic_auth.ini"  # no secret in it: written again at each start (the folder may have moved)
+    database = str(users).replace("%", "%%")  # configparser's interpolation
+    settings.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{database}\n"
+                        f"admin_username = {AUTH_USER}\n"
+                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(settings), "MLFLOW_AUTH_ADMIN_USERNAME": AUTH_USER,
+           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key}
+    return BasicAuth(["--app-name", "basic-auth"], env, password_file)
+
+
+def _private(path: Path, make) -> str:
+    """The secret in `path`, written there first (mode 0600, never over an existing file) by `make()`."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(make() + "\n")
+    if path.stat().st_mode & 0o077:
+        raise UserError(f"{path} can be read by other users (mode {path.stat().st_mode & 0o777:o}): chmod 600 {path}")
+    return path.read_text().strip()
+
+
 def local_url(host: str, port: int) -> str:
     """The URL this machine polls for readiness (loopback for a server bound to every interface)."""
     return f"http://127.0.0.1:{port}" if _every_interface(host) else tracking_url(host, port)
@@ -149,13 +290,18 @@ def tracking_url(host: str, port: int) -> str:
     """The URL clients use: a server bound to every interface is named by this machine's
     outward IP address (MLflow's default --allowed-hosts accepts private IPs, not host names)."""
     if _every_interface(host):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
-                host = probe.getsockname()[0]
-            except OSError:
-                host = socket.gethostname()
+        host = outward_address()
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def outward_address() -> str:
+    """This machine's address on the interface its outgoing traffic takes (else its host name)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -184,8 +330,8 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = READY_TIM
     return False
 
 
-def serve(argv: list[str], *, env: dict[str, str] | None = None, health_url: str | None = None,
-          ready_message: str = "") -> int:
+def serve(argv: list[str], *, env: dict[str, str] | None = None, secrets_env: dict[str, str] | None = None,
+          health_url: str | None = None, ready_message: str = "") -> int:
     """Run a server until it exits, Ctrl-C or SIGTERM; print `ready_message` once `health_url` answers.
 
     The server gets its own process group: `mlflow server` starts uvicorn and its workers, and
@@ -195,12 +341,15 @@ def serve(argv: list[str], *, env: dict[str, str] | None = None, health_url: str
     Args:
         argv: the server's command line.
         env: variables added to this process's environment, unless it sets them already.
+        secrets_env: variables set whatever the environment says (the files they come from are
+            what the user was told about). SAFE_PATH is always set.
         health_url: polled (`/health`) until the server answers; then `ready_message` is printed.
     Returns:
         The server's exit code; 0 when stopped by Ctrl-C / SIGTERM.
     """
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # before the child exists
-    process = subprocess.Popen(argv, env={**(env or {}), **os.environ}, start_new_session=True)
+    process = subprocess.Popen(argv, env={**(env or {}), **os.environ, **(secrets_env or {}), **SAFE_PATH},
+                               start_new_session=True)
     try:
         if health_url:
             if wait_ready(health_url, process):

@@ -7,6 +7,7 @@
     log_dataset_inputs        ->  the run's train/test lists as MLflow dataset inputs
     set_description           ->  Markdown on the run's page (a study's comparison table)
     ui_link                   ->  the experiment's runs in the MLflow UI's Model-training view
+    hide_password             ->  credentials in URIs masked: every param, tag and message written here
     reap_stale_runs           ->  runs left RUNNING by a kill -9'd driver are marked KILLED
     end_stopped_runs          ->  runs of trials a scheduler stopped early are marked KILLED
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,12 +54,26 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"  # 'train' / 'test' beside a dataset
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 UI_URL = "http://127.0.0.1:5000"  # `actionlab ui`'s default address
 
+# `scheme://user:password@host`: the password runs to the last `@` before the host, so that one
+# written unescaped (`p/@:w`, which MLflow and SQLAlchemy take as typed) is hidden whole. A URI with
+# no `@` after the host keeps its port (`http://head:5000/x`).
+_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@(?=[^@/\s]*(?:[/?#\s]|$))")
+_QUERY_SECRET = re.compile(r"([?&;](?:password|passwd|pwd|token|access_token|secret|api_key)=)[^&#\s]*", re.I)
+
+
+def hide_password(text: str) -> str:
+    """`text` with every URI's password (`scheme://user:***@host`) and secret query value
+    (`?password=***`) masked: for params, tags, artifacts and messages, which anyone who can read
+    the tracking store or the terminal's log reads too."""
+    return _QUERY_SECRET.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
+
 
 def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
     """A nested config as MLflow params: `{'optim': {'lr': 0.01}}` -> `{'optim.lr': '0.01'}`.
 
     Lists (and tuples) become JSON; an empty dict stays visible as '{}'; every value is cut to
-    MAX_PARAM_VALUE_LENGTH characters, which MLflow would otherwise reject.
+    MAX_PARAM_VALUE_LENGTH characters, which MLflow would otherwise reject; passwords in URIs are
+    masked (`hide_password`).
 
     Args:
         config: nested dict of plain values (e.g. `ExperimentConfig.to_dict()`).
@@ -72,7 +88,7 @@ def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
             flat.update(flatten_params(value, prefix=f"{name}."))
             continue
         text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
-        flat[name] = text[:MAX_PARAM_VALUE_LENGTH]
+        flat[name] = hide_password(text)[:MAX_PARAM_VALUE_LENGTH]
     return flat
 
 
@@ -89,8 +105,9 @@ def git_commit() -> str | None:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """This process's command as a person would type it: `actionlab ablate x.yaml --set a=1`."""
-    argv = list(sys.argv if argv is None else argv)
+    """This process's command as a person would type it: `actionlab ablate x.yaml --set a=1`, with
+    passwords masked (`--set tracking.tracking_uri=http://u:***@head:5000`)."""
+    argv = [hide_password(str(a)) for a in (sys.argv if argv is None else argv)]
     if argv and (Path(argv[0]).name == "actionlab" or Path(argv[0]).parts[-2:] == ("orchestrator", "cli.py")):
         argv[0] = "actionlab"  # the console script, or `python -m orchestrator.cli`
     return shlex.join(argv)
@@ -143,6 +160,7 @@ def mark_model_training(client, experiment) -> None:
 def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
               params: dict | None = None, parent_run_id: str | None = None) -> str:
     """Create a RUNNING MLflow run and log its params; the caller ends it (see `run_status`).
+    Passwords in tag and param values are masked (`hide_password`).
 
     Args:
         tracking_uri: from `config.resolve_tracking_uri`.
@@ -161,12 +179,13 @@ def start_run(*, tracking_uri: str, experiment: str, run_name: str, tags: dict[s
 
     client = mlflow.MlflowClient(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
-    all_tags = {**source_tags(), **tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    all_tags = {k: hide_password(str(v)) for k, v in {**source_tags(), **tags}.items()}
+    all_tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     all_tags[COMMIT_TAG] = all_tags.get(SOURCE_COMMIT_TAG, "unknown")
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
-    items = [Param(k, str(v)) for k, v in (params or {}).items()]
+    items = [Param(k, hide_password(str(v))) for k, v in (params or {}).items()]
     for i in range(0, len(items), _PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[i:i + _PARAMS_PER_BATCH])
     return run_id
@@ -180,7 +199,7 @@ def _terminate(tracking_uri: str, run_id: str, status: str, why: str | None = No
     try:
         client = mlflow.MlflowClient(tracking_uri)
         if why:
-            client.set_tag(run_id, KILLED_REASON_TAG if status == "KILLED" else ERROR_TAG, why[:5000])
+            client.set_tag(run_id, KILLED_REASON_TAG if status == "KILLED" else ERROR_TAG, hide_password(why)[:5000])
         client.set_terminated(run_id, status=status)
     except Exception as err:  # noqa: BLE001 - the store being down must not mask the training error
         print(f"warning: could not mark MLflow run {run_id} {status}: {err}", file=sys.stderr)
@@ -493,9 +512,9 @@ def ui_line(tracking_uri: str, experiment: str) -> str:
 
     link = ui_link(tracking_uri, experiment)
     if tracking_uri.startswith(("http://", "https://")):
-        return f"MLflow UI: {link}"
+        return hide_password(f"MLflow UI: {link}")
     store = "" if tracking_uri == resolve_tracking_uri(None) else f" --tracking-uri {shlex.quote(tracking_uri)}"
-    return f"MLflow UI: {link}  (start it with `actionlab ui{store}`)"
+    return hide_password(f"MLflow UI: {link}  (start it with `actionlab ui{store}`)")
 
 
 def fetch_artifact(tracking_uri: str, run_id: str, name: str, dest: Path | None) -> Path | None:
@@ -512,7 +531,7 @@ def fetch_artifact(tracking_uri: str, run_id: str, name: str, dest: Path | None)
     try:
         names = [a.path for a in client.list_artifacts(run_id)]
     except mlflow.exceptions.MlflowException as err:
-        raise UserError(f"mlflow:{run_id}: no such run in {tracking_uri} ({err.message})") from None
+        raise UserError(hide_password(f"mlflow:{run_id}: no such run in {tracking_uri} ({err.message})")) from None
     if name not in names:
         raise UserError(f"mlflow:{run_id}: that run logged no {name} (did it finish?); "
                         f"artifacts: {', '.join(names) or 'none'}")

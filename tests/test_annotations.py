@@ -255,7 +255,7 @@ def test_csv_reader(tmp_path):
     _touch(root / "clip3.avi")
     csv_file = _write(tmp_path / "list.csv", [
         "path,label", "b/clip1.mp4,running", "a/clip2.mp4,jumping", "clip3.avi,running",
-        "gone.mp4,jumping", "b/clip1.mp4,", "/abs/clip.mp4,running",
+        "gone.mp4,jumping", "b/clip1.mp4,",
     ])
     # split and subset are ignored by this reader
     split = read_split("csv", root=root, annotations=csv_file, split=7, subset="anything")
@@ -268,8 +268,11 @@ def test_csv_reader(tmp_path):
     assert split.problems == [
         Problem(root / "gone.mp4", "video file not found (listed in list.csv line 5)"),
         Problem(csv_file, "line 6: unlabeled row (b/clip1.mp4)"),
-        Problem(csv_file, f"line 7: path '/abs/clip.mp4' must be relative to {root}"),
     ]
+    absolute = _write(tmp_path / "absolute.csv", ["path,label", "b/clip1.mp4,running", "/abs/clip.mp4,running"])
+    with pytest.raises(UserError, match=f"absolute.csv line 3: path '/abs/clip.mp4' is absolute; list paths "
+                                        f"relative to the data root {root}"):
+        read_split("csv", root=root, annotations=absolute)
     no_header = _write(tmp_path / "no_header.csv", ["b/clip1.mp4,running"])
     with pytest.raises(UserError, match="no_header.csv: missing column\\(s\\) path, label"):
         read_split("csv", root=root, annotations=no_header)

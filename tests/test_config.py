@@ -31,7 +31,8 @@ def write(tmp_path, text: str) -> Path:
     (splits / "trainlist01.txt").write_text("".join(f"{n} {i + 1}\n" for i, c in enumerate(names) for n in names[c][1:]))
     (splits / "testlist01.txt").write_text("".join(f"{names[c][0]}\n" for c in names))
     path = tmp_path / "exp.yaml"
-    path.write_text(f"data: {{root: {root}, annotations: {tmp_path / 'splits'}}}\n" + text)
+    optim = "" if "optim:" in text else "optim: {batch_size: 2}\n"  # 2 training videos after data.val
+    path.write_text(f"data: {{root: {root}, annotations: {tmp_path / 'splits'}}}\n" + optim + text)
     return path
 
 
@@ -219,3 +220,18 @@ def test_preflight_carves_the_val_list_and_refuses_one_group(tmp_path):
         preflight(load_experiment(path))
     with pytest.raises(UserError, match=r"data.val: the training list \(2 videos\) is too small .* data.val: null"):
         preflight(with_overrides(load_experiment(path), {"data.val.by": "video"}))  # one video per class
+
+
+def test_preflight_feeds_the_model_a_batch_batchnorm_accepts():
+    """T3D's last BatchNorm sees 1 x 1 x 1 per clip: a meta batch of one clip failed a valid config."""
+    from orchestrator.preflight import check_model
+
+    check_model(parse_experiment({"data": {"sampler": "dense", "clip_len": 32, "short_side": 64, "crop_size": 56},
+                                  "model": {"architecture": "t3d"}}))
+
+
+def test_preflight_refuses_fewer_training_videos_than_one_batch_per_worker(tmp_path):
+    path = write(tmp_path, "optim: {batch_size: 4}\nscaling: {num_workers: 2}\n")
+    with pytest.raises(UserError, match=r"optim.batch_size \(4\) x scaling.num_workers \(2\) = 8 videos, but the "
+                                        r"training list holds \d+ after data.val"):
+        preflight(load_experiment(path))

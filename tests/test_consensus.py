@@ -85,3 +85,45 @@ def test_tsn_partial_bn_freezes_all_but_the_first_norm():
     running_mean = norms[1].running_mean.clone()
     model(torch.randn(2, 3, 3, 32, 32))
     torch.testing.assert_close(norms[1].running_mean, running_mean)
+
+
+def _partial_bn_ddp_steps(rank: int, world: int, port: int, losses) -> None:
+    """One rank of a gloo DDP run of TSN with partial BN: wrapped first, then model.train(), as the loop does."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(
+            build_model("tsn", num_classes=N, width=0.125, backbone="resnet18", partial_bn=True))
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+        model.train()
+        for step in range(3):  # DDP's reducer raised at step 1 when train() froze parameters after wrapping
+            loss = model(torch.randn(2, 3, 3, 32, 32)).logsumexp(1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        losses[rank] = loss.item()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tsn_partial_bn_trains_under_ddp():
+    """The tsn recipes (partial_bn: true, 8 workers) died at step 2 under DDP; two gloo processes here."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    losses = mp.get_context("spawn").Manager().dict()
+    mp.spawn(_partial_bn_ddp_steps, args=(2, port, losses), nprocs=2)
+    assert sorted(losses.keys()) == [0, 1]
+
+
+def test_tsn_partial_bn_freezes_at_construction():
+    """Before any train() call: DDP reads requires_grad when it wraps the model."""
+    model = build_model("tsn", num_classes=N, width=0.125, backbone="resnet18", partial_bn=True)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms[0].weight.requires_grad and not any(bn.weight.requires_grad for bn in norms[1:])

@@ -199,6 +199,19 @@ def test_dataloader_workers_skip_a_hanging_video_and_leave_no_decode_process(vid
     assert wait_until(lambda: not any(alive(pid) for pid in workers | children))
 
 
+def test_the_decode_process_never_imports_from_the_working_folder(videos, tmp_path, monkeypatch):
+    """`python -c` puts the folder it runs in first on sys.path: a decord.py there used to run in the child."""
+    (tmp_path / "decord.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n"
+                                        "raise ImportError('the working folder decord.py')\n")
+    monkeypatch.chdir(tmp_path)
+    close_decode_process()  # the next video starts a fresh child, in tmp_path
+    try:
+        assert len(DecodeGuard(LIMIT_S).open(videos["good.mp4"])) == 24
+    finally:
+        close_decode_process()
+    assert not (tmp_path / "ran").exists()
+
+
 def test_the_guard_pickles_without_its_process():
     guard = pickle.loads(pickle.dumps(DecodeGuard(7.5)))
     assert guard.timeout_s == 7.5

@@ -262,22 +262,92 @@ def test_bad_video_reported_run_goes_on(videos, tmp_path):
     assert not flow_path(tmp_path, bad.video_id, "jpg").exists()
 
 
+def test_a_video_whose_frames_do_not_all_decode_fails_and_gets_no_flow(videos, tmp_path):
+    """decord lists the 200 frames of this mp4 but only 50 decode, and hands back copies for the other
+    150: flow used to be written from them (150 of its 199 fields from repeated frames)."""
+    import time
+
+    from orchestrator.data.decode_guard import decode_process_pid
+    from tests.test_decode_guard import HIDDEN, LISTED, write_overreporting_mp4
+
+    records, _ = videos
+    bad = VideoRecord(write_overreporting_mp4(tmp_path / "hidden.mp4"), 1, "B/hidden")
+    limit_s = 20.0
+    start = time.monotonic()
+    summary = extract_flow([bad, records[0]], flow_dir=tmp_path / "flow", use_ray=False, progress=False,
+                           decode_timeout_s=limit_s)
+    assert time.monotonic() - start < limit_s
+    assert [path for path, _ in summary.failed] == [bad.path]
+    assert f"the container lists {LISTED} frames but {LISTED - HIDDEN} decode" in summary.failed[0][1]
+    assert not flow_path(tmp_path / "flow", bad.video_id, "jpg").exists()
+    assert not list((tmp_path / "flow").rglob("*hidden*"))
+    assert (summary.computed, summary.frames) == (1, NUM_FRAMES - 1)  # the good video still gets its flow
+    assert flow_frame_count(tmp_path / "flow", records[0].video_id) == NUM_FRAMES - 1
+    assert decode_process_pid() is None  # the run's decode process is gone
+
+
+def test_a_decode_past_the_time_limit_fails_that_video_only(videos, tmp_path):
+    """A FIFO with no writer blocks decord's open in native code, as a hanging decode does."""
+    import os
+    import time
+
+    records, _ = videos
+    fifo = tmp_path / "videos/blocks.mp4"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    summary = extract_flow([VideoRecord(fifo, 1, "B/blocks"), records[0]], flow_dir=tmp_path / "flow", use_ray=False,
+                           progress=False, decode_timeout_s=2)
+    assert 2 <= time.monotonic() - start < 2 + 10
+    assert summary.failed == [(fifo, "DecodeTimeout: decode took longer than 2 s (killed; data.decode_timeout_s)")]
+    assert summary.computed == 1  # a fresh decode process read the next video
+    with pytest.raises(UserError, match="--decode-timeout-s must be a positive number"):
+        extract_flow(records, flow_dir=tmp_path / "flow", use_ray=False, progress=False, decode_timeout_s=0)
+
+
 def test_command_prints_failures_and_exits_nonzero(videos, tmp_path, monkeypatch, capsys):
+    import orchestrator.data.check  # noqa: F401 - imports the real annotations module before it is faked
+
     records, bad = videos
     Split = namedtuple("Split", ["records", "class_names", "problems"])
     fake = types.ModuleType("orchestrator.data.annotations")
     problems = [(tmp_path / "a.csv", "line 3: unknown class 'C'")]
     fake.read_split = fake.read_all_subsets = lambda dataset, **kwargs: Split([*records, bad], ["A", "B"], problems)
+    fake.require_consistent = lambda *splits: None
     fake.DATASETS = {"csv": fake.read_split}  # the registry --dataset takes its choices from
     monkeypatch.setitem(sys.modules, "orchestrator.data.annotations", fake)
     parser = argparse.ArgumentParser()
     flow_command.add_arguments(parser)
-    args = parser.parse_args(["--dataset", "csv", "--root", str(tmp_path), "--annotations", str(tmp_path / "a.csv"),
-                              "--flow-dir", str(tmp_path / "flow"), "--no-ray"])
+    args = parser.parse_args(["--dataset", "csv", "--root", str(tmp_path / "videos"), "--annotations",
+                              str(tmp_path / "a.csv"), "--flow-dir", str(tmp_path / "flow"), "--no-ray"])
     assert flow_command.run(args) == 1
     out = capsys.readouterr().out
     assert f"failed: {bad.path}" in out and "3 computed" in out and "frames/s" in out
     assert "warning: " in out and "unknown class 'C'" in out
+
+
+def test_prepare_data_extracts_flow_for_a_csv_test_list(tmp_path, monkeypatch):
+    """A csv data set keeps its held-out list in data.test_annotations: its videos need flow too."""
+    from functools import partial
+
+    from orchestrator.config import parse_experiment
+    from orchestrator.data import flow
+    from orchestrator.training.prepare import prepare_data
+    from tests.conftest import _write_text, write_layout
+
+    root, train_csv = write_layout("csv", tmp_path, num_frames=NUM_FRAMES)
+    test_videos = {"held/d.mp4": "walk", "held/e.mp4": "run"}
+    for seed, path in enumerate(test_videos):
+        write_video(root / path, make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=10 + seed))
+    test_csv = _write_text(tmp_path / "test.csv",
+                           "path,label\n" + "".join(f"{path},{label}\n" for path, label in test_videos.items()))
+    cfg = parse_experiment({"data": {"dataset": "csv", "root": str(root), "annotations": str(train_csv),
+                                     "test_annotations": str(test_csv), "flow_dir": str(tmp_path / "flow")},
+                            "model": {"modality": "flow"}})
+    monkeypatch.setattr(flow, "extract_flow", partial(flow.extract_flow, use_ray=False, progress=False))
+    prepare_data([cfg])
+    for video_id in ("clips/a", "held/d", "held/e"):
+        assert flow_path(tmp_path / "flow", video_id, cfg.data.flow_format).exists(), video_id
 
 
 @pytest.mark.ray

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from orchestrator.config import input_spec, parse_experiment
+from orchestrator.errors import UserError
 from orchestrator.data.annotations import read_split
 from orchestrator.data.dataset import collate_skip_bad
 from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
@@ -217,3 +218,51 @@ def test_a_resumed_best_val_run_keeps_the_best_epoch_it_had(tiny_ucf, tmp_path):
     assert resumed.best["epoch"] == first.best["epoch"] and resumed.best["val_top1"] == first.best["val_top1"]
     assert all(torch.equal(v, first.best["model"][k]) for k, v in resumed.best["model"].items())
     assert np.array_equal(resumed.kept_val.video_scores, first.kept_val.video_scores)
+
+
+def test_training_drops_a_last_batch_of_one_clip(tiny_ucf):
+    """4 training videos in batches of 3: one step of 3; the last batch of 1 would stop BatchNorm."""
+    cfg = config(data=tiny_ucf, optim={"batch_size": 3, "epochs": 1})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    assert len(w.train_set) == 4 and len(w.train_loader) == 1
+    stats = loop.train_one_epoch(w.model, w.train_loader, w.optimizer, w.scheduler, w.scaler, cfg, w.device)
+    assert stats["seen"] == 3
+
+
+def test_a_batch_larger_than_a_workers_share_is_refused(tiny_ucf):
+    share = r"optim.batch_size \(3\) is larger than this worker's share .*\(2 of 4 videos over 2 workers\)"
+    with pytest.raises(UserError, match=share):
+        loop.setup_worker(config(data=tiny_ucf, optim={"batch_size": 3}), rank=0, world=2, device=torch.device("cpu"))
+
+
+def test_evaluation_feeds_at_most_eval_batch_size_views_and_scores_the_same(tiny_ucf):
+    """3 clips x three crops = 9 views per video; eval_batch_size 4: one video per loader batch, its
+    views in forward passes of 4, 4 and 1; the scores are those of one pass over everything."""
+    data = {**tiny_ucf, "test_clips": 3, "test_crop": "three"}
+    chunked = config(data=data, optim={"eval_batch_size": 4})
+    w = loop.setup_worker(chunked, rank=0, world=1, device=torch.device("cpu"))
+    model = loop.unwrap(w.model)
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    result = loop.evaluate(model, w.test_set, chunked, w.device, rank=0, world=1)
+    hook.remove()
+    assert loop.eval_videos_per_batch(chunked) == 1
+    assert max(sizes) == 4 and sum(sizes) == 9 * len(w.test_set)
+    whole = loop.evaluate(model, w.test_set, config(data=data, optim={"eval_batch_size": 64}), w.device, rank=0, world=1)
+    assert np.allclose(result.video_scores, whole.video_scores, atol=1e-5) and result.clip_top1 == whole.clip_top1
+
+
+def test_the_resume_state_holds_the_cuda_rng(tiny_ucf, tmp_path, monkeypatch):
+    """A GPU run's dropout draws from the CUDA generator: a resumed run must restore it too."""
+    import dataclasses
+
+    generator = {"state": torch.arange(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": generator["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": generator.update(state=state))
+    cfg = config(data=tiny_ucf, optim={"epochs": 1})
+    w = dataclasses.replace(loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu")),
+                            device=torch.device("cuda"))  # only save_state / load_state see the device
+    loop.save_state(w, tmp_path, epoch=0, history=[])
+    generator["state"] = torch.zeros(16, dtype=torch.uint8)  # the restarted process's generator
+    loop.load_state(w, tmp_path)
+    assert torch.equal(generator["state"], torch.arange(16, dtype=torch.uint8))

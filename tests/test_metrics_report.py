@@ -45,10 +45,14 @@ def test_confusion_matrix_rows_are_true_classes():
         M.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
 
 
-def test_classification_metrics_names_and_clipped_top5():
-    result = M.classification_metrics(LABELS[:3], SCORES[:3, :3], prefix="test/video_")
-    assert result == {"test/video_top1": pytest.approx(1 / 3), "test/video_top5": 1.0,
-                      "test/video_mean_class_acc": pytest.approx(1 / 3)}
+@pytest.mark.parametrize("num_classes, logged", [(3, {"test/video_top1": 1 / 3, "test/video_mean_class_acc": 1 / 3}),
+                                                  (20, {"test/video_top1": 1 / 20, "test/video_top5": 5 / 20,
+                                                        "test/video_mean_class_acc": 1 / 20})])
+def test_classification_metrics_names_and_top5_only_on_enough_classes(num_classes, logged):
+    """Top-5 of 3 classes is 100 % by construction: not logged; of 20 it is."""
+    scores = np.tile(np.arange(num_classes, 0, -1), (num_classes, 1))  # every video ranks class 0 first, 1 next...
+    result = M.classification_metrics(np.arange(num_classes), scores, prefix="test/video_")
+    assert result == pytest.approx(logged)
 
 
 def test_metrics_reject_mismatched_shapes():
@@ -111,11 +115,18 @@ def test_runs_selected_on_test_fusion_rules_and_paper_figures_are_shown():
 
 
 def test_variants_each_on_their_own_data_set_get_one_row_each():
-    """A claims study: every variant on its own synthetic variant, a data-set column instead of empty groups."""
-    rows = [row("k3", "long", 0, 0.5, 1.0), row("k8", "long", 0, 0.7, 1.0), row("flow", "camera", 0, 0.4, 1.0)]
+    """A claims study: every variant on its own synthetic variant, a data-set column instead of empty groups.
+    Their 4 classes are too few for top-5 (no run logs it, see metrics.reports_top_k): no top-5 column."""
+    nan = float("nan")
+    rows = [row("k3", "long", 0, 0.5, nan), row("k8", "long", 0, 0.7, nan), row("flow", "camera", 0, 0.4, nan)]
     text = to_markdown(summarize(rows), title="claims")
-    assert "| Variant | Data set | top-1 (%) | top-1 95% CI | top-5 (%) |\n|---|---|---:|---:|---:|\n" in text
-    assert "| k8 | long | 70.0 | – | 100.0 |" in text and "| flow | camera | 40.0 | – | 100.0 |" in text
+    assert "| Variant | Data set | top-1 (%) | top-1 95% CI |\n|---|---|---:|---:|\n" in text
+    assert "| k8 | long | 70.0 | – |\n" in text and "| flow | camera | 40.0 | – |\n" in text
+    assert "top-5" not in text
+    # with a data set of enough classes among them, the column is back; the 4-class rows have no figure in it
+    text = to_markdown(summarize(rows + [row("rgb", "ucf101", 0, 0.6, 0.9)]), title="claims")
+    assert "| Variant | Data set | top-1 (%) | top-1 95% CI | top-5 (%) |\n" in text
+    assert "| k8 | long | 70.0 | – | – |" in text and "| rgb | ucf101 | 60.0 | – | 90.0 |" in text
 
 
 @pytest.mark.parametrize("low,high,verdict", [(0.01, 0.2, "holds"), (-0.2, -0.01, "reversed"),

@@ -1,7 +1,9 @@
 """`actionlab data prepare`: every layout reads back with the same ids and labels, decodes to the same
 frames; reruns are free, other parameters refused, bad videos reported, interruptions harmless."""
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from orchestrator.data.annotations import SPLIT_NUMBERS, SUBSETS, read_split
 from orchestrator.data.check import check_split, probe_video
 from orchestrator.data.dataset import VideoDataset
 from orchestrator.data.prepare import PrepareParams, output_size, prepare_dataset, prepare_video, prepared_name
+from orchestrator.data.tasks import HOST_TAG
 from orchestrator.data.video_io import (frame_folder_length, frame_image, read_frame_folder, write_frame_folder,
                                         write_video)
 from orchestrator.errors import UserError
@@ -23,6 +26,13 @@ LAYOUTS = ("ucf101", "hmdb51", "kinetics", "csv")
 
 def _video(path: Path, seed: int) -> Path:
     return write_video(path, make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=seed))
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (a killed run's, as its temporaries name it)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def _write(path: Path, text: str) -> Path:
@@ -123,16 +133,20 @@ def test_an_interrupted_video_is_not_done_and_is_redone(csv_set, fmt, monkeypatc
     expected = all_frames(read_split("csv", root=out / root.name, annotations=out / csv.name).records[1])
 
     # Killed while writing: the rename never happened, and the process could not clean up.
-    leftover = victim.with_name(f".{victim.name}.999-deadbeef.tmp{victim.suffix}")
+    leftover = victim.with_name(f".{victim.name}.{HOST_TAG}-{_dead_pid()}-deadbeef.tmp{victim.suffix}")
+    live = victim.with_name(f".{victim.name}.{HOST_TAG}-{os.getpid()}-0badcafe.tmp{victim.suffix}")  # running
     if fmt == "frames":
         write_frame_folder(leftover, make_frames(3, HEIGHT, WIDTH))
         shutil.rmtree(victim)
     else:
         leftover.write_bytes(victim.read_bytes()[:500])
         victim.unlink()
+    live.write_bytes(b"a live process's half-written file")
     resumed = prepare_dataset("csv", root=root, annotations=csv, out=out, params=params, use_ray=False,
                               progress=False)
     assert (resumed.prepared, resumed.done_before, resumed.failed) == (1, 3, [])
+    assert not leftover.exists() and live.exists()  # the dead run's temporary is cleaned, a live one's kept
+    live.unlink()
     np.testing.assert_array_equal(all_frames(read_split("csv", root=out / root.name,
                                                         annotations=out / csv.name).records[1]), expected)
 
@@ -151,7 +165,7 @@ def test_an_interrupted_video_is_not_done_and_is_redone(csv_set, fmt, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("csv", root=root, annotations=csv, out=out, params=params, use_ray=False, progress=False)
     assert not victim.exists()
-    assert sorted(p.name for p in victim.parent.iterdir() if ".tmp" in p.name) == [leftover.name]
+    assert [p.name for p in victim.parent.iterdir() if ".tmp" in p.name] == []
 
 
 def test_bad_videos_are_reported_by_path_and_the_rest_done(csv_set, capsys):

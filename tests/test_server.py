@@ -418,5 +418,151 @@ def test_a_taken_port_is_named():
             server.check_port_free("127.0.0.1", port)
 
 
+# -- beyond loopback: a login, or --no-auth said out loud -------------------------------------------
+
+class Started(NamedTuple):
+    code: int
+    argv: list[str]  # the `mlflow server` command line
+    secrets_env: dict[str, str]
+    out: str
+    err: str
+
+
+def run_server_command(monkeypatch, capsys, tmp_path, *args: str, extras: bool = True) -> Started:
+    """`actionlab server --backend sqlite ARGS` in-process, with `serve` replaced by a recorder (no
+    server starts) and MLflow's auth extras present or not."""
+    seen = {}
+
+    def record(argv, *, env=None, secrets_env=None, health_url=None, ready_message=""):
+        seen.update(argv=argv, secrets_env=secrets_env or {})
+        print(ready_message)
+        return 0
+
+    monkeypatch.setattr(server, "serve", record)
+    monkeypatch.setattr(server, "auth_extras_installed", lambda: extras)
+    for variable in ("MLFLOW_SERVER_ALLOWED_HOSTS", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"):
+        monkeypatch.delenv(variable, raising=False)
+    capsys.readouterr()
+    code = main(["server", "--backend", "sqlite", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--port", str(free_port()), *args])
+    out, err = capsys.readouterr()
+    return Started(code, seen.get("argv", []), seen.get("secrets_env", {}), out, err)
+
+
+def option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_beyond_loopback_without_the_auth_extras_is_one_clear_error(monkeypatch, capsys, tmp_path):
+    started = run_server_command(monkeypatch, capsys, tmp_path, "--host", "0.0.0.0", extras=False)
+    assert started.code == 2 and started.argv == []  # nothing started
+    [line] = started.err.splitlines()
+    assert line == ("actionlab server: error: --host 0.0.0.0 listens beyond this machine, so the server needs a "
+                    "login: MLflow's basic-auth app needs its auth extras (Flask-WTF is missing): "
+                    "`pip install 'mlflow[auth]'`; or, on a network only you can reach, --no-auth")
+
+
+def test_beyond_loopback_the_server_gets_a_generated_login_kept_in_private_files(monkeypatch, capsys, tmp_path):
+    started = run_server_command(monkeypatch, capsys, tmp_path, "--host", "0.0.0.0")
+    assert started.code == 0 and option(started.argv, "--app-name") == "basic-auth"
+    folder = tmp_path / "mlflow-auth"  # beside the SQLite store
+    password = (folder / "admin_password").read_text().strip()
+    assert len(password) >= 32 and password != "password1234"
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.name != "basic_auth.ini"} == {
+        "admin_password": 0o600, "secret_key": 0o600}
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert started.secrets_env == {
+        "MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": (folder / "secret_key").read_text().strip()}
+    assert f"login: user admin, password in {folder / 'admin_password'} (mode 0600)" in started.out
+    assert password not in started.out + started.err
+    # the Host headers and browser origins of this machine's names, not MLflow's "localhost-only" defaults
+    hosts, origins = option(started.argv, "--allowed-hosts"), option(started.argv, "--cors-allowed-origins")
+    address = server.outward_address()
+    port = started.argv[started.argv.index("--port") + 1]
+    assert f"{address}:{port}" in hosts.split(",") and f"http://{address}:{port}" in origins.split(",")
+    # a restart keeps the login; a lost password file with its users is refused
+    again = run_server_command(monkeypatch, capsys, tmp_path, "--host", "0.0.0.0")
+    assert again.secrets_env == started.secrets_env
+    (folder / "basic_auth.db").touch()  # MLflow creates it on the first real start
+    (folder / "admin_password").unlink()
+    lost = run_server_command(monkeypatch, capsys, tmp_path, "--host", "0.0.0.0")
+    assert lost.code == 2 and "admin password is unknown" in lost.err and len(lost.err.splitlines()) == 1
+
+
+def test_no_auth_beyond_loopback_says_why_it_is_unsafe(monkeypatch, capsys, tmp_path):
+    started = run_server_command(monkeypatch, capsys, tmp_path, "--host", "0.0.0.0", "--no-auth", extras=False)
+    assert started.code == 0 and "--app-name" not in started.argv and started.secrets_env == {}
+    [warning] = started.err.splitlines()
+    assert warning.startswith("warning: --no-auth on 0.0.0.0: anyone who reaches port ")
+    assert "read, change and delete every run" in warning
+    assert option(started.argv, "--allowed-hosts") and option(started.argv, "--cors-allowed-origins")
+
+
+def test_loopback_needs_no_login_and_options_of_ones_own_win(monkeypatch, capsys, tmp_path):
+    started = run_server_command(monkeypatch, capsys, tmp_path, extras=False)  # 127.0.0.1
+    assert started.code == 0 and started.err == "" and "--app-name" not in started.argv
+    assert option(started.argv, "--allowed-hosts") == "localhost,127.0.0.1,[::1],localhost:*,127.0.0.1:*,[[]::1]:*"
+    # k8s/mlflow.yaml: basic auth with its own settings, its hosts in MLflow's variable
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", "mlflow,mlflow:5000")
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda argv, **kw: seen.update(argv=argv, **kw) or 0)
+    assert main(["server", "--backend", "sqlite", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                 "--host", "0.0.0.0", "--port", str(free_port()), "--", "--app-name", "basic-auth"]) == 0
+    assert seen["argv"].count("--app-name") == 1 and "--allowed-hosts" not in seen["argv"]
+    assert not seen["secrets_env"] and not (tmp_path / "mlflow-auth").exists()
+
+
+@pytest.mark.parametrize("host, names", [
+    ("127.0.0.1", None), ("localhost", None), ("::1", None),
+    ("10.1.2.3", ["10.1.2.3"]), ("head.example.com", ["head.example.com"]), ("fd00::5", ["[fd00::5]"]),
+])
+def test_network_args_name_the_host_given(host, names, monkeypatch):
+    for variable in ("MLFLOW_SERVER_ALLOWED_HOSTS", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"):
+        monkeypatch.delenv(variable, raising=False)
+    args = server.network_args(host, 5001)
+    assert server.is_loopback(host) == (names is None)
+    if names is None:
+        assert args[0] == "--allowed-hosts" and "--cors-allowed-origins" not in args
+        return
+    assert args == ["--allowed-hosts", ",".join(h for n in names for h in (n, f"{n}:5001")),
+                    "--cors-allowed-origins", ",".join(f"http://{n}:5001" for n in names)]
+    assert server.network_args(host, 5001, given=["--allowed-hosts=x"]) == args[2:]
+
+
+def test_a_server_beyond_loopback_asks_for_its_login(tmp_path):
+    """A real server on 0.0.0.0 (needs `mlflow[auth]`): 401 without the login, 200 with it."""
+    pytest.importorskip("flask_wtf")
+    import base64
+    import urllib.request
+
+    started = start_server("--backend", "sqlite", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           "--host", "0.0.0.0", "--port", str(free_port()))
+    try:
+        url = f"{started.url}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 401
+        password = (tmp_path / "mlflow-auth" / "admin_password").read_text().strip()
+        request = urllib.request.Request(url, headers={
+            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert "localhost-only" not in "".join(started.output)  # MLflow's banner names the hosts given
+    finally:
+        assert stop_server(started.process) == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH is Python 3.11's")
+def test_server_children_never_import_from_the_working_folder(tmp_path, monkeypatch):
+    """`python -m mlflow` (and the `python -m uvicorn` it starts) put the working folder first on sys.path."""
+    (tmp_path / "json.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    assert server.serve([sys.executable, "-m", "json.tool", "--help"]) == 0
+    assert not (tmp_path / "ran").exists()
+
+
 if __name__ == "__main__":
     writer(int(sys.argv[1]))

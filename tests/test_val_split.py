@@ -75,7 +75,8 @@ def test_csv_groups_come_from_its_group_column(tmp_path):
     for row in rows[1:]:
         _touch(tmp_path / row.split(",")[0])
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "test.csv").write_text("path,label\na/x_1.mp4,a\n")
+    _touch(tmp_path / "a" / "w_1.mp4")  # a held-out video: one in both lists is refused (annotations.py)
+    (tmp_path / "test.csv").write_text("path,label\na/w_1.mp4,a\n")
     run = read_run_splits("csv", root=tmp_path, annotations=tmp_path / "train.csv",
                           test_annotations=tmp_path / "test.csv", val=Val(fraction=0.34))
     val_groups = {r.group for r in run.val.records}

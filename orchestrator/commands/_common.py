@@ -2,8 +2,6 @@
 import argparse
 from contextlib import contextmanager
 
-import yaml
-
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment YAML, e.g. experiments/quickstart.yaml")
@@ -17,18 +15,24 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace):
-    """The experiment with --set overrides applied, parsed and checked (not yet preflighted)."""
-    from orchestrator.config import with_overrides
+    """The experiment with --set overrides applied, parsed and checked (not yet preflighted).
+
+    Each VALUE is YAML, read as the experiment file is (`preflight.read_yaml`)."""
+    from orchestrator.config import quote, with_overrides
     from orchestrator.errors import UserError
-    from orchestrator.preflight import load_experiment
+    from orchestrator.preflight import load_experiment, read_yaml
 
     cfg = load_experiment(args.experiment)
     overrides = {}
     for item in args.overrides:
         field, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item}: expected FIELD=VALUE, e.g. --set optim.epochs=2")
-        overrides[field.strip()] = yaml.safe_load(value)
+        field = field.strip()
+        if not sep or not field or "" in field.split("."):
+            raise UserError(f"{args.experiment}: --set {quote(item)}: expected FIELD=VALUE with a dotted FIELD, "
+                            "e.g. --set optim.epochs=2")
+        where = f"{args.experiment}: --set {field}"
+        overrides[field] = read_yaml(value, where, fix=f"give a YAML value, e.g. --set {field}=2, or quote a string: "
+                                                       f"--set '{field}=\"...\"'")
     return with_overrides(cfg, overrides, where=f"{args.experiment} (--set)") if overrides else cfg
 
 

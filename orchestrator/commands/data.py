@@ -133,6 +133,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from orchestrator.data.check import one_line
     from orchestrator.data.prepare import PrepareParams, prepare_dataset
 
     params = PrepareParams(format=args.format, short_side=args.short_side, keyframe_interval=args.keyframe_interval,
@@ -140,11 +141,11 @@ def _prepare(args: argparse.Namespace) -> int:
     summary = prepare_dataset(args.dataset, root=args.root, annotations=args.annotations, out=args.out, params=params,
                               split=args.split, use_ray=not args.no_ray, address=args.address)
     for path, reason in summary.problems[:SHOWN_PROBLEMS]:
-        print(f"warning: {path}: {reason}")
+        print(one_line(f"warning: {path}: {reason}"))
     if len(summary.problems) > SHOWN_PROBLEMS:
         print(f"warning: ... and {len(summary.problems) - SHOWN_PROBLEMS} more annotation problems")
     for path, reason in summary.failed:
-        print(f"failed: {path}: {reason}")
+        print(one_line(f"failed: {path}: {reason}"))
     print(summary.describe())
     print(f"train on it with data.root={summary.root} data.annotations={summary.annotations}")
     return 1 if summary.failed else 0

@@ -30,12 +30,15 @@ def add_arguments(parser) -> None:
                         help="GPU share of each video's Ray task with --device cuda; 0.25 overlaps 4 videos' decoding "
                              "and RAFT on one GPU (default 1)")
     parser.add_argument("--raft-batch", type=int, default=8, help="frame pairs per RAFT forward pass (default 8)")
+    parser.add_argument("--decode-timeout-s", type=float, default=60.0,
+                        help="a video whose decoding takes longer fails, listed with the others (default 60)")
     parser.add_argument("--no-ray", action="store_true", help="process videos in this process, one after another")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
 
 
 def run(args) -> int:
-    from orchestrator.data.annotations import read_all_subsets, read_split
+    from orchestrator.data.annotations import read_all_subsets, read_split, require_consistent
+    from orchestrator.data.check import one_line
     from orchestrator.data.flow import extract_flow
 
     if args.subset == "all":
@@ -43,15 +46,18 @@ def run(args) -> int:
     else:
         split = read_split(args.dataset, root=args.root, annotations=args.annotations, split=args.split,
                            subset=args.subset)
+    require_consistent(split)  # e.g. x.avi and x.mp4 would share one cache
     for path, reason in split.problems[:SHOWN_PROBLEMS]:
-        print(f"warning: {path}: {reason}")
+        print(one_line(f"warning: {path}: {reason}"))
     if len(split.problems) > SHOWN_PROBLEMS:
         print(f"warning: ... and {len(split.problems) - SHOWN_PROBLEMS} more annotation problems")
     summary = extract_flow(split.records, flow_dir=args.flow_dir, method=args.method, bound=args.bound,
                            short_side=args.short_side, warp=args.warp, fmt=args.format, raft_weights=args.raft_weights,
                            device=args.device, use_ray=not args.no_ray, address=args.address,
-                           gpus_per_task=args.gpus_per_task, raft_batch=args.raft_batch)
+                           gpus_per_task=args.gpus_per_task, raft_batch=args.raft_batch,
+                           sources={"--root": args.root, "--annotations": args.annotations},
+                           decode_timeout_s=args.decode_timeout_s)
     for path, reason in summary.failed:
-        print(f"failed: {path}: {reason}")
+        print(one_line(f"failed: {path}: {reason}"))
     print(summary.describe())
     return 1 if summary.failed else 0

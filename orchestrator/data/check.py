@@ -15,7 +15,11 @@ A probe is cheap (no full decode) and names one reason per bad file, in this ord
 - 'too short: N frames, the clip needs M'.
 
 A JPEG frame folder (`actionlab data prepare --format frames`) is bad when it is empty, has a gap
-in its numbering, its last image cannot be read, or it is too short.
+in its numbering, holds a frame that is not a regular file (a FIFO would block the read for ever; a
+symlink could lead out of the data root), its first and last images differ in size (a header can
+claim 20000x20000), its last image cannot be read, or it is too short.
+
+A path that is not a regular file or folder (a FIFO, a socket, a device) is never opened.
 """
 import os
 import re
@@ -26,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from orchestrator.data.annotations import Problem, Split
+from orchestrator.data.paths import file_kind
 
 MAX_MESSAGE_CHARS = 160
 DECODE_TIMEOUT_S = 60.0  # as data.decode_timeout_s: the slowest good video measured took 6 s
@@ -75,23 +80,52 @@ def _container_truncation(path: Path, size_bytes: int) -> str | None:
     return None
 
 
+def _image_size(image: Path) -> tuple[int, int]:
+    """(W, H) from an image's header alone; a size past Pillow's decompression-bomb limit raises."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning would print and go on
+        with Image.open(image) as im:
+            return im.size
+
+
 def _probe_frame_folder(folder: Path, min_frames: int) -> str | None:
     """Why a frame folder cannot give a clip of `min_frames` frames, or None if it can. Lists its
-    images and reads only the last one."""
+    images, reads the first one's header and decodes only the last one."""
+    import warnings
+
+    from PIL import Image
+
     from orchestrator.data.video_io import FRAME_PREFIX, frame_image, read_frame_folder
 
-    names = {name for name in os.listdir(folder) if name.startswith(FRAME_PREFIX) and name.endswith(".jpg")}
-    if not names:
+    with os.scandir(folder) as entries:
+        images = {entry.name: entry for entry in entries
+                  if entry.name.startswith(FRAME_PREFIX) and entry.name.endswith(".jpg")}
+    if not images:
         return "empty frame folder (no img_00001.jpg, ...)"
-    gap = next((i for i in range(len(names)) if frame_image(folder, i).name not in names), None)
+    gap = next((i for i in range(len(images)) if frame_image(folder, i).name not in images), None)
     if gap is not None:
-        return f"frame folder of {len(names)} images without {frame_image(folder, gap).name} (a gap in the numbering)"
+        return f"frame folder of {len(images)} images without {frame_image(folder, gap).name} (a gap in the numbering)"
+    odd = next((entry for _, entry in sorted(images.items()) if not entry.is_file(follow_symlinks=False)), None)
+    if odd is not None:
+        kind = "a symlink" if odd.is_symlink() else f"a {file_kind(Path(odd.path))}"
+        return f"{odd.name} is {kind}, not a regular file (frame folders hold plain JPEG files)"
+    first, last = frame_image(folder, 0), frame_image(folder, len(images) - 1)
     try:
-        read_frame_folder(folder, [len(names) - 1])
-    except OSError as err:
-        return f"the last frame, {frame_image(folder, len(names) - 1).name}, cannot be read ({_short_message(err)})"
-    if len(names) < min_frames:
-        return f"too short: {len(names)} frames, the clip needs {min_frames}"
+        sizes = [_image_size(image) for image in (first, last)]
+        if sizes[0] != sizes[1]:
+            (w0, h0), (w1, h1) = sizes
+            return f"{last.name} is {w1}x{h1} but {first.name} is {w0}x{h0}: frames of a video share one size"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            read_frame_folder(folder, [len(images) - 1])
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return f"the last frame, {last.name}, cannot be read ({_short_message(err)})"
+    if len(images) < min_frames:
+        return f"too short: {len(images)} frames, the clip needs {min_frames}"
     return None
 
 
@@ -106,10 +140,16 @@ def probe_video(path: Path, *, min_frames: int = 1, decode_timeout_s: float = DE
     from orchestrator.data.decode_guard import DecodeGuard, DecodeTimeout
 
     path = Path(path)
-    if path.is_dir():
+    try:
+        kind = file_kind(path)
+    except OSError as err:
+        return f"cannot be read: {err.strerror}"
+    if kind == "folder":
         return _probe_frame_folder(path, min_frames)
-    if not path.is_file():
+    if kind is None:
         return "missing file"
+    if kind != "file":
+        return f"a {kind}, not a regular file"
     size_bytes = path.stat().st_size
     if size_bytes == 0:
         return "zero-byte file"
@@ -153,7 +193,12 @@ def check_split(split: Split, *, min_frames: int = 1, progress: bool = True) -> 
     return problems
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline in a listed file name) written as escapes."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match[0])[1:-1], text)
+
+
 def format_problems(problems: list[Problem]) -> str:
     """One '<path>: <reason>' line per problem, then a count line."""
     count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
-    return "\n".join([f"{p.path}: {p.reason}" for p in problems] + [count])
+    return "\n".join([one_line(f"{p.path}: {p.reason}") for p in problems] + [count])

@@ -17,6 +17,11 @@ long-lived child and waits at most `timeout_s` per video:
                            <-- ("ok", shape) --------  frames written into a shared buffer
     copy the frames out of the buffer
 
+`GuardedVideo.read_every_frame()` asks instead for every frame that decodes, decoded in order with
+PyAV (`decode_every_frame`): `actionlab flow` compares their number with `len()` and refuses a
+video on which they differ, since decord hands back copies of neighbouring frames for frames that
+do not decode (150 of the 200 in the file tests/test_decode_guard.py builds).
+
 Past the limit the parent SIGKILLs the child and raises DecodeTimeout (a TimeoutError, so an
 OSError); if the child dies mid-video (a crash in decord) it raises DecodeCrash (a RuntimeError).
 VideoDataset logs either and skips that video like any unreadable one; the next video starts a
@@ -48,7 +53,11 @@ import numpy as np
 
 # the folder holding the `orchestrator` package, so that the child imports this very module
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_CHILD_MAIN = ("import sys; sys.path.insert(0, sys.argv[4]); from orchestrator.data.decode_guard import serve; "
+# `python -c` puts the folder it runs in first on sys.path (as ''): a decord.py or numpy.py there would
+# run in the child. The first statement replaces that entry by the package's folder, before any import
+# (-P does that from Python 3.11 only; -I also drops PYTHONPATH and user site-packages, where decord may be).
+_CHILD_MAIN = ("import sys; sys.path[:] = [sys.argv[4], *(p for p in sys.path if p not in ('', '.'))]; "
+               "from orchestrator.data.decode_guard import serve; "
                "serve(int(sys.argv[1]), int(sys.argv[2]), parent_pid=int(sys.argv[3]))")
 START_TIMEOUT_S = 60.0  # a fresh child takes ~0.2 s to import numpy and decord; a limit only for a broken setup
 
@@ -87,19 +96,40 @@ def read_rgb(reader, indices: np.ndarray, *, sequential: bool = False) -> np.nda
     return frames[inverse.reshape(indices.shape)]
 
 
+def decode_every_frame(path: str | Path) -> np.ndarray:
+    """Every frame of a video that decodes, in order, uint8 RGB (T, H, W, 3), decoded with PyAV.
+
+    Only frames the decoder produced: where decord fills a frame that does not decode with a copy of
+    a neighbour, and counts the frames an edit list hides, these are fewer than decord's `len()`.
+    """
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if not frames:
+        raise ValueError("no video frame decodes")
+    return np.stack(frames)
+
+
 class DecordVideo:
-    """A video decoded in this process: `len()` frames, `read(indices (V, T), sequential=)`."""
+    """A video decoded in this process: `len()` frames, `read(indices (V, T), sequential=)`,
+    `read_every_frame()`."""
 
     def __init__(self, path: str | Path):
         import decord
 
-        self._reader = decord.VideoReader(str(path), num_threads=1)
+        self._path = str(path)
+        self._reader = decord.VideoReader(self._path, num_threads=1)
 
     def __len__(self) -> int:
         return len(self._reader)
 
     def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
         return read_rgb(self._reader, indices, sequential=sequential)
+
+    def read_every_frame(self) -> np.ndarray:
+        """`decode_every_frame`: uint8 (T', H, W, 3); T' differs from `len()` when frames do not decode."""
+        return decode_every_frame(self._path)
 
 
 class GuardedVideo:
@@ -115,6 +145,11 @@ class GuardedVideo:
     def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
         shape, dtype = self._guard._request(("read", np.asarray(indices), sequential), self._deadline)
         return _child.buffer.array(shape, dtype).copy()  # the next video overwrites the buffer
+
+    def read_every_frame(self) -> np.ndarray:
+        """DecordVideo.read_every_frame in the child, within the same time limit."""
+        shape, dtype = self._guard._request(("every",), self._deadline)
+        return _child.buffer.array(shape, dtype).copy()
 
 
 class DecodeGuard:
@@ -256,8 +291,8 @@ def _kill(proc: subprocess.Popen, conn: Connection, buffer_fd: int, owner_pid: i
 
 
 def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
-    """The child's loop: answer ("open", path) with the frame count and ("read", indices, sequential)
-    with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
+    """The child's loop: answer ("open", path) with the frame count, and ("read", indices, sequential)
+    or ("every",) with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
     failure. Returns when the parent closes the socket."""
     if sys.platform.startswith("linux"):  # SIGKILL this process when the thread that started it ends
         import ctypes
@@ -281,7 +316,9 @@ def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
                 video = DecordVideo(request[1])
                 reply = ("ok", len(video))
             else:
-                frames, video = video.read(request[1], sequential=request[2]), None
+                frames = video.read(request[1], sequential=request[2]) if request[0] == "read" else \
+                    video.read_every_frame()
+                video = None
                 buffer.array(frames.shape, frames.dtype.str, grow=True)[...] = frames
                 reply = ("ok", (frames.shape, frames.dtype.str))
         except Exception as err:  # sent back to be raised in the parent: one video's problem

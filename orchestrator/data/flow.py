@@ -24,23 +24,35 @@ of three formats (`FLOW_FORMATS`, `data.flow_format`):
 
 A cache keeps the format it was made in: asking for another over it reads and extends it as it is.
 
+Videos are decoded in a child process killed after `decode_timeout_s` (decord can hang; see
+orchestrator/data/decode_guard.py), and only frames that decode are used: a video on which fewer (or
+more) frames decode than the container lists fails, with its reason in the FlowSummary, and gets no
+cache, rather than flow computed from the copies decord hands back for frames that do not decode.
+
 Reads open only the sampled fields (their image files, or their rows of the memory map), whatever
 the format. A video's cache is written under a temporary name and renamed, so an interrupted
-extraction leaves no half-written cache and a rerun resumes where it stopped.
+extraction leaves no half-written cache and a rerun resumes where it stopped, after removing what
+the interrupted run left half-written (`tasks.remove_stale_temporaries`).
 `flow_dir/manifest.json` records the parameters; a rerun with other parameters is refused.
+
+The cache folder is the flow's own: a new or empty folder, or one holding a flow manifest; never the
+data set's root or lists, nor inside or around them (`sources`, `paths.check_output`). Every cache
+path resolves inside it; two videos whose caches would be one path, or one inside the other, are
+refused before anything is written.
 """
 import functools
 import json
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from orchestrator.data.tasks import run_per_video, write_atomic
+from orchestrator.data.decode_guard import DecodeGuard, close_decode_process
+from orchestrator.data.paths import check_output, holds_files, is_inside, require_inside
+from orchestrator.data.tasks import remove_stale_temporaries, run_per_video, temporary_sibling, write_atomic
 from orchestrator.errors import UserError
 
 FLOW_METHODS = ("farneback", "tvl1", "raft")
@@ -55,6 +67,7 @@ RAFT_PAIRS_PER_BATCH = 8  # frame pairs per RAFT forward pass: bounds memory on 
 RAFT_MIN_SIDE = 128  # torchvision RAFT's 4-level correlation pyramid needs 1/8-size maps >= 16
 WARP_GRID_POINTS = 1000  # about this many flow vectors are fed to RANSAC per frame pair
 WARP_RANSAC_PX = 1.0  # a correspondence further than this from the homography is an outlier
+DECODE_TIMEOUT_S = 60.0  # as data.decode_timeout_s: the slowest good video measured took 6 s to decode
 
 
 class FlowParams(NamedTuple):
@@ -329,7 +342,7 @@ def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
 
     options = {"quality": JPEG_QUALITY} if fmt == "jpg" else {"compress_level": 1}  # PNG: fast, still lossless
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_sibling(out_path)
     tmp.mkdir(parents=True)
     try:
         for i, field in enumerate(q):
@@ -341,11 +354,18 @@ def save_flow(out_path: Path, q: np.ndarray, fmt: str) -> None:
 
 
 def read_manifest(flow_dir: Path) -> FlowParams | None:
-    """The parameters a flow_dir was extracted with, or None if it has no manifest yet."""
+    """The parameters a flow_dir was extracted with, or None if it has no manifest yet; UserError if
+    its manifest.json is not a flow cache's."""
     path = Path(flow_dir) / MANIFEST_NAME
     if not path.is_file():
+        if path.exists() or path.is_symlink():
+            raise UserError(f"{path}: not a regular file, so not a flow cache's manifest; pass another --flow-dir")
         return None
-    return FlowParams(**json.loads(path.read_text()))
+    try:
+        return FlowParams(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not the manifest of a flow cache made by `actionlab flow`; pass another "
+                        "--flow-dir (a new or empty folder)") from None
 
 
 def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> FlowParams:
@@ -356,6 +376,11 @@ def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> FlowParams:
     """
     existing = read_manifest(flow_dir)
     if existing is None:
+        if Path(flow_dir).is_dir() and holds_files(Path(flow_dir)):
+            raise UserError(f"--flow-dir {flow_dir}: a folder that holds other files and no {MANIFEST_NAME} of a flow "
+                            "cache; pass a new or empty folder (or the cache `actionlab flow` made)")
+        if Path(flow_dir).exists() and not Path(flow_dir).is_dir():
+            raise UserError(f"--flow-dir {flow_dir}: not a folder; pass a new or empty folder")
         text = json.dumps(params._asdict(), indent=2)
         write_atomic(Path(flow_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
         return params
@@ -375,13 +400,24 @@ def check_or_write_manifest(flow_dir: Path, params: FlowParams) -> FlowParams:
 
 # --- extraction -----------------------------------------------------------------------------
 
-def decode_video(path: Path, *, short_side: int | None = None) -> np.ndarray:
-    """Every frame of a video, uint8 RGB (T, H, W, 3), optionally resized so min(H, W) == short_side."""
-    import cv2
-    import decord
+class MissingFrames(RuntimeError):
+    """Fewer (or more) frames of a video decode than its container lists."""
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    frames = reader.get_batch(range(len(reader))).asnumpy()
+
+def decode_video(path: Path, *, short_side: int | None = None, timeout_s: float = DECODE_TIMEOUT_S) -> np.ndarray:
+    """Every frame of a video, uint8 RGB (T, H, W, 3), optionally resized so min(H, W) == short_side.
+
+    Decoded in this process's decode child, killed after `timeout_s` seconds (DecodeTimeout); raises
+    MissingFrames unless every frame the container lists decodes, so that no flow field is ever
+    computed from a frame the decoder made up.
+    """
+    import cv2
+
+    video = DecodeGuard(timeout_s).open(path)
+    frames = video.read_every_frame()  # (T', H, W, 3): only the frames that decoded
+    if len(frames) != len(video):
+        raise MissingFrames(f"the container lists {len(video)} frames but {len(frames)} decode; no flow is written "
+                            "from frames that do not (re-encode the video, e.g. with ffmpeg)")
     if short_side is None:
         return frames
     _, height, width, _ = frames.shape
@@ -391,13 +427,14 @@ def decode_video(path: Path, *, short_side: int | None = None) -> np.ndarray:
 
 
 def extract_video_flow(path: Path, out_path: Path, *, params: FlowParams, raft_weights=None,
-                       device: str = "cpu", raft_batch: int = RAFT_PAIRS_PER_BATCH) -> int:
-    """Decode one video, compute and quantise its flow, write `out_path` atomically.
+                       device: str = "cpu", raft_batch: int = RAFT_PAIRS_PER_BATCH,
+                       decode_timeout_s: float = DECODE_TIMEOUT_S) -> int:
+    """Decode one video (see `decode_video`), compute and quantise its flow, write `out_path` atomically.
 
     Returns:
         the number of flow fields written (frames - 1).
     """
-    frames = decode_video(path, short_side=params.short_side)
+    frames = decode_video(path, short_side=params.short_side, timeout_s=decode_timeout_s)
     flow = compute_flow(frames, method=params.method, raft_weights=raft_weights, device=device, warp=params.warp,
                         raft_batch=raft_batch)
     q = quantize_flow(flow, bound=params.bound)  # uint8 (T-1, H, W, 2)
@@ -426,11 +463,33 @@ def _extract_in_ray_task(path: Path, out_path: Path, kwargs: dict) -> _VideoResu
     return _extract_or_report(path, out_path, kwargs)
 
 
+def _cache_jobs(records, flow_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(video, cache path) per record; UserError, before anything is written, when a cache path
+    resolves outside flow_dir (a symlink in the cache), or two videos' caches would be one path or,
+    as folders of images, one inside the other."""
+    jobs, video_of = [], {}
+    for record in records:
+        out = flow_path(flow_dir, record.video_id, fmt)
+        require_inside(out, flow_dir, "--flow-dir")
+        if video_of.setdefault(out, Path(record.path)) != Path(record.path):
+            raise UserError(f"{record.path} and {video_of[out]} would share the flow cache {out} (the same video "
+                            "id); rename one of them in the list and on disk")
+        jobs.append((Path(record.path), out))
+    if fmt != "npy":
+        for _, out in jobs:
+            outer = next((parent for parent in out.parents if parent in video_of), None)
+            if outer is not None:
+                raise UserError(f"the flow cache of {video_of[out]} ({out}) would lie inside that of {video_of[outer]} "
+                                f"({outer}); rename one of the videos, or use --format npy")
+    return jobs
+
+
 def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: float = 20.0,
                  short_side: int | None = None, warp: bool = False, fmt: str = "jpg", raft_weights=None,
                  device: str = "cpu", use_ray: bool = True, address: str | None = None,
                  gpus_per_task: float = 1.0, raft_batch: int = RAFT_PAIRS_PER_BATCH,
-                 progress: bool = True) -> FlowSummary:
+                 progress: bool = True, sources: dict[str, Path | None] | None = None,
+                 decode_timeout_s: float = DECODE_TIMEOUT_S) -> FlowSummary:
     """Compute and cache the flow of every record whose cache file does not exist yet.
 
     Args:
@@ -446,6 +505,9 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
             at once, so one video's decoding on the CPU overlaps another's RAFT on the GPU.
         raft_batch: frame pairs per RAFT forward pass.
         progress: show a tqdm bar.
+        sources: option name -> what the videos come from, e.g. {'--root': ..., '--annotations': ...}:
+            flow_dir must be none of them, nor inside or around them.
+        decode_timeout_s: a video whose decoding takes longer fails (its decode process is killed).
 
     Returns:
         FlowSummary; failed videos are listed there with their reason, the others are still done.
@@ -459,26 +521,43 @@ def extract_flow(records, *, flow_dir: Path, method: str = "farneback", bound: f
         raise UserError(f"--short-side must be at least 8 pixels, got {short_side!r}")
     if fmt not in FLOW_FORMATS:
         raise UserError(f"flow format {fmt!r} is not one of {', '.join(FLOW_FORMATS)}")
+    if not decode_timeout_s > 0:
+        raise UserError(f"--decode-timeout-s must be a positive number of seconds, got {decode_timeout_s!r}")
     flow_dir = Path(flow_dir)
+    check_output(flow_dir, "--flow-dir", sources or {})
     params = check_or_write_manifest(flow_dir, FlowParams(method, float(bound), short_side, bool(warp), fmt))
 
     start = time.perf_counter()
-    jobs = [(Path(r.path), flow_path(flow_dir, r.video_id, params.format)) for r in records]
+    jobs = _cache_jobs(records, flow_dir, params.format)
+    remove_stale_temporaries([flow_dir, *(out.parent for _, out in jobs)])  # a killed run's half-written caches
     todo = [(path, out) for path, out in jobs if not out.exists()]
     kwargs = dict(params=params, raft_weights=None if raft_weights is None else str(raft_weights), device=device,
-                  raft_batch=raft_batch)
+                  raft_batch=raft_batch, decode_timeout_s=float(decode_timeout_s))
     with tqdm(total=len(todo), unit="video", desc=f"flow ({method})", disable=not progress) as bar:
         results = run_per_video(_extract_or_report, todo, shared=(kwargs,), task_fn=_extract_in_ray_task,
                                 failed=lambda job, reason: _VideoResult(job[0], 0, reason), use_ray=use_ray,
                                 address=address, num_gpus=gpus_per_task if device.startswith("cuda") else 0, bar=bar)
+    close_decode_process()  # the loop's (use_ray=False); a Ray worker's dies with the worker
     failed = [(r.path, r.error) for r in results if r.error is not None]
     return FlowSummary(computed=len(results) - len(failed), cached=len(jobs) - len(todo), failed=failed,
                        frames=sum(r.frames for r in results), seconds=time.perf_counter() - start)
 
 
+def _converted(array: Path, folder: Path, fmt: str) -> bool:
+    """Whether `folder` holds every field image of the .npy `array` (converted, then interrupted
+    before the .npy was removed), rather than some other video's cache (video 'a/b' of 'a.npy')."""
+    count = int(np.load(array, mmap_mode="r").shape[0])
+    return all(_field_image(folder, axis, i, fmt).is_file() for axis in "xy" for i in (0, count - 1)) and \
+        not _field_image(folder, "x", count, fmt).exists()
+
+
 def convert_flow_cache(flow_dir: Path, fmt: str, *, progress: bool = True) -> int:
     """Rewrite a .npy flow cache as per-field images (`fmt` 'jpg' or 'png'), video by video, each
-    rename atomic; a rerun after an interruption converts what is left. Returns videos converted."""
+    rename atomic; a rerun after an interruption converts what is left. Returns videos converted.
+
+    Every .npy is checked first, and the command refused before anything changes, when one resolves
+    outside flow_dir (a symlink) or its image folder already holds something else (video 'a/b''s
+    cache where 'a.npy' goes): a .npy is only ever deleted once its images are written."""
     from tqdm import tqdm
 
     flow_dir = Path(flow_dir)
@@ -489,9 +568,23 @@ def convert_flow_cache(flow_dir: Path, fmt: str, *, progress: bool = True) -> in
         raise UserError(f"--format {fmt!r}: convert a .npy cache to jpg or png")
     if params.format not in ("npy", fmt):
         raise UserError(f"{flow_dir}: stored as {params.format}; only .npy caches are converted")
-    arrays = sorted(flow_dir.rglob("*.npy"))
+    arrays = sorted(Path(parent, name) for parent, _, names in os.walk(flow_dir) for name in names
+                    if name.endswith(".npy"))
+    remove_stale_temporaries([flow_dir, *(path.parent for path in arrays)])
+    done = set()
+    for path in arrays:
+        if path.is_symlink() or not is_inside(path, flow_dir) or not path.is_file():
+            raise UserError(f"{path}: not a regular file inside {flow_dir} (a symlink or special file); nothing was "
+                            "converted; remove it and run again")
+        folder = path.with_suffix("")
+        if folder.exists() or folder.is_symlink():
+            if not (folder.is_dir() and not folder.is_symlink() and _converted(path, folder, fmt)):
+                raise UserError(f"{path}: its images would go in {folder}, which holds something else (another "
+                                "video's cache: a video id that is the folder of another); nothing was converted; "
+                                "rename one of the two videos, or keep this cache as npy")
+            done.add(path)
     for path in tqdm(arrays, unit="video", desc=f"npy -> {fmt}", disable=not progress):
-        if not path.with_suffix("").exists():  # else converted before an interruption, not yet removed
+        if path not in done:  # else converted before an interruption, not yet removed
             save_flow(path.with_suffix(""), np.load(path), fmt)
         path.unlink()
     text = json.dumps(params._replace(format=fmt)._asdict(), indent=2)

@@ -15,12 +15,21 @@ and read the same video ids (flow caches and score files are keyed by them) and 
 
     <out>/<root's name>/<relative path>.mp4       'h264' (the folder <relative path>/ for 'frames')
     <out>/<annotations' name>                     split files or CSV(s), video names rewritten
-    <out>/manifest.json                           data set, source and parameters
+    <out>/manifest.json                           data set, source, parameters, and whether complete
 
-Frames are decoded in order with PyAV and scaled with area averaging. Each video is written under
-a temporary name and renamed, so an interrupted run leaves no half-written video and a rerun does
-only what is missing; a rerun with other parameters is refused. A video that cannot be decoded
-is reported with its path and reason, and the others are still done.
+Frames are decoded in order with PyAV, turned upright as decord turns them (a rotation in the
+container's display matrix; the copy carries none), and scaled with area averaging. Each video is
+written under a temporary name and renamed, so an interrupted run leaves no half-written video and
+a rerun does only what is missing, after removing what the interrupted run left half-written
+(`tasks.remove_stale_temporaries`); a rerun with other parameters is refused. A video that cannot
+be decoded is reported with its path and reason, and the others are still done.
+
+The manifest says `"complete": false` from the start of a run until every listed video was tried
+and the lists written; reading a copy in that state (training, `data check`, `flow`) is refused
+(`annotations.require_finished`). `--out` must be apart from the data set: neither the root nor
+the lists' folder, nor inside or around them (`paths.check_output`). Lists that name a path outside
+the root, or a LabelConflict (two files with one video id would become one prepared file), are
+refused before anything is written.
 """
 import csv
 import io
@@ -29,16 +38,19 @@ import os
 import re
 import shutil
 import time
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from orchestrator.data.annotations import DATASETS, SPLIT_NUMBERS, Problem, read_all_subsets
-from orchestrator.data.tasks import run_per_video, write_atomic
+from orchestrator.data.annotations import (DATASETS, OUTPUT_MANIFEST, SPLIT_NUMBERS, Problem, read_all_subsets,
+                                           require_consistent)
+from orchestrator.data.paths import check_output, holds_files, require_inside
+from orchestrator.data.tasks import remove_stale_temporaries, run_per_video, temporary_sibling, write_atomic
 from orchestrator.errors import UserError
 
 FORMATS = ("h264", "frames")
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = OUTPUT_MANIFEST
+WRITTEN_BY = "actionlab data prepare"  # the manifest's `written_by`: annotations.require_finished reads it
+_STATE_KEYS = ("written_by", "complete", "videos", "failed")  # what a rerun rewrites; the rest must match
 NUMBERED_SPLITS = ("ucf101", "hmdb51")  # the other readers ignore the split number
 DEFAULT_FPS = 30  # for a stream that states no frame rate (the frames are indexed, never timed)
 
@@ -116,11 +128,15 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def _scaled_frames(container, stream, short_side: int):
-    """Every frame of `stream`, uint8 RGB (H, W, 3) one at a time, at `output_size`."""
+    """Every frame of `stream`, uint8 RGB (H, W, 3) one at a time, upright as decord shows it
+    (`video_io.upright`), with the short side at `output_size`'s."""
+    from orchestrator.data.video_io import upright
+
     size = None
     for frame in container.decode(stream):
-        size = size or output_size(frame.width, frame.height, short_side)
-        yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+        size = size or output_size(frame.width, frame.height, short_side)  # the short side is a side either way
+        yield upright(frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA"),
+                      frame.rotation)
 
 
 def _counted(frames, counter: list[int]):
@@ -161,7 +177,7 @@ def prepare_video(src: Path, dst: Path, params: PrepareParams) -> int:
     from orchestrator.data.video_io import write_frame_folder, write_video
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{dst.suffix}")
+    tmp = temporary_sibling(dst, dst.suffix)  # the suffix picks the muxer
     try:
         with av.open(str(src)) as container:
             if not container.streams.video:
@@ -231,6 +247,14 @@ def _rename_csv_paths(text: str, fmt: str) -> str:
 def _rewritten(dataset: str, file: Path, fmt: str) -> bytes:
     """A file of `dataset`'s annotations as the prepared copy needs it: the lists that name videos
     rewritten; the others (classInd.txt, Kinetics CSVs, which name no file) as they are."""
+    try:
+        return _rewritten_text(dataset, file, fmt)
+    except UnicodeDecodeError as err:  # e.g. another split's file, which this run did not read
+        raise UserError(f"{file}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at byte {err.start}); save "
+                        "the list as UTF-8") from None
+
+
+def _rewritten_text(dataset: str, file: Path, fmt: str) -> bytes:
     if dataset == "ucf101" and re.fullmatch(r"(train|test)list\d+\.txt", file.name):
         return _rename_lines(file.read_text(encoding="utf-8"), _FIRST_FIELD, fmt).encode()
     if dataset == "hmdb51" and re.fullmatch(r".+_test_split\d+\.txt", file.name):
@@ -243,7 +267,8 @@ def _rewritten(dataset: str, file: Path, fmt: str) -> bytes:
 def write_annotations(dataset: str, annotations: Path, target: Path, fmt: str) -> Path:
     """Copy a data set's split folder or CSV to `target`, each video name as `prepared_name`.
 
-    A folder's files are copied (rewritten where they name videos); anything in subfolders is not.
+    A folder's regular files are copied (rewritten where they name videos); anything in subfolders,
+    and special files (a FIFO would block the read), are not.
     """
     if annotations.is_dir():
         for file in sorted(p for p in annotations.iterdir() if p.is_file()):
@@ -256,17 +281,40 @@ def write_annotations(dataset: str, annotations: Path, target: Path, fmt: str) -
 # --- data set -------------------------------------------------------------------------------
 
 def _check_or_write_manifest(out: Path, manifest: dict) -> None:
-    """Write out/manifest.json, or UserError if it records anything else."""
+    """Write out/manifest.json marked incomplete (this run has begun); UserError if `out` holds files but
+    no manifest of ours, or ours records other parameters. `manifest`: 'dataset', 'source' and the
+    parameters (`PrepareParams.recorded`)."""
     path = out / MANIFEST_NAME
-    if not path.is_file():
-        write_atomic(path, json.dumps(manifest, indent=2).encode())
-        return
-    existing = json.loads(path.read_text())
-    mismatches = [f"{key} is {existing.get(key)!r} there but {manifest.get(key)!r} now"
-                  for key in {**existing, **manifest} if existing.get(key) != manifest.get(key)]
-    if mismatches:
-        raise UserError(f"{path}: {out} was prepared with other parameters ({'; '.join(mismatches)}); pass "
-                        f"another --out, or delete {out} to prepare it again")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: not a folder; pass a new or empty folder")
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            existing = None
+        # before "written_by", a manifest held the data set, the source and the parameters
+        if not isinstance(existing, dict) or existing.get("written_by", WRITTEN_BY) != WRITTEN_BY or not {
+                "dataset", "source", "format"} <= set(existing):
+            raise UserError(f"{path}: not a manifest of `actionlab data prepare`; pass a new or empty --out")
+        mismatches = [f"{key} is {existing.get(key)!r} there but {manifest.get(key)!r} now"
+                      for key in {**existing, **manifest} if key not in _STATE_KEYS
+                      and existing.get(key) != manifest.get(key)]
+        if mismatches:
+            raise UserError(f"{path}: {out} was prepared with other parameters ({'; '.join(mismatches)}); pass "
+                            f"another --out, or delete {out} to prepare it again")
+    elif path.exists() or path.is_symlink():
+        raise UserError(f"{path}: not a manifest of `actionlab data prepare` (not a regular file); pass a new or "
+                        "empty --out")
+    elif out.is_dir() and holds_files(out):
+        raise UserError(f"--out {out}: a folder that holds other files and no {MANIFEST_NAME} of `actionlab data "
+                        "prepare`; pass a new or empty folder")
+    write_atomic(path, json.dumps({"written_by": WRITTEN_BY, **manifest, "complete": False}, indent=2).encode())
+
+
+def _mark_complete(out: Path, manifest: dict, videos: int, failed: int) -> None:
+    """The manifest, once every video was tried and the lists written: a reader may use the copy."""
+    fields = {"written_by": WRITTEN_BY, **manifest, "complete": True, "videos": videos, "failed": failed}
+    write_atomic(out / MANIFEST_NAME, json.dumps(fields, indent=2).encode())
 
 
 def _prepare_videos(records, *, root: Path, out_root: Path, params: PrepareParams, use_ray: bool = True,
@@ -275,11 +323,22 @@ def _prepare_videos(records, *, root: Path, out_root: Path, params: PrepareParam
 
     Returns:
         (one _VideoResult per video transcoded or failed in this run, number already prepared).
+    Raises:
+        UserError when two videos would be written to one path, or a path resolves outside `out_root`
+        (a symlink in the copy), before anything is written.
     """
     from tqdm import tqdm
 
-    jobs = [(Path(r.path), out_root / prepared_name(Path(r.path).relative_to(root).as_posix(), params.format))
-            for r in records]
+    jobs, source_of = [], {}
+    for record in records:
+        src = Path(record.path)
+        dst = out_root / prepared_name(src.relative_to(root).as_posix(), params.format)
+        if source_of.setdefault(dst, src) != src:
+            raise UserError(f"{src} and {source_of[dst]} would both be prepared as {dst} (the same video id); "
+                            "rename one of them in the list and on disk")
+        require_inside(dst, out_root, "the prepared copy")
+        jobs.append((src, dst))
+    remove_stale_temporaries(dst.parent for _, dst in jobs)  # a killed run's half-written videos
     todo = [(src, dst) for src, dst in jobs if not dst.exists()]
     with tqdm(total=len(todo), unit="video", desc=f"prepare ({params.format})", disable=not progress) as bar:
         results = run_per_video(_prepare_or_report, todo, shared=(params,), use_ray=use_ray, address=address,
@@ -310,24 +369,32 @@ def prepare_dataset(dataset: str, *, root: str | Path, annotations: str | Path, 
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r} is not known; use one of {', '.join(DATASETS)}")
     root, annotations, out = (Path(p).expanduser().absolute() for p in (root, annotations, out))
-    if root.name == annotations.name:
-        raise UserError(f"--root {root} and --annotations {annotations} have the same name, and both are copied "
-                        f"into {out} under their names; rename one")
+    check_output(out, "--out", {"--root": root, "--annotations": annotations})
+    if len({root.name, annotations.name, MANIFEST_NAME}) < 3:
+        raise UserError(f"--root {root} and --annotations {annotations} are copied into {out} under their names, "
+                        f"beside {MANIFEST_NAME}: those three names must differ; rename one")
     splits = (split,) if split is not None else SPLIT_NUMBERS if dataset in NUMBERED_SPLITS else (1,)
     records, problems, seen = [], [], set()
     for number in splits:
         part = read_all_subsets(dataset, root=root, annotations=annotations, split=number)
+        require_consistent(part)  # e.g. x.avi and x.mp4 would become one prepared x.mp4
         records += [r for r in part.records if r.path not in seen]
         seen.update(r.path for r in part.records)
         problems += [p for p in part.problems if p not in problems]
 
     start = time.perf_counter()
-    _check_or_write_manifest(out, {"dataset": dataset, "source": str(root), **params.recorded()})
-    target = write_annotations(dataset, annotations, out / annotations.name, params.format)
+    manifest = {"dataset": dataset, "source": str(root), **params.recorded()}
+    require_inside(out / MANIFEST_NAME, out, "--out")
+    _check_or_write_manifest(out, manifest)
+    remove_stale_temporaries([out, out / annotations.name])  # a killed run's half-written manifest or lists
     results, done_before = _prepare_videos(records, root=root, out_root=out / root.name, params=params,
                                           use_ray=use_ray, address=address, progress=progress)
+    require_inside(out / annotations.name, out, "--out")
+    target = write_annotations(dataset, annotations, out / annotations.name, params.format)
     ok = [r for r in results if r.error is None]
+    failed = [(r.path, r.error) for r in results if r.error is not None]
+    _mark_complete(out, manifest, videos=len(records), failed=len(failed))
     return PrepareSummary(root=out / root.name, annotations=target, problems=problems, prepared=len(ok),
-                          done_before=done_before, failed=[(r.path, r.error) for r in results if r.error is not None],
+                          done_before=done_before, failed=failed,
                           bytes_before=sum(r.bytes_before for r in ok), bytes_after=sum(r.bytes_after for r in ok),
                           seconds=time.perf_counter() - start)

@@ -43,24 +43,25 @@ class RayDataLoader:
         sampler: keys (int or (epoch, index)), read anew at every pass: `set_epoch` on an
             EpochTagged sampler works as it does with a DataLoader.
         batch_size: keys per batch (the last batch of a pass may be smaller).
+        drop_last: leave out that smaller last batch (training: BatchNorm needs more than one clip).
         prefetch_batches: batches decoded ahead of the one being consumed.
     After a pass, `decoded` and `decoded_here` count its batches, and those decoded on the node of
     the process that iterated (0 when the training node's CPUs are all held by training).
     """
 
-    def __init__(self, dataset, sampler, *, batch_size: int, prefetch_batches: int = 4):
+    def __init__(self, dataset, sampler, *, batch_size: int, prefetch_batches: int = 4, drop_last: bool = False):
         self.dataset, self.sampler = dataset, sampler
-        self.batch_size, self.prefetch_batches = batch_size, prefetch_batches
+        self.batch_size, self.prefetch_batches, self.drop_last = batch_size, prefetch_batches, drop_last
         self.decoded = self.decoded_here = 0
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        return (math.floor if self.drop_last else math.ceil)(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
         import ray
 
         keys = list(self.sampler)
-        chunks = [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+        chunks = [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)][:len(self)]
         self.decoded = self.decoded_here = 0
         if not chunks:
             return

@@ -84,9 +84,15 @@ test of a split never share a group -- with 25 groups exactly UCF's 1-7, 8-14, 1
     <out>/ucfTrainTestlist/trainlist0{1,2,3}.txt "GreenLeft/v_GreenLeft_g03_c01.avi 1"
     <out>/ucfTrainTestlist/testlist0{1,2,3}.txt  "GreenLeft/v_GreenLeft_g01_c01.avi"
     <out>/README.md, <out>/spec.json
+    <out>/manifest.json                          written first: by whom, the spec, whether complete
 
 Each video is a pure function of (spec, class, group, clip) with its own seeded generator
 (`render_video`), so any one video can be regenerated alone.
+
+`<out>` must be new, empty, or a folder this command wrote (its manifest.json, or the spec.json of a
+data set written before manifests): never a folder of other files, such as a real UCF-101 release.
+A run that was interrupted (`"complete": false`) is finished by the same command; training refuses
+such a folder meanwhile (`annotations.require_finished`).
 """
 import dataclasses
 import json
@@ -677,25 +683,70 @@ def spec_from_options(options: bool | dict) -> SynthSpec | None:
     return spec
 
 
+SYNTH_MANIFEST = "manifest.json"  # as annotations.OUTPUT_MANIFEST, which require_finished reads
+WRITTEN_BY = "actionlab data synth"
+
+
+def _spec_fields(spec: SynthSpec) -> dict:
+    """The spec as its JSON reads back (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+def _check_out_dir(out_dir: Path, spec: SynthSpec) -> None:
+    """FileExistsError unless out_dir is new, empty (`paths.holds_files`), or ours and free for this spec
+    (module docstring)."""
+    from orchestrator.data.paths import holds_files
+
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another output folder")
+    manifest, legacy_spec = out_dir / SYNTH_MANIFEST, out_dir / "spec.json"
+    try:
+        fields = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
+        legacy = json.loads(legacy_spec.read_text(encoding="utf-8")) if legacy_spec.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        fields = legacy = None
+    ours = isinstance(fields, dict) and fields.get("written_by") == WRITTEN_BY
+    ours_before_manifests = (fields is None and isinstance(legacy, dict)
+                             and set(legacy) == {f.name for f in dataclasses.fields(SynthSpec)})
+    if not (ours or ours_before_manifests):
+        if holds_files(out_dir):
+            raise FileExistsError(f"{out_dir} holds files that `actionlab data synth` did not write (no "
+                                  f"{SYNTH_MANIFEST} of its own); choose a new or empty output folder")
+        return
+    video_root = out_dir / "UCF101"
+    if video_root.exists():
+        if ours and not fields.get("complete", True) and fields.get("spec") == _spec_fields(spec):
+            return  # an interrupted run of this spec: finish it (every video is rewritten, byte for byte)
+        raise FileExistsError(f"{video_root} already exists; delete it or choose another output folder")
+
+
 def write_synthetic_ucf(out_dir: str | Path, spec: SynthSpec = SynthSpec(), *, progress: bool = True) -> Path:
     """Write the data set: videos under UCF101/, split files under ucfTrainTestlist/, README.md, spec.json.
 
     Args:
-        out_dir: folder to create; its UCF101/ must not exist yet (no stale videos get mixed in).
+        out_dir: folder to create, or an empty one, or one this function wrote whose UCF101/ is gone
+            or was left unfinished with this spec (no stale videos get mixed in); never a folder of
+            other files (module docstring).
         spec: what to generate; validated before anything is written.
         progress: show a tqdm bar over the videos.
     Returns:
         out_dir, as a Path.
+    Raises:
+        ValueError naming a bad spec field; FileExistsError for an output folder it must not write.
     """
     from tqdm import tqdm
 
+    from orchestrator.data.tasks import write_atomic
     from orchestrator.data.video_io import write_video
 
     validate_spec(spec)
     out_dir = Path(out_dir)
     video_root, list_dir = out_dir / "UCF101", out_dir / "ucfTrainTestlist"
-    if video_root.exists():
-        raise FileExistsError(f"{video_root} already exists; delete it or choose another output folder")
+    _check_out_dir(out_dir, spec)
+    manifest = {"written_by": WRITTEN_BY, "spec": _spec_fields(spec), "complete": False}
+    write_atomic(out_dir / SYNTH_MANIFEST, json.dumps(manifest, indent=2).encode())
     names = class_names(spec)
     jobs = [
         (name, group, clip)
@@ -715,4 +766,5 @@ def write_synthetic_ucf(out_dir: str | Path, spec: SynthSpec = SynthSpec(), *, p
         (list_dir / f"testlist0{split}.txt").write_text("".join(line + "\n" for line in test_lines))
     (out_dir / "README.md").write_text(readme_text(spec))
     (out_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    write_atomic(out_dir / SYNTH_MANIFEST, json.dumps({**manifest, "complete": True}, indent=2).encode())
     return out_dir

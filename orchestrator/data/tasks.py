@@ -1,19 +1,76 @@
 """Per-video jobs of the data commands (`actionlab flow`, `actionlab data prepare`): one Ray task
 per video across the cluster's CPUs (and GPUs), or the same function in a loop in this process;
-and the atomic writes their outputs (manifests, split files, caches) go through."""
+and the atomic writes their outputs (manifests, split files, caches) go through.
+
+Every output is first written to a temporary sibling (`temporary_sibling`: a dot name holding
+this host's tag and the writing process's id) and renamed into place. A killed run leaves its
+temporaries behind; `remove_stale_temporaries` removes those whose writer, on this host, is gone,
+so a rerun cleans up after the run it resumes and never touches a live process's file (one on
+another host is left: its process ids mean nothing here).
+"""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
 import uuid
+import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # short and file-name safe, unlike a host name
+# .<name>.<host tag>-<pid>-<random>.tmp[<suffix>]; before host tags: .<name>.<pid>-<random>.tmp[<suffix>]
+_TEMPORARY = re.compile(r"\..+\.(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?:\.[A-Za-z0-9]+)?")
+
+
+def temporary_sibling(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside `path` for this process (`suffix`, e.g. '.mp4', picks a muxer)."""
+    return path.with_name(f".{path.name}.{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: checks without signalling
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
+    """Remove the temporaries (`temporary_sibling`) in `folders` (not below them: a temporary lies
+    beside what it becomes, and a copy's frame folders hold thousands of files) that a process of
+    this host wrote and that no longer runs; symlinks are neither followed nor removed.
+
+    Returns:
+        what was removed.
+    """
+    removed = []
+    for folder in sorted(set(folders)):
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if (match is None or match["host"] not in (None, HOST_TAG) or entry.is_symlink()
+                    or _process_alive(int(match["pid"]))):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def write_atomic(path: Path, data: bytes | Callable) -> None:
     """Write `data` (bytes, or `data(file)` writing to a binary file) to a temporary sibling, then
     rename it to `path` (atomic on POSIX): a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_sibling(path)
     try:
         with open(tmp, "wb") as f:
             if isinstance(data, bytes):

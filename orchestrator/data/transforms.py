@@ -21,6 +21,7 @@ import torchvision.transforms.v2.functional as F
 CROPS = ("random", "multiscale", "center", "three", "ten")
 TRAIN_CROPS = ("random", "multiscale")
 TEST_CROPS = ("center", "three", "ten")
+TEST_CROP_VIEWS = {"center": 1, "three": 3, "ten": 10}  # views a test crop makes of each sampled clip
 MODALITIES = ("rgb", "flow", "rgbdiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,6 +12,7 @@ up decord's zlib and fail (see orchestrator/data/flow.py).
 """
 import itertools
 import os
+import stat
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable
@@ -77,6 +78,16 @@ def write_video(
     return path
 
 
+def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
+    """A decoded frame (H, W, C) turned as decord turns it: by the container's display-matrix rotation
+    (PyAV's `VideoFrame.rotation`, degrees counter-clockwise), in quarter turns; decord ignores any
+    other angle (and flips), so this does too. Returns (H, W, C), or (W, H, C) after a quarter turn."""
+    turns = rotation / 90
+    if turns != int(turns) or int(turns) % 4 == 0:
+        return frame
+    return np.ascontiguousarray(np.rot90(frame, k=int(turns) % 4))
+
+
 FRAME_PREFIX = "img_"  # frame i (0-based) of a frame folder is img_{i + 1:05d}.jpg
 
 
@@ -105,14 +116,22 @@ def frame_folder_length(folder: str | Path) -> int:
 def read_frame_folder(folder: str | Path, indices) -> np.ndarray:
     """The frames at `indices` (0-based) of a frame folder, uint8 (len(indices), H, W, 3).
 
-    Opens only those frames' files; a missing one raises FileNotFoundError naming it.
+    Opens only those frames' files; a missing one raises FileNotFoundError naming it, one that is not
+    a regular file (a FIFO would block the open for ever) or whose header claims more pixels than
+    Pillow's decompression-bomb limit (e.g. 20000x20000) OSError: a bad video, as the loader counts it.
     """
     from PIL import Image
 
     out = []
     for index in np.asarray(indices, np.int64).tolist():
-        with Image.open(frame_image(folder, index)) as image:
-            out.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
+        path = frame_image(folder, index)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        try:
+            with Image.open(path) as image:
+                out.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
+        except Image.DecompressionBombError as err:
+            raise OSError(f"{path}: {err}") from None
     return np.stack(out)
 
 
@@ -131,7 +150,7 @@ def read_frames_pyav(path: str | Path, indices) -> np.ndarray:
             container.seek(0, stream=stream)
             for i, frame in enumerate(container.decode(stream)):
                 if i == index:
-                    out.append(frame.to_ndarray(format="rgb24"))
+                    out.append(upright(frame.to_ndarray(format="rgb24"), frame.rotation))  # as decord shows it
                     break
             else:
                 raise IndexError(f"{path}: frame {index} is past the end of the video")

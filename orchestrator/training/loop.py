@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,10 +34,19 @@ from einops import rearrange
 from torch.utils.data import DataLoader, DistributedSampler
 
 from orchestrator import tracking
-from orchestrator.config import ExperimentConfig, clip_layout, input_spec
+from orchestrator.errors import UserError
+from orchestrator.inputs import clip_layout, input_spec
 from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
 from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE
 
+if TYPE_CHECKING:  # the loop imports no pydantic: `actionlab bench gpu` runs it on machines without
+    from orchestrator.config import ExperimentConfig
+
+# uint8 bytes of an evaluation loader batch (at least one whole video). A loader process holds up to
+# prefetch_factor (2) finished batches and builds the next from ~3x its bytes of decoded frames, so a
+# GPU worker's 7 processes peak near 7 x 5 x this. I3D's 32 two-view 64 x 224 x 224 videos were 616 MB
+# a batch: 11.6 GB for one rehearsed rank (`actionlab rehearse experiments/recipes/i3d_hmdb51.yaml`).
+EVAL_LOADER_BATCH_BYTES = 128 * 2**20
 STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume, nothing else
 
 logger = logging.getLogger("actionlab.train")
@@ -173,7 +182,8 @@ def loader_workers(setting: int | str, cpus: float) -> int:
     return setting if setting != "auto" else max(0, int(cpus) - 1)
 
 
-def make_loader(dataset, sampler, cfg: ExperimentConfig, *, num_workers: int, device, persistent: bool = False):
+def make_loader(dataset, sampler, cfg: ExperimentConfig, *, batch_size: int, num_workers: int, device,
+                persistent: bool = False, drop_last: bool = False):
     """Collated batches of `dataset` for the keys `sampler` yields, by `data.loader`: this worker's
     DataLoader processes, or Ray Data tasks anywhere in the cluster (the same batches either way)."""
     from orchestrator.data.dataset import collate_skip_bad
@@ -181,10 +191,47 @@ def make_loader(dataset, sampler, cfg: ExperimentConfig, *, num_workers: int, de
     if cfg.data.loader == "ray_data":
         from orchestrator.data.ray_loader import RayDataLoader
 
-        return RayDataLoader(dataset, sampler, batch_size=cfg.optim.batch_size)
-    return DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=num_workers,
+        return RayDataLoader(dataset, sampler, batch_size=batch_size, drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
-                      persistent_workers=persistent and num_workers > 0)
+                      persistent_workers=persistent and num_workers > 0, drop_last=drop_last)
+
+
+def view_bytes(cfg: ExperimentConfig) -> int:
+    """uint8 bytes of one view of one video as the loader delivers it (every stream's C x T x H x W)."""
+    return sum(math.prod(shape) for shape in input_spec(cfg).shapes.values())
+
+
+def views_per_test_video(cfg: ExperimentConfig) -> int:
+    """Views scored per test video: test_clips x the test crop's crops."""
+    from orchestrator.data.transforms import TEST_CROP_VIEWS
+
+    return cfg.data.test_clips * TEST_CROP_VIEWS[cfg.data.test_crop]
+
+
+def eval_videos_per_batch(cfg: ExperimentConfig) -> int:
+    """Whole test videos per evaluation loader batch: as many as `optim.eval_batch_size` views and
+    EVAL_LOADER_BATCH_BYTES hold, at least one (its views then go through the model in chunks,
+    `forward_views`)."""
+    video = views_per_test_video(cfg) * view_bytes(cfg)
+    return max(1, min(cfg.optim.eval_batch_size // views_per_test_video(cfg), EVAL_LOADER_BATCH_BYTES // video))
+
+
+def forward_views(model, inputs: dict, cfg: ExperimentConfig, device) -> torch.Tensor:
+    """Logits of every view of a uint8 batch {modality: (B, V, C, T, H, W)}, at most
+    `optim.eval_batch_size` views per forward pass (only those are on the device at once).
+
+    Returns (B, V, K) float32 on the CPU.
+    """
+    batch, views = next(iter(inputs.values())).shape[:2]
+    flat = {m: rearrange(clip, "b v c t h w -> (b v) 1 c t h w") for m, clip in inputs.items()}  # views as videos
+    chunk, dtype = cfg.optim.eval_batch_size, autocast_dtype(cfg.optim.precision, device)
+    logits = []
+    for start in range(0, batch * views, chunk):
+        x, _ = prepare_inputs({m: clip[start:start + chunk] for m, clip in flat.items()}, cfg, device)
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+            logits.append(model(x).float().cpu())  # (n, K)
+    return rearrange(torch.cat(logits), "(b v) k -> b v k", v=views)
 
 
 @torch.no_grad()
@@ -193,20 +240,17 @@ def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, wor
     """Score this rank's test videos, every view of each, without padding (DistributedSampler would
     repeat videos to even out ranks and count them twice)."""
     model.eval()
-    loader = make_loader(dataset, range(rank, len(dataset), world), cfg, num_workers=num_workers, device=device)
+    loader = make_loader(dataset, range(rank, len(dataset), world), cfg, batch_size=eval_videos_per_batch(cfg),
+                         num_workers=num_workers, device=device)
     indices, labels, scores, clip_correct, clip_total, skipped = [], [], [], 0, 0, 0
-    dtype = autocast_dtype(cfg.optim.precision, device)
     for batch in loader:
         skipped += batch["num_skipped"]
         if batch["label"].numel() == 0:
             continue
-        x, views = prepare_inputs(batch["inputs"], cfg, device)
-        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x).float()
-        logits = rearrange(logits, "(b v) k -> b v k", v=views).cpu()
+        logits = forward_views(model, batch["inputs"], cfg, device)  # (B, V, K)
         y = batch["label"]
         clip_correct += (logits.argmax(2) == y[:, None]).sum().item()
-        clip_total += logits.shape[0] * views
+        clip_total += logits.shape[0] * logits.shape[1]
         indices.append(batch["index"])
         labels.append(y)
         scores.append(logits.mean(1))
@@ -312,8 +356,14 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     val_set = build_dataset(cfg, splits.val.records, train=False) if splits.val else None
     sampler = EpochTagged(DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed))
     num_workers = loader_workers(d.loader_workers, cpus)
-    # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them
-    train_loader = make_loader(train_set, sampler, cfg, num_workers=num_workers, device=device, persistent=True)
+    # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them. drop_last: a
+    # last batch of one clip would stop BatchNorm in training ("Expected more than 1 value per channel")
+    train_loader = make_loader(train_set, sampler, cfg, batch_size=cfg.optim.batch_size, num_workers=num_workers,
+                               device=device, persistent=True, drop_last=True)
+    if len(train_loader) == 0:
+        raise UserError(f"optim.batch_size ({cfg.optim.batch_size}) is larger than this worker's share of the "
+                        f"training list ({len(sampler)} of {len(train_set)} videos over {world} workers): lower "
+                        "optim.batch_size or scaling.num_workers")
 
     model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
                         **input_spec(cfg).builder_kwargs)
@@ -409,9 +459,10 @@ def final_test(w: Worker, last_result: EvalResult | None) -> EvalResult | None:
 def save_state(w: Worker, directory: Path, *, epoch: int, history: list[dict]) -> None:
     """Everything resuming needs, after `epoch`: weights, optimiser, schedule, scaler, RNG, history,
     and the best val epoch's weights and scores (optim.keep best_val)."""
+    cuda_rng = torch.cuda.get_rng_state(w.device) if w.device.type == "cuda" else None  # dropout on the GPU
     torch.save({**{k: v.state_dict() for k, v in w.resumable().items()}, "torch_rng": torch.get_rng_state(),
-                "epoch": epoch, "history": history, "best": w.best, "kept_val": _as_tensors(w.kept_val)},
-               Path(directory) / STATE_FILE)
+                "cuda_rng": cuda_rng, "epoch": epoch, "history": history, "best": w.best,
+                "kept_val": _as_tensors(w.kept_val)}, Path(directory) / STATE_FILE)
 
 
 def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
@@ -420,6 +471,8 @@ def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
     for name, part in w.resumable().items():
         part.load_state_dict(state[name])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and w.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], w.device)
     w.best, w.kept_val = state.get("best"), _as_tensors(state.get("kept_val"), back=True)
     return state["epoch"] + 1, state["history"]
 

@@ -28,7 +28,8 @@ def prepare_data(configs: list[ExperimentConfig]) -> None:
         if "flow" not in data_modalities(cfg.model.modality) or flow_dir in done:
             continue
         done.add(flow_dir)
-        records = read_all_subsets(d.dataset, root=d.root, annotations=d.annotations, split=d.split).records
+        records = read_all_subsets(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
+                                   test_annotations=d.test_annotations).records
         method = d.flow_method + (", warped" if d.flow_warp else "")
         print(f"optical flow ({method}) for {len(records)} videos -> {flow_dir}")
         summary = extract_flow(records, flow_dir=flow_dir, method=d.flow_method, bound=d.flow_bound, fmt=d.flow_format,
@@ -43,4 +44,7 @@ def _synthesize(root: Path, spec) -> None:
         raise UserError(f"data.root: {root} does not exist and data.synth generates the UCF-101 layout "
                         "<out>/UCF101 + <out>/ucfTrainTestlist; point data.root at .../UCF101")
     print(f"generating the synthetic benchmark in {root.parent}")
-    write_synthetic_ucf(root.parent, spec)
+    try:
+        write_synthetic_ucf(root.parent, spec)
+    except (ValueError, FileExistsError) as err:  # e.g. a folder of other files: synth writes only its own
+        raise UserError(f"data.synth: {err}") from None

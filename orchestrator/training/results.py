@@ -11,10 +11,12 @@ The Ray checkpoint holds only what resuming needs (orchestrator/training/loop.py
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from orchestrator.config import MLFLOW_RUN_PREFIX, ExperimentConfig
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:  # imported by the training loop, which imports no pydantic
+    from orchestrator.config import ExperimentConfig
 
 MODEL_FILE = "model.pt"
 SCORES_FILE = "scores.npz"
@@ -31,6 +33,7 @@ def init_weights(cfg: ExperimentConfig, *, download: bool = True) -> Path | None
     """The local file of `model.init_checkpoint`: a path as given; for `mlflow:<run_id>` that run's
     final weights, read where the run wrote them (`<storage_path>/scores/<run_id>/model.pt`) or
     else fetched from the tracking store into that folder (only checked when download=False)."""
+    from orchestrator.config import MLFLOW_RUN_PREFIX
     from orchestrator.tracking import fetch_artifact
 
     spec = cfg.model.init_checkpoint
@@ -62,3 +65,33 @@ class TrialOutcome(NamedTuple):
     reason: str  # why it stopped or failed ("" when finished)
     run_id: str | None  # its MLflow run (None if it failed before starting one)
     metrics: dict  # its final report
+
+
+class Fused(NamedTuple):
+    """Two runs' test scores fused late (`fuse_run_outputs`)."""
+    scores: Any  # models.late_fusion.VideoScores of the test list
+    weight: float  # the first stream's share
+    mode: str  # softmax | logits
+    choice: Any  # models.late_fusion.FusionChoice made on the val scores; None without them
+
+
+def fuse_run_outputs(spec, folders: list[Path], *, name: str) -> Fused:
+    """Fuse two runs' test scores (their `SCORES_FILE`s in `folders`) by `spec`
+    (`orchestrator.config.LateFusion`); a weight or mode `auto` is chosen on their val scores.
+
+    The fused val score is recorded whatever the rule, whenever both runs wrote `VAL_SCORES_FILE`.
+    """
+    from models.late_fusion import FUSION_MODES, WEIGHT_GRID, choose_fusion, fuse_scores, load_scores
+
+    scores = [load_scores(folder / SCORES_FILE) for folder in folders]
+    val = [load_scores(f / VAL_SCORES_FILE) for f in folders] if all(
+        (f / VAL_SCORES_FILE).is_file() for f in folders) else None
+    mode, choice = spec.resolved_mode, None
+    if val is not None:
+        choice = choose_fusion(*val, weights=WEIGHT_GRID if spec.weight == "auto" else (spec.weight,),
+                               modes=FUSION_MODES if mode == "auto" else (mode,))
+    elif "auto" in (spec.weight, mode):
+        raise RuntimeError(f"study.late_fusion.{name}: weight/mode auto needs both streams' "
+                           f"{VAL_SCORES_FILE} (their runs had no data.val)")
+    weight, mode = (choice.weight, choice.mode) if choice else (spec.weight, mode)
+    return Fused(fuse_scores(*scores, weight=weight, mode=mode), weight, mode, choice)

@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator.config import (MLFLOW_RUN_PREFIX, ExperimentConfig, Variant, expand_study, source_variant,
                                  with_overrides)
 from orchestrator.errors import UserError
-from orchestrator.training.results import SCORES_FILE, VAL_SCORES_FILE, TrialOutcome, run_output_dir
+from orchestrator.training.results import SCORES_FILE, TrialOutcome, fuse_run_outputs, run_output_dir
 
 PARENT_FILE = "actionlab_parent_run.json"  # lets `--resume` continue under the same MLflow parent
 STOPPED_EARLY = "stopped early by the trial scheduler"
@@ -367,7 +367,7 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
     A weight or mode `auto` is chosen on the streams' val scores (`choose_fusion`), then applied to test."""
     import mlflow
 
-    from models.late_fusion import FUSION_MODES, WEIGHT_GRID, choose_fusion, fuse_scores, load_scores, save_scores
+    from models.late_fusion import save_scores
     from orchestrator import metrics as M
     from orchestrator import tracking
     from orchestrator.training.driver import log_datasets, run_name
@@ -391,19 +391,7 @@ def _late_fusion_runs(cfg: ExperimentConfig, uri: str, parent: str, variants: di
             if key in done:
                 continue
             folders = [run_output_dir(cfg.scaling.storage_path, run_ids[label]) for label in (label_a, label_b)]
-            scores = [load_scores(folder / SCORES_FILE) for folder in folders]
-            val = [load_scores(f / VAL_SCORES_FILE) for f in folders] if all(
-                (f / VAL_SCORES_FILE).is_file() for f in folders) else None
-            mode = spec.resolved_mode
-            choice = None
-            if val is not None:  # the fused val score is recorded whatever the rule; auto picks the rule there
-                choice = choose_fusion(*val, weights=WEIGHT_GRID if spec.weight == "auto" else (spec.weight,),
-                                       modes=FUSION_MODES if mode == "auto" else (mode,))
-            elif "auto" in (spec.weight, mode):
-                raise RuntimeError(f"study.late_fusion.{fusion_name}: weight/mode auto needs both streams' "
-                                   f"{VAL_SCORES_FILE} (their runs had no data.val)")
-            weight, mode = (choice.weight, choice.mode) if choice else (spec.weight, mode)
-            fused = fuse_scores(*scores, weight=weight, mode=mode)
+            fused, weight, mode, choice = fuse_run_outputs(spec, folders, name=fusion_name)
             on_test = any(v.config.data.val is None for v in streams)
             tags = {"actionlab.kind": "variant", "actionlab.study": cfg.name, "actionlab.variant": fusion_name,
                     "actionlab.dataset": key[1], "actionlab.seed": key[2], "actionlab.fusion": "late",
