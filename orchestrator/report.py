@@ -280,13 +280,13 @@ def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: st
     """
     import mlflow
 
-    from orchestrator.tracking import PARENT_TAG, search_all_runs
+    from orchestrator.tracking import PARENT_TAG, hide_password, search_all_runs
 
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]
-        raise UserError(f"no MLflow experiment '{experiment}' in {tracking_uri}; "
+        raise UserError(f"no MLflow experiment '{experiment}' in {hide_password(tracking_uri)}; "
                         f"existing: {', '.join(names) or 'none'}")
     parent_run_id = parent_run_id or _latest_parent(client, found.experiment_id)
     if parent_run_id is None:

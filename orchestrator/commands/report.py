@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from orchestrator.errors import UserError
+    from orchestrator.tracking import hide_password
     from orchestrator.report import (compare_runs, results_from_mlflow, scores_reader, summarize, to_markdown,
                                      write_report)
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     results = results_from_mlflow(uri, experiment, parent_run_id=args.parent_run_id)
     if not results:
         which = f"run {args.parent_run_id}" if args.parent_run_id else "the latest study or sweep run"
-        raise UserError(f"experiment '{experiment}' ({uri}): {which} has no finished variant runs with "
+        raise UserError(f"experiment '{experiment}' ({hide_password(uri)}): {which} has no finished variant runs with "
                         "test/video_top1; run `actionlab ablate` first, or wait for its variants to finish")
     # study.compare comes from the YAML; each run's per-video scores from its folder, else its artifact
     compare = cfg.study.compare if cfg is not None and cfg.study else []

@@ -45,10 +45,11 @@ def _prepare_experiments(tracking_uri: str, ui_url: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from orchestrator.config import resolve_tracking_uri
     from orchestrator.server import NO_GENAI_JOBS, serve
+    from orchestrator.tracking import hide_password
 
     uri = resolve_tracking_uri(args.tracking_uri)
     ui_url = f"http://127.0.0.1:{args.port}"
     links = _prepare_experiments(uri, ui_url)
-    print(f"MLflow UI for {uri} at {ui_url}  (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI for {hide_password(uri)} at {ui_url}  (Ctrl-C to stop)", flush=True)
     print("\n".join(["Runs of each experiment:", *links] if links else ["No runs yet."]), flush=True)
     return serve(ui_command(uri, args.port), env=NO_GENAI_JOBS)  # its own process group, stopped by Ctrl-C or SIGTERM
