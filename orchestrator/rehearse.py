@@ -170,7 +170,7 @@ def write_data(runs: list[Run], out: Path, *, workers: int, steps: int) -> Row:
     every listed video; kept between rehearsals of the same recipe and sizes (`out` is reused)."""
     from orchestrator.data.layouts import write_layout
 
-    cfg = max((r.config for r in runs), key=lambda c: c.optim.batch_size)
+    cfg = runs[0].config  # every run reads the same data set
     sizes = max(layout_sizes(r.config, workers=workers, steps=steps) for r in runs)
     folder = Path(cfg.data.root).parent
     start = time.perf_counter()
@@ -412,6 +412,7 @@ def predict_step_bytes(cfg, *, num_classes: int) -> int:
 
     from models import build_model
     from orchestrator.inputs import example_input, input_spec
+    from orchestrator.training.loop import view_bytes
 
     spec = input_spec(cfg)
     with torch.device("meta"):
@@ -431,7 +432,7 @@ def predict_step_bytes(cfg, *, num_classes: int) -> int:
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     states = 2 if cfg.optim.optimizer == "adamw" else 1
-    batch = sum(math.prod(s) for s in spec.shapes.values()) * cfg.optim.batch_size * 3  # uint8 + bf16
+    batch = view_bytes(cfg) * cfg.optim.batch_size * 3  # uint8 + bf16
     return 4 * params + 4 * trainable * (1 + states) + sum(saved.values()) + batch
 
 

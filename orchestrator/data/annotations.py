@@ -137,16 +137,17 @@ def _numbered_lines(path: Path):
             yield number, line.strip()
 
 
-def _add(out: Split, listed: dict, root: Path, names: tuple[str, ...], label: int, list_file: Path, number: int,
+def _add(out: Split, listed: dict, root: Path, video: Path, label: int, list_file: Path, number: int,
          group: str = "") -> None:
-    """Record the video line `number` of `list_file` names (root / names...), or the problem with it.
+    """Record the video line `number` of `list_file` names, or the problem with it.
 
     Args:
         out: the Split being read; gets the record or a Problem.
         listed: video id -> (record, '<list name> line N') of this list so far; updated.
-    A path leaving root is a UserError (`listed_path`); a video listed again, or sharing its id with
-    another file, is a (LabelConflict) problem and the later line is left out."""
-    video = listed_path(root, names, f"{list_file} line {number}")
+        video: the path as `listed_path` returned it (already kept inside root: a path leaving root
+            is a UserError there, raised by the reader before anything else about the line).
+    A video listed again, or sharing its id with another file, is a (LabelConflict) problem and the
+    later line is left out."""
     where = f"{list_file.name} line {number}"
     try:
         kind = file_kind(video)
@@ -292,7 +293,7 @@ def read_ucf101(root: Path, annotations: Path, split: int, subset: str) -> Split
             out.problems.append(Problem(list_file, f"line {number}: unknown class {class_name!r} "
                                                    "(not in classInd.txt)"))
             continue
-        _add(out, listed, root, (fields[0],), label, list_file, number)
+        _add(out, listed, root, video, label, list_file, number)
     return _finish(out, listed)
 
 
@@ -322,10 +323,9 @@ def read_hmdb51(root: Path, annotations: Path, split: int, subset: str) -> Split
                 out.problems.append(Problem(
                     split_file, f"line {number}: expected '<video file> <0|1|2>', got {line!r}"))
                 continue
+            video = listed_path(root, (class_name, fields[0]), where)  # refused in every subset alike
             if fields[1] == wanted_tag:
-                _add(out, listed, root, (class_name, fields[0]), label, split_file, number)
-            else:
-                listed_path(root, (class_name, fields[0]), where)  # refused in every subset alike
+                _add(out, listed, root, video, label, split_file, number)
     return _finish(out, listed)
 
 
@@ -337,7 +337,7 @@ def _kinetics_video(root: Path, subset: str, label: str, file_name: str, where: 
                   (file_name,)]
     for names in candidates:
         for kind, found in (("file", names), ("folder", (*names[:-1], stem))):
-            try:  # the one found is checked in full by `_add`; a symlink out is refused there
+            try:  # the one found is checked in full by read_kinetics (`listed_path`): a symlink out is refused there
                 if file_kind(listed_path(root, found, where, resolve=False)) == kind:
                     return found
             except OSError:  # a name too long for the file system: not there
@@ -413,7 +413,7 @@ def read_kinetics(root: Path, annotations: Path, split: int, subset: str) -> Spl
                                         f"video file not found (listed in {csv_file.name} line {number}; "
                                         f"also looked in {root / subset} and {root})"))
             continue
-        _add(out, listed, root, names, index_of.get(label_name, -1), csv_file, number)
+        _add(out, listed, root, listed_path(root, names, where), index_of.get(label_name, -1), csv_file, number)
     return _finish(out, listed)
 
 
@@ -433,11 +433,12 @@ def read_csv(root: Path, annotations: Path, split: int, subset: str) -> Split:
         where = f"{annotations} line {number}"
         if not rel:
             out.problems.append(Problem(annotations, f"line {number}: no path"))
-        elif not label_name:
-            listed_path(root, (rel,), where)
+            continue
+        video = listed_path(root, (rel,), where)  # refused whether labelled or not
+        if not label_name:
             out.problems.append(Problem(annotations, f"line {number}: unlabeled row ({rel})"))
         else:
-            _add(out, listed, root, (rel,), index_of[label_name], annotations, number,
+            _add(out, listed, root, video, index_of[label_name], annotations, number,
                  group=(row.get("group") or "").strip())
     return _finish(out, listed)
 
