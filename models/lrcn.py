@@ -67,15 +67,18 @@ class LRCN(nn.Module):
         num_layers: stacked LSTM layers (Donahue: 1; Ng: 5; Sharma: 3).
         attention: read attention-weighted conv features (Sharma et al.) instead of pooled ones.
         attention_penalty: weight of Sharma et al.'s attention regulariser (their lambda).
-        dropout: dropout on the LSTM output before the classifier.
+        dropout: dropout on the LSTM output before the classifier (Donahue et al.: 0.5).
+        feature_dropout: dropout on each frame's CNN feature before the LSTM (Donahue et al.: 0.9 after
+            fc6); 0 leaves the features as they are.
     """
 
     def __init__(self, backbone: nn.Module, *, num_classes: int, hidden_size: int = 256,
                  num_layers: int = 1, attention: bool = False, attention_penalty: float = 1.0,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, feature_dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
         d = backbone.out_features
+        self.feature_dropout = nn.Dropout(feature_dropout)  # on what the LSTM reads: pooled or attended
         self.lstm = nn.LSTM(d, hidden_size, num_layers=num_layers, batch_first=True)
         self.attention = SpatialAttention(hidden_size) if attention else None
         if attention:
@@ -90,7 +93,7 @@ class LRCN(nn.Module):
 
     def _pooled_steps(self, maps: torch.Tensor, batch: int) -> torch.Tensor:
         """(B*T, D, h, w) -> LSTM outputs (B, T, H) from globally pooled frame features."""
-        feats = rearrange(maps.mean(dim=(2, 3)), "(b t) d -> b t d", b=batch)
+        feats = rearrange(self.feature_dropout(maps.mean(dim=(2, 3))), "(b t) d -> b t d", b=batch)
         return self.lstm(feats)[0]
 
     def _attended_steps(self, maps: torch.Tensor, batch: int) -> torch.Tensor:
@@ -103,7 +106,7 @@ class LRCN(nn.Module):
         outputs, weights = [], []
         for t in range(locations.shape[1]):
             x_t, w_t = self.attention(locations[:, t], h[-1])  # (B, D), (B, K*K)
-            out, (h, c) = self.lstm(x_t[:, None], (h, c))  # out: (B, 1, H)
+            out, (h, c) = self.lstm(self.feature_dropout(x_t)[:, None], (h, c))  # out: (B, 1, H)
             outputs.append(out)
             weights.append(w_t)
         self._attention_weights = torch.stack(weights, dim=1)  # (B, T, K*K)
@@ -141,7 +144,8 @@ class LRCN(nn.Module):
 @register_model("lrcn", InputContract(tuple(IN_CHANNELS), "clip"))
 def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
          pretrained: str | None = None, backbone: str = "resnet18", hidden_size: int = 256,
-         num_layers: int = 1, attention: bool = False, attention_penalty: float = 1.0) -> nn.Module:
+         num_layers: int = 1, attention: bool = False, attention_penalty: float = 1.0,
+         feature_dropout: float = 0.0) -> nn.Module:
     """LRCN (Donahue et al.) with an optional soft spatial attention (Sharma et al.).
 
     Donahue et al., "Long-term Recurrent Convolutional Networks for Visual Recognition and
@@ -151,6 +155,8 @@ def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout
     Args:
         modality: "rgb", "rgbdiff", or "flow" (one 2-channel flow field per step).
         width: scales the ResNet channels and the LSTM size together.
+        dropout: on the LSTM's output (Donahue et al.: 0.5).
+        feature_dropout: on each frame's CNN feature before the LSTM (Donahue et al.: 0.9, after fc6).
         pretrained: local torchvision checkpoint for the ResNet, or None.
     """
     if modality not in IN_CHANNELS:
@@ -158,4 +164,4 @@ def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout
     cnn = resnet_features(backbone, width=width, in_channels=IN_CHANNELS[modality], weights=pretrained)
     return LRCN(cnn, num_classes=num_classes, hidden_size=scale_channels(hidden_size, width),
                 num_layers=num_layers, attention=attention, attention_penalty=attention_penalty,
-                dropout=dropout)
+                dropout=dropout, feature_dropout=feature_dropout)

@@ -169,6 +169,7 @@ def _step_seconds(cfg, steps: int, threads: int, device) -> float:
     from models import build_model
     from orchestrator.config import input_spec
     from orchestrator.data.dataset import collate_skip_bad
+    from orchestrator.training.elastic import step_batch
     from orchestrator.training.loop import build_optimizer, lr_lambda, train_one_epoch
 
     torch.set_num_threads(threads)
@@ -183,10 +184,12 @@ def _step_seconds(cfg, steps: int, threads: int, device) -> float:
 
         model = ray.train.torch.prepare_model(model)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device)  # warm-up
-    stats = train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device)
+    sb = step_batch(batch_size=cfg.optim.batch_size, max_workers=1, world=1, on_resize="keep_global_batch")
+    factor = lr_lambda(cfg, len(loader))
+    for _ in range(2):  # a warm-up epoch, then the timed one
+        stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, sb=sb,
+                                lr_at=lambda clip: cfg.optim.lr * factor(clip / sb.global_clips))
     return stats["seconds"] / steps
 
 
@@ -342,7 +345,7 @@ def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, roun
 
     import ray
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import BatchSampler, DataLoader
 
     from orchestrator.data.dataset import collate_skip_bad
     from orchestrator.data.ray_loader import RayDataLoader
@@ -376,7 +379,8 @@ def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, roun
         if own_ray:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
-            figures["ray_data"] = _loader_rate(RayDataLoader(prepared, keys, batch_size=8), len(keys))
+            figures["ray_data"] = _loader_rate(RayDataLoader(prepared, BatchSampler(keys, 8, drop_last=False)),
+                                               len(keys))
         finally:
             if own_ray:
                 ray.shutdown()

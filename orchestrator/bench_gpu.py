@@ -894,7 +894,7 @@ def run_facts(scale: Scale, device: torch.device, *, budget_s: float, peak_tflop
 
 def ddp_steps(scale: Scale, device: torch.device, *, partial_bn: bool) -> float:
     """TSN-R50 (its paper's shape; smoke: tiny) with `partial_bn`, wrapped as ray.train.torch.prepare_model
-    wraps it, trained DDP_STEPS steps under model.join() as `loop.run_epoch` does. Returns the last loss.
+    wraps it, trained DDP_STEPS steps under model.join() (uneven inputs allowed). Returns the last loss.
 
     The step is train_one_epoch's (model.train() first, autocast, cross-entropy, backward, SGD), written
     out: this section runs without pydantic, and the loop section times the loop's own."""
@@ -1040,6 +1040,13 @@ def loop_config(parse: Callable, case: Case, scale: Scale, batch: int):
     return parse(raw, source=f"bench gpu: loop {case.label}"), num_classes
 
 
+def loop_step(cfg):
+    """One worker's step (no accumulation): what setup_worker builds for a fixed world of 1."""
+    from orchestrator.training.elastic import step_batch
+
+    return step_batch(batch_size=cfg.optim.batch_size, max_workers=1, world=1, on_resize="keep_global_batch")
+
+
 class Batches:
     """What the training DataLoader yields, `steps` batches long, cycling through `batches`."""
 
@@ -1081,21 +1088,21 @@ class SyntheticClips(torch.utils.data.Dataset):
                 "label": i % self.num_classes, "index": i}
 
 
-def resume_round_trip(cfg, model, optimizer, scheduler, scaler, device: torch.device) -> str:
+def resume_round_trip(cfg, model, optimizer, scaler, device: torch.device) -> str:
     """loop.save_state, the weights changed, loop.load_state: the weights come back, the epoch and history
     too, and the momentum stays on the weights' device. Returns "resume OK" or what went wrong."""
     from orchestrator.training import loop
 
-    w = loop.Worker(cfg=cfg, rank=0, world=1, device=device, model=model, optimizer=optimizer, scheduler=scheduler,
-                    scaler=scaler, train_set=None, train_sampler=None, train_loader=None, num_workers=0, splits=None,
-                    val_set=None, test_set=None, unlisted={"train": 0, "test": 0})
+    w = loop.Worker(cfg=cfg, rank=0, world=1, device=device, model=model, optimizer=optimizer, scaler=scaler,
+                    step=loop_step(cfg), train_set=None, train_batches=None, train_loader=None, num_workers=0,
+                    splits=None, val_set=None, test_set=None, unlisted={"train": 0, "test": 0})
     bare = loop.unwrap(model)
     before = {k: v.detach().clone() for k, v in bare.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
-        loop.save_state(w, Path(tmp), epoch=0, history=[{"epoch": 0}])
+        loop.save_state(w, Path(tmp), at=loop.Progress(1), history=[{"epoch": 0}])
         with torch.no_grad():
             next(bare.parameters()).add_(1.0)
-        epoch, history = loop.load_state(w, Path(tmp))
+        (epoch, _, _), history = loop.load_state(w, Path(tmp))
     same = all(torch.equal(before[k], v) for k, v in bare.state_dict().items())
     momentum = {str(s["momentum_buffer"].device) for s in optimizer.state.values() if "momentum_buffer" in s}
     if same and epoch == 1 and history == [{"epoch": 0}] and momentum <= {str(p.device) for p in bare.parameters()}:
@@ -1106,8 +1113,6 @@ def resume_round_trip(cfg, model, optimizer, scheduler, scaler, device: torch.de
 def bench_loop(parse: Callable, case: Case, scale: Scale, device: torch.device, *,
                peak_tflops: float | None = None) -> BenchRow:
     """clips/s of loop.train_one_epoch on `case`, then score_shard and a checkpoint round trip."""
-    from torch.optim.lr_scheduler import LambdaLR
-
     from orchestrator.inputs import input_spec
     from orchestrator.training import loop
 
@@ -1124,17 +1129,21 @@ def bench_loop(parse: Callable, case: Case, scale: Scale, device: torch.device, 
             to_channels_last(model)
     model = model.to(device)
     optimizer = loop.build_optimizer(model, cfg)
-    scheduler = LambdaLR(optimizer, loop.lr_lambda(cfg, scale.warmup_steps + scale.loop_steps))
+    factor, sb = loop.lr_lambda(cfg, scale.warmup_steps + scale.loop_steps), loop_step(cfg)
+
+    def lr_at(clip: int) -> float:
+        return cfg.optim.lr * factor(clip / sb.global_clips)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
 
     batches = [synthetic_loader_batch(spec, num_classes, batch, seed=seed, pin=device.type == "cuda")
                for seed in (0, 1)]
     start = time.perf_counter()
-    loop.train_one_epoch(model, Batches(batches, scale.warmup_steps), optimizer, scheduler, scaler, cfg, device)
+    loop.train_one_epoch(model, Batches(batches, scale.warmup_steps), optimizer, scaler, cfg, device, sb=sb, lr_at=lr_at)
     first_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stats = loop.train_one_epoch(model, Batches(batches, scale.loop_steps), optimizer, scheduler, scaler, cfg, device)
+    stats = loop.train_one_epoch(model, Batches(batches, scale.loop_steps), optimizer, scaler, cfg, device, sb=sb,
+                                 lr_at=lambda clip: lr_at(clip + scale.warmup_steps * sb.global_clips))
     rate = stats["seen"] / stats["seconds"]
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     loss = stats["loss_sum"] / stats["seen"]
@@ -1152,7 +1161,7 @@ def bench_loop(parse: Callable, case: Case, scale: Scale, device: torch.device, 
     scored = (result.video_scores.shape == (videos, num_classes) and np.isfinite(result.video_scores).all()
               and (result.indices == np.arange(videos)).all())
     checks.append(f"score_shard {videos} videos {'OK' if scored else 'BAD'} ({time.perf_counter() - start:.1f} s)")
-    checks.append(resume_round_trip(cfg, model, optimizer, scheduler, scaler, device))
+    checks.append(resume_round_trip(cfg, model, optimizer, scaler, device))
     tflops = rate * train_flops_per_clip(case, spec, num_classes) / 1e12
     return row._replace(rate=rate, tflops=tflops, peak_share=tflops / peak_tflops if peak_tflops else None,
                         memory_gib=memory, note="; ".join(checks))

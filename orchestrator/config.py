@@ -108,7 +108,8 @@ class ValSplit(_Section):
     # by group: that share of the training list's groups; by video: of each class's training videos
     fraction: float = Field(0.2, gt=0, lt=1)
     # auto: ucf101 by group (a group's clips share actors and background: splitting one leaks),
-    # hmdb51 by video, csv by its `group` column when it has one (else by video), kinetics its own val
+    # hmdb51 by source video (its clips cut from one video share it: val_split.hmdb_source), csv by its
+    # `group` column when it has one (else by video), kinetics its own val
     # list (the test list is then its labelled test rows); list: kinetics only
     by: Literal["auto", "group", "video", "list"] = "auto"
     seed: Seed = 0  # which groups / videos; fixed across a study's seeds, so every variant sees the same lists
@@ -141,6 +142,11 @@ class DataConfig(_Section):
     # dense sampler: play a video shorter than the clip in a loop (I3D: 64-frame clips; part of HMDB-51
     # is shorter) instead of skipping it with a warning
     loop_short: bool = False
+    # sample each video as if resampled to this many frames a second (I3D: 25), whatever its file's rate
+    # (HMDB-51 is 30, Kinetics mostly 30, UCF-101 25): the sampler's frames are then the same span of time
+    # in every video (orchestrator/data/sampling.py, native_frame_indices). null: the file's own frames.
+    # At most 1000: more reads each frame of a 30 fps file over 30 times, a typo
+    fps: Annotated[float, Field(gt=0, le=1000)] | None = None
     # resize the shorter side first (TSN used 256); at most 8K video's 4320: resizing past the source adds no
     # detail, and 1e8 asks for petabytes per frame
     short_side: Annotated[int, Field(gt=0, le=4320)] = 64
@@ -211,12 +217,39 @@ class OptimConfig(_Section):
     keep: Literal["last", "best_val"] = "last"
 
 
+def _workers(value: Any) -> Any:
+    """`num_workers`: a whole number > 0, or [min, max] (YAML gives a list) as the tuple Ray Train's
+    elastic mode takes."""
+    counts = tuple(value) if isinstance(value, list | tuple) else (value,)
+    if len(counts) not in (1, 2) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
+        raise ValueError(f"expected a number of workers > 0 or [min, max] of them, got {quote(value)}")
+    if len(counts) == 2 and counts[0] > counts[1]:
+        raise ValueError(f"expected [min, max] with min <= max, got {quote(value)}")
+    return counts if isinstance(value, list | tuple) else value
+
+
 class ScalingConfig(_Section):
-    num_workers: Positive = 1  # Ray Train workers (data-parallel replicas)
+    # Ray Train workers (data-parallel replicas): a number, or [min, max] for an elastic run that starts with
+    # what the cluster has (at least min), goes on smaller after a node loss and grows back when nodes return
+    num_workers: Annotated[int | tuple[int, int], BeforeValidator(_workers)] = 1
+    # elastic runs: what a change of world size keeps (orchestrator/training/elastic.py): the global batch
+    # (per-worker batch = global / world, gradient accumulation where one step's share exceeds
+    # optim.batch_size), or the per-worker batch with the learning rate scaled linearly (Goyal et al. 2017)
+    on_resize: Literal["keep_global_batch", "keep_worker_batch"] = "keep_global_batch"
+    resize_interval_s: float = Field(60.0, ge=0)  # how often a running elastic group looks for more workers
+    # how long Ray Train waits for a worker group to start before it decides again (its
+    # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default): right after a node loss its view of the
+    # cluster can still count the lost node, and the group then waits this long for a worker that never comes
+    start_timeout_s: float = Field(30.0, gt=0)
     use_gpu: Literal["auto", True, False] = "auto"  # auto: GPUs when the cluster has them
     cpus_per_worker: float = Field(1.0, gt=0)
     storage_path: AbsPath = "actionlab_runs"  # checkpoints, Ray results and run outputs; shared storage on clusters
-    max_failures: int = Field(0, ge=0)  # worker-group restarts from the last checkpoint
+    max_failures: int = Field(0, ge=-1)  # worker-group restarts from the last checkpoint after a failure (-1: any)
+    # restarts after a node preemption (a drain notice), counted apart from max_failures (-1: any)
+    max_preemption_failures: int = Field(-1, ge=-1)
+    preemption_grace_s: float = Field(0.0, ge=0)  # how long survivors may run past a preemption's deadline
+    # also checkpoint every N optimiser steps (0: at epoch ends only): a lost node then costs at most N steps
+    checkpoint_every_steps: int = Field(0, ge=0)
     # custom Ray resources each training worker also asks for, e.g. {accelerator_type:H100: 0.001} or a
     # node label, to keep training on GPU nodes while ray_data decodes on others (CPU, GPU: above)
     worker_resources: dict[str, float] = {}
@@ -228,6 +261,15 @@ class ScalingConfig(_Section):
             raise ValueError(f"{', '.join(taken)} are set by scaling.cpus_per_worker and scaling.use_gpu; "
                              "list only custom resources here")
         return value
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        """The world size the optimiser settings are written for (optim.batch_size per worker, optim.lr)."""
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
 
 
 def _pair(value: Any) -> Any:
@@ -295,8 +337,11 @@ class LateFusion(_Section):
 
 class Expected(_Section):
     """A published figure a recipe reproduces: printed beside the measured one."""
-    top1: float = Field(ge=0, le=100)  # video top-1, %
+    top1: float = Field(ge=0, le=100)  # the figure, %: video top-1, or the metric `metric` names
     source: str  # paper and table, e.g. "Wang et al. 2016 (TSN), Table 4"
+    # the logged metric the figure is measured as: video top-1, or mean class accuracy (the mean over
+    # classes of each class's top-1 recall: what TSN's tools/eval_net.py and eval_scores.py print)
+    metric: Literal["test/video_top1", "test/video_mean_class_acc"] = "test/video_top1"
 
 
 class StudyConfig(_Section):
@@ -369,7 +414,7 @@ class ExperimentConfig(_Section):
         if d.val and d.val.by == "list" and d.dataset != "kinetics":
             raise ValueError(f"data.val.by 'list': only kinetics has an official val list; {d.dataset} carves one "
                              "from its training list (by: auto)")
-        if d.val and d.val.by == "group" and d.dataset in ("hmdb51", "kinetics"):
+        if d.val and d.val.by == "group" and d.dataset == "kinetics":
             raise ValueError(f"data.val.by 'group': {d.dataset} lists no groups; use by: video (or auto)")
         if self.optim.keep == "best_val" and not d.val:
             raise ValueError("optim.keep 'best_val' needs data.val (selecting on the test list would report a "

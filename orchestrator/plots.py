@@ -93,7 +93,8 @@ def plot_learning_curves(history: list[dict], path: Path) -> Path:
 
 
 def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str | None = None) -> Path:
-    """Grouped bars: one group per variant, one bar per dataset, error bars = 95% CI of the mean over seeds.
+    """Grouped bars: one group per variant, one bar per dataset, error bars = the seed 95% CI (Student's t
+    over seeds, on the one test list: `report.summarize`; the test list's sampling is in the table only).
 
     Args:
         rows: `report.SummaryRow`s (fields variant, dataset, {metric}_mean, {metric}_low, {metric}_high;
@@ -127,7 +128,7 @@ def plot_comparison(rows: list, path: Path, *, metric: str = "top1", title: str 
     label = f"video {metric.replace('top', 'top-')} accuracy (%)"
     ax.set_ylabel(label)
     ax.set_ylim(0, 105)
-    heading = f"{title or 'Comparison'}: {label}, mean over seeds with its 95% CI"
+    heading = f"{title or 'Comparison'}: {label}, mean over seeds with its seed 95% CI (same test videos)"
     ax.set_title(textwrap.fill(heading, 70), fontsize=10)  # long study descriptions wrap, not clip
     ax.grid(axis="y", alpha=0.3)
     if datasets:

@@ -209,8 +209,9 @@ def _check_splits(cfg: ExperimentConfig) -> None:
     if Path(d.root).exists():
         splits = read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
                                  test_annotations=d.test_annotations, val=d.val)
-        needed = cfg.optim.batch_size * cfg.scaling.num_workers  # one full batch per worker (drop_last)
+        needed = cfg.optim.batch_size * cfg.scaling.max_workers  # one full global batch (drop_last)
         if len(splits.train.records) < needed:
-            raise UserError(f"optim.batch_size ({cfg.optim.batch_size}) x scaling.num_workers "
-                            f"({cfg.scaling.num_workers}) = {needed} videos, but the training list holds "
+            workers = "max " if isinstance(cfg.scaling.num_workers, tuple) else ""
+            raise UserError(f"optim.batch_size ({cfg.optim.batch_size}) x {workers}scaling.num_workers "
+                            f"({cfg.scaling.max_workers}) = {needed} videos, but the training list holds "
                             f"{len(splits.train.records)}{' after data.val' if d.val else ''}: lower one of them")

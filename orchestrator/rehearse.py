@@ -311,15 +311,15 @@ def _rank_main(rank: int, world: int, port: int, label: str, cfg, out: Path, eve
         with phase("setup", lambda: f"{len(w.train_set)} train / {len(w.selection_set)} val / "
                                     f"{len(w.test_set)} test videos; {w.num_workers} loader workers per rank"):
             w = setup()
-        share = len(w.train_sampler)
-        with phase("epoch 0", lambda: f"{len(w.train_loader)} steps x {cfg.optim.batch_size} per rank; last batch of "
-                                      f"{share % cfg.optim.batch_size} dropped"):
+        steps = len(w.train_loader) // w.step.accumulate
+        with phase("epoch 0", lambda: f"{steps} steps x {w.step.global_clips} clips over {world} ranks; last "
+                                      f"{len(w.train_set) - steps * w.step.global_clips} clips left out"):
             history = [loop.run_epoch(w, 0)[0]]
         state = out / "state" / label
         with phase("save"):
             if rank == 0:
                 state.mkdir(parents=True, exist_ok=True)
-                loop.save_state(w, state, epoch=0, history=history)
+                loop.save_state(w, state, at=loop.Progress(1), history=history)
         with phase("resume", lambda: "fresh worker, load_state"):
             w = setup()
             loop.load_state(w, state)

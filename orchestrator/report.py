@@ -1,14 +1,24 @@
 """The papers' comparison table, rebuilt from MLflow alone.
 
-    results_from_mlflow  ->  one ResultRow per finished variant run (video-level test accuracy)
-    summarize            ->  one SummaryRow per (variant, dataset): mean, sample std and 95% CI over seeds
-    compare_runs         ->  one Comparison per study.compare pair and dataset: a - b with a paired
-                             bootstrap CI over test videos and seeds, from the runs' per-video scores
+    results_from_mlflow  ->  one ResultRow per finished variant run (video-level test accuracy, test videos)
+    summarize            ->  one SummaryRow per (variant, dataset): mean, sample std, the seed 95% CI (Student's
+                             t over seeds, on one fixed test list) and a 95% CI with the test list's sampling too
+    compare_runs         ->  one Comparison per study.compare pair and dataset: a - b with a 95% CI over test
+                             videos (paired bootstrap) and seeds (Student's t), its p, and Holm's p over the family
     to_markdown / write_report  ->  variant x dataset table ("62.3 ± 1.2", "[58.1, 66.5]"), the
-                             comparisons, and a bar chart with 95% CI error bars
+                             comparisons, and a bar chart with seed 95% CI error bars
+
+Which interval says what (orchestrator/stats.py):
+- seed 95% CI: what other seeds could give on these same test videos. On 40 videos two seeds that
+  both score 85.0 get [85.0, 85.0]: that is not how sure 85.0 is.
+- 95% CI (seeds + test list): what another test list of as many videos, and other seeds, could give.
+- a comparison's CI holds both as well, and its claim is judged twice: alone, and with Holm's
+  correction for testing several claims at once (5 independent claims at 95% each would show a false
+  one 1 - 0.95^5 = 23% of the time).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -16,11 +26,12 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from orchestrator.errors import UserError
-from orchestrator.stats import BOOTSTRAP_RESAMPLES, mean_ci, paired_bootstrap_diff
+from orchestrator.stats import BOOTSTRAP_RESAMPLES, holm, mean_ci, paired_bootstrap_diff, t_975, widen, wilson_ci
 
 PARENT_KINDS = ("study", "sweep")  # runs whose children form a table
 CHILD_KINDS = ("variant", "trial")  # runs that are rows of it
 TOP1, TOP5 = "test/video_top1", "test/video_top5"
+FEW_SEEDS = 5  # below this, the seed part of an interval is wide (Student's t with S - 1 df): the report says so
 
 
 class ResultRow(NamedTuple):
@@ -33,6 +44,7 @@ class ResultRow(NamedTuple):
     run_id: str
     selection: str = "val"  # what it selected on (tag actionlab.selection): val, or test (no data.val)
     rule: str = ""  # a late fusion's rule, e.g. "0.45 softmax (val)"
+    n_videos: int = 0  # test videos scored (its MLflow test dataset input); 0: not logged
 
 
 class SummaryRow(NamedTuple):
@@ -43,12 +55,17 @@ class SummaryRow(NamedTuple):
     top1_std: float  # sample std (ddof=1); 0 when n == 1
     top5_mean: float
     top5_std: float
-    top1_low: float = math.nan  # 95% CI of the mean over seeds (Student's t); NaN when n == 1
+    top1_low: float = math.nan  # seed 95% CI: of the mean over seeds (Student's t), one test list; NaN when n == 1
     top1_high: float = math.nan
     top5_low: float = math.nan
     top5_high: float = math.nan
     selected_on_test: bool = False  # some run had no val list: selection (and fusion weights) saw test
     rules: tuple[str, ...] = ()  # late fusion: the rule of each seed's run
+    n_videos: int = 0  # test videos of each run (the fewest, if they differ); 0: some run did not log it
+    # 95% CI with the test list's sampling too: Wilson on n_videos, widened by the seed CI's half-width;
+    # NaN when n == 1 (the seeds' spread is unknown) or n_videos is 0
+    top1_test_low: float = math.nan
+    top1_test_high: float = math.nan
 
 
 class Comparison(NamedTuple):
@@ -59,8 +76,10 @@ class Comparison(NamedTuple):
     n_seeds: int
     n_videos: int
     diff: float
-    low: float  # 95% paired bootstrap CI over test videos and seeds
+    low: float  # 95% CI over test videos (paired bootstrap) and seeds (Student's t); NaN with one seed
     high: float
+    p: float = math.nan  # two-sided p of that CI (stats.paired_bootstrap_diff); NaN with one seed
+    p_holm: float = math.nan  # p adjusted by Holm-Bonferroni over the report's comparisons (compare_runs)
 
     @property
     def excludes_zero(self) -> bool:
@@ -68,12 +87,18 @@ class Comparison(NamedTuple):
 
     @property
     def verdict(self) -> str:
-        """The claim "a beats b": holds (CI above 0), reversed (below 0) or not shown (CI holds 0)."""
+        """The claim "a beats b": holds (CI above 0), reversed (below 0) or not shown (CI holds 0, or none)."""
         return "holds" if self.low > 0 else "reversed" if self.high < 0 else "not shown"
+
+    @property
+    def holm_verdict(self) -> str:
+        """The verdict with the family in mind: as `verdict` where Holm's p is below 0.05, else not shown."""
+        return self.verdict if self.p_holm < 0.05 else "not shown"
 
 
 def summarize(results: list[ResultRow]) -> list[SummaryRow]:
-    """Mean, sample std and 95% CI over seeds of each (variant, dataset), in order of first appearance.
+    """Mean, sample std, seed 95% CI and the 95% CI with the test list of each (variant, dataset), in order
+    of first appearance.
 
     Args:
         results: one row per run.
@@ -86,9 +111,14 @@ def summarize(results: list[ResultRow]) -> list[SummaryRow]:
     summary = []
     for (variant, dataset), rows in groups.items():
         top1, top5 = mean_ci([r.top1 for r in rows]), mean_ci([r.top5 for r in rows])
+        n_videos = min(r.n_videos for r in rows)
+        test_low = test_high = math.nan
+        if len(rows) > 1 and n_videos > 0 and 0 <= top1.mean <= 1:  # the test list's, widened by the seeds'
+            test_low, test_high = widen(top1.mean, *wilson_ci(top1.mean, n_videos), top1.high - top1.mean)
         summary.append(SummaryRow(variant, dataset, len(rows), top1.mean, top1.std, top5.mean, top5.std,
                                   top1.low, top1.high, top5.low, top5.high,
-                                  any(r.selection == "test" for r in rows), tuple(r.rule for r in rows if r.rule)))
+                                  any(r.selection == "test" for r in rows), tuple(r.rule for r in rows if r.rule),
+                                  n_videos, test_low, test_high))
     return summary
 
 
@@ -100,7 +130,8 @@ def _correct(scores) -> dict[str, bool]:
 
 def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], object | None], *,
                  resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[list[Comparison], list[str]]:
-    """Each pair's top-1 difference per data set, with a paired bootstrap CI (orchestrator.stats).
+    """Each pair's top-1 difference per data set, with its 95% CI and p (`stats.paired_bootstrap_diff`),
+    and Holm's p over all the comparisons returned: they are one family of claims.
 
     The two variants are paired on the seeds both ran and on their test videos (by video id).
 
@@ -136,19 +167,23 @@ def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], obj
             a_right, b_right = (np.array([[correct[(v, s)][video] for video in videos] for s in seeds])
                                 for v in (a, b))  # (S, N) each
             d = paired_bootstrap_diff(a_right, b_right, resamples=resamples)
-            comparisons.append(Comparison(a, b, dataset, len(seeds), len(videos), *d))
-    return comparisons, notes
+            comparisons.append(Comparison(a, b, dataset, len(seeds), len(videos), d.diff, d.low, d.high, d.p))
+    adjusted = holm([c.p for c in comparisons])
+    return [c._replace(p_holm=p) for c, p in zip(comparisons, adjusted)], notes
 
 
 def comparison_metrics(comparisons: list[Comparison]) -> dict[str, float]:
-    """Each comparison as the study's parent-run metrics (points): compare/<a>-<b>[/<dataset>]/diff,
-    .../ci_low, .../ci_high and .../holds (1 holds, -1 reversed, 0 not shown)."""
+    """Each comparison as the study's parent-run metrics: compare/<a>-<b>[/<dataset>]/diff, .../ci_low,
+    .../ci_high (points; NaN with one seed), .../p, .../p_holm and .../holds, .../holds_holm (1 holds,
+    -1 reversed, 0 not shown)."""
     several = len({c.dataset for c in comparisons}) > 1
+    code = {"holds": 1.0, "reversed": -1.0}
     out = {}
     for c in comparisons:
         key = f"compare/{c.a}-{c.b}" + (f"/{c.dataset}" if several else "")
         out.update({f"{key}/diff": 100 * c.diff, f"{key}/ci_low": 100 * c.low, f"{key}/ci_high": 100 * c.high,
-                    f"{key}/holds": {"holds": 1.0, "reversed": -1.0}.get(c.verdict, 0.0)})
+                    f"{key}/p": c.p, f"{key}/p_holm": c.p_holm,
+                    f"{key}/holds": code.get(c.verdict, 0.0), f"{key}/holds_holm": code.get(c.holm_verdict, 0.0)})
     return out
 
 
@@ -159,8 +194,24 @@ def _cell(mean: float, std: float, n: int) -> str:
 
 
 def _ci_cell(low: float, high: float) -> str:
-    """The t-interval over seeds, clipped to what an accuracy can be (2-3 seeds give wide ones)."""
+    """An interval of an accuracy, clipped to what one can be (2-3 seeds give wide ones)."""
     return "–" if math.isnan(low) else f"[{100 * max(low, 0.0):.1f}, {100 * min(high, 1.0):.1f}]"
+
+
+def _p_cell(p: float) -> str:
+    return "–" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _few_seeds_note(seed_counts) -> list[str]:
+    """A line saying how wide Student's t makes the seed part with fewer than FEW_SEEDS seeds, if any."""
+    few = sorted({n for n in seed_counts if 1 < n < FEW_SEEDS})
+    if not few:
+        return []
+    quantiles = ", ".join(f"t = {t_975(n - 1):.2f} with {n} seeds" for n in few)
+    return ["", f"**Fewer than {FEW_SEEDS} seeds**: the seeds' part of an interval is Student's t with S − 1 degrees "
+                f"of freedom ({quantiles}; 1.96 would be the normal's), so it is wide: a spread measured on so "
+                f"few seeds is itself uncertain. {FEW_SEEDS} seeds or more narrow it; a verdict on fewer is "
+                "indicative at best."]
 
 
 def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples: int) -> list[str]:
@@ -169,20 +220,33 @@ def _comparison_lines(comparisons: list[Comparison], notes: list[str], resamples
     for c in comparisons:
         where = f" ({c.dataset})" if several else ""
         seeds = f"{c.n_seeds} seed{'s' * (c.n_seeds > 1)}"
-        lines.append(f"- {c.a} − {c.b}{where}: {100 * c.diff:+.1f} points [{100 * c.low:.1f}, {100 * c.high:.1f}]"
-                     f"{' *' if c.excludes_zero else ''} ({seeds} × {c.n_videos} videos): {c.a} > {c.b} {c.verdict}")
+        # a difference of accuracies lies in [-100, 100] points; t with 1-2 df can reach past that
+        interval = (f"[{100 * max(c.low, -1.0):.1f}, {100 * min(c.high, 1.0):.1f}]{' *' if c.excludes_zero else ''}"
+                    if not math.isnan(c.low) else "no CI (one seed: the seeds' spread is unknown)")
+        lines.append(f"- {c.a} − {c.b}{where}: {100 * c.diff:+.1f} points {interval} ({seeds} × {c.n_videos} "
+                     f"videos; p {_p_cell(c.p)}, Holm {_p_cell(c.p_holm)}): {c.a} > {c.b} {c.verdict}, "
+                     f"with Holm {c.holm_verdict}")
     lines += [f"- {note}" for note in notes]
-    lines += ["", f"Difference in video-level top-1 over the seeds both ran; 95% CI from a paired bootstrap over "
-                  f"test videos and seeds ({resamples} resamples); * the CI excludes 0. A claim a > b holds when "
-                  "the CI lies above 0, is reversed below it, and is not shown when it holds 0."]
+    family = sum(not math.isnan(c.p) for c in comparisons)
+    lines += ["", "Difference in video-level top-1 over the seeds both ran. 95% CI: a paired bootstrap over the "
+                  f"test videos ({resamples} resamples: what another test list could give) and Student's t over "
+                  "the seeds' differences (what other seeds could give), added in quadrature; * the CI excludes 0. "
+                  "p: the smallest level whose interval, built the same way, excludes 0. A claim a > b holds when "
+                  "the CI lies above 0, is reversed below it, and is not shown when it holds 0. The comparisons "
+                  f"are a family of {family} claim{'s' * (family != 1)}: Holm's p (Holm–Bonferroni) is the p "
+                  "adjusted for testing them all, and the verdict with Holm stands only where it is below 0.05."]
     return lines
+
+
+_METRIC_NAMES = {"test/video_top1": "video top-1", "test/video_mean_class_acc": "mean class accuracy"}
 
 
 def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Comparison] = (),
                 notes: list[str] = (), resamples: int = BOOTSTRAP_RESAMPLES, expected: dict | None = None) -> str:
-    """A variant x dataset table of video-level top-1 (with its 95% CI) and top-5 accuracy (%), like the
-    papers', then the comparisons when there are any. A data set gets a top-5 column only where its runs
-    logged top-5, which they do on enough classes only (`metrics.reports_top_k`).
+    """A variant x dataset table of video-level top-1 (with its seed 95% CI and its 95% CI with the test
+    list) and top-5 accuracy (%), like the papers', then the comparisons when there are any. A data set
+    gets a top-5 column only where its runs logged top-5, which they do on enough classes only
+    (`metrics.reports_top_k`).
 
     Args:
         rows: from `summarize`.
@@ -205,7 +269,7 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
     groups = [""] if long else datasets
     # top-5 only for a data set whose runs logged it (enough classes: metrics.reports_top_k); the long
     # form's one group serves every data set
-    columns = {g: ("top-1 (%)", "top-1 95% CI")
+    columns = {g: ("top-1 (%)", "top-1 seed 95% CI", "top-1 95% CI (seeds + test list)")
                + ("top-5 (%)",) * any(not math.isnan(r.top5_mean) for r in rows if long or r.dataset == g)
                for g in groups}
     header = (["Variant"] + (["Data set"] if long else [])
@@ -219,16 +283,23 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
         for dataset in ([next(r.dataset for r in rows if r.variant == variant)] if long else datasets):
             r = cells.get((variant, dataset))
             shown = {"top-1 (%)": _cell(r.top1_mean, r.top1_std, r.n),
-                     "top-1 95% CI": _ci_cell(r.top1_low, r.top1_high),
+                     "top-1 seed 95% CI": _ci_cell(r.top1_low, r.top1_high),
+                     "top-1 95% CI (seeds + test list)": _ci_cell(r.top1_test_low, r.top1_test_high),
                      "top-5 (%)": _cell(r.top5_mean, r.top5_std, r.n)} if r else {}
             values += ([dataset] if long else []) + [shown.get(h, "–") for h in columns["" if long else dataset]]
         if expected:
-            values.append(f"{expected[variant].top1:.1f}" if variant in expected else "–")
+            figure = expected.get(variant)
+            values.append("–" if figure is None else f"{figure.top1:.1f}" + " ‡" * (figure.metric != "test/video_top1"))
         lines.append("| " + " | ".join(values) + " |")
     runs = ", ".join(str(n) for n in sorted({r.n for r in rows}))
+    videos = ", ".join(str(n) for n in sorted({r.n_videos for r in rows if r.n_videos}))
     lines += ["", f"Video-level test accuracy of what each run selected on its val list (data.val; the test list "
-                  f"is scored once, at the end); mean ± sample std over seeds (runs per cell: {runs}); "
-                  "95% CI of the mean: Student's t over seeds, clipped to 0–100 (– for one seed)."]
+                  f"is scored once, at the end); mean ± sample std over seeds (runs per cell: {runs}). "
+                  "Seed 95% CI: Student's t over the seeds, on this one test list: what other seeds could give on "
+                  "these videos, not how sure the accuracy is. 95% CI (seeds + test list): what another test list "
+                  f"of as many videos ({videos or 'not logged'}) could give too: a Wilson interval on the test "
+                  "videos, widened in quadrature by the seed CI's half-width. Both clipped to 0–100; – for one "
+                  "seed (or test videos not logged)."]
     if any(r.selected_on_test for r in rows):
         lines += ["", "† **selected on test**: these runs had no val list (data.val: null), so their per-epoch "
                       "scores, any sweep and any late-fusion weight chosen for them saw the test list: optimistic."]
@@ -237,9 +308,14 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
             where = f" ({r.dataset})" if len(datasets) > 1 else ""
             lines.append(f"- {r.variant}{where} fusion rule (weight of the first stream, mode), per seed: "
                          + "; ".join(r.rules))
-    lines += [f"- paper, {variant}: {figure.top1:.1f}% ({figure.source})" for variant, figure in expected.items()]
+    lines += [f"- paper, {variant}: {figure.top1:.1f}% {_METRIC_NAMES[figure.metric]} ({figure.source})"
+              for variant, figure in expected.items()]
+    if any(figure.metric != "test/video_top1" for figure in expected.values()):
+        lines.append("- ‡ the paper's figure is mean class accuracy; the runs log theirs as "
+                     "test/video_mean_class_acc (MLflow), beside the video top-1 above")
     if comparisons or notes:
         lines += _comparison_lines(list(comparisons), list(notes), resamples)
+    lines += _few_seeds_note([r.n for r in rows] + [c.n_seeds for c in comparisons])
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +338,21 @@ def _result_row(run) -> ResultRow | None:
     return ResultRow(study=tags.get("actionlab.study", ""), variant=tags["actionlab.variant"],
                      dataset=tags["actionlab.dataset"], seed=int(tags["actionlab.seed"]),
                      top1=metrics[TOP1], top5=metrics.get(TOP5, float("nan")), run_id=run.info.run_id,
-                     selection=tags.get("actionlab.selection", "test"), rule=rule)
+                     selection=tags.get("actionlab.selection", "test"), rule=rule, n_videos=_test_videos(run))
+
+
+def _test_videos(run) -> int:
+    """The number of test videos a run logged with its test dataset input (tracking.log_dataset_inputs);
+    0 when it logged none."""
+    from orchestrator.tracking import DATASET_CONTEXT_TAG
+
+    for found in (run.inputs.dataset_inputs if run.inputs else []):
+        if any(tag.key == DATASET_CONTEXT_TAG and tag.value == "test" for tag in found.tags):
+            try:
+                return int(json.loads(found.dataset.profile or "{}").get("num_videos", 0))
+            except (ValueError, TypeError, AttributeError):  # not a profile of ours
+                return 0
+    return 0
 
 
 def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: str | None = None) -> list[ResultRow]:

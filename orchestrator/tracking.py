@@ -360,18 +360,21 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path], artifact_pa
 
 
 def numeric_metrics(report: dict) -> dict[str, float]:
-    """The finite int/float values of one `ray.train.report` dict, except 'epoch' (the step)."""
+    """The finite int/float values of one `ray.train.report` dict, except 'epoch' and 'step' (the steps)."""
     import math
 
     return {k: float(v) for k, v in report.items()
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def mlflow_metrics_callback(tracking_uri: str, run_id: str):
     """A `ray.train.UserCallback` that logs every epoch's report to the run, live, once.
 
     It runs on the Ray Train controller (not on the workers): `after_report` gets one metrics
-    dict per worker; rank 0's (`metrics[0]`) is logged with step = its 'epoch'. The class is
+    dict per worker; rank 0's (`metrics[0]`) is logged with step = its 'epoch', except its
+    'per_step' values (world size, global batch, learning rate, restarts), logged with step = its
+    'step' (optimiser steps), and except a mid-epoch checkpoint's report ('report': 'checkpoint'),
+    of which only the 'per_step' values are logged. The class is
     built here so that importing this module does not import Ray; Ray ships the object to the
     controller with cloudpickle, which pickles such a class by value.
 
@@ -393,12 +396,16 @@ def mlflow_metrics_callback(tracking_uri: str, run_id: str):
 
             if not metrics:
                 return
-            step, now_ms = int(metrics[0]["epoch"]), int(time.time() * 1000)
-            batch = [Metric(k, v, now_ms, step) for k, v in numeric_metrics(metrics[0]).items()]
+            report, now_ms = metrics[0], int(time.time() * 1000)
+            batch = [Metric(k, v, now_ms, int(report["step"])) for k, v in report.get("per_step", {}).items()]
+            if report.get("report", "epoch") == "epoch":  # not a mid-epoch checkpoint's
+                batch += [Metric(k, v, now_ms, int(report["epoch"])) for k, v in numeric_metrics(report).items()]
+            if not batch:
+                return
             try:
                 mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
             except Exception as err:  # noqa: BLE001 - a busy store must not stop training; history is kept
-                print(f"warning: epoch {step} metrics not logged to MLflow: {err}", file=sys.stderr)
+                print(f"warning: epoch {report['epoch']} metrics not logged to MLflow: {err}", file=sys.stderr)
 
     return MLflowMetricsCallback(tracking_uri, run_id)
 

@@ -85,12 +85,13 @@ def write_layout(dataset: str, folder: Path, *, num_frames: int = 12, height: in
     if dataset == "hmdb51":
         root, lists = folder / "hmdb51_org", folder / "testTrainMulti_7030_splits"
         for c, name in enumerate(["brush_hair", "cartwheel"]):
-            for v in range(per_class):
-                video(root / name / f"{name}_clip_{v}.avi", seed=per_class * c + v)
+            files = [f"source{v}_{name}_u_nm_np1_fr_med_0.avi" for v in range(per_class)]  # HMDB-51's naming
+            for v, file in enumerate(files):
+                video(root / name / file, seed=per_class * c + v)
             for split in (1, 2, 3):
                 tags = np.roll(np.resize([1, 2, 0], per_class), split - 1)
                 _write_text(lists / f"{name}_test_split{split}.txt",
-                            "".join(f"{name}_clip_{v}.avi {tag} \r\n" for v, tag in enumerate(tags)))
+                            "".join(f"{file} {tag} \r\n" for file, tag in zip(files, tags)))
         return root, lists
     if dataset == "kinetics":
         root, csv = folder / "kinetics400", folder / "annotations" / "kinetics.csv"

@@ -64,3 +64,19 @@ def test_lrcn_without_attention_has_no_auxiliary_loss():
     model = build_model("lrcn", num_classes=5, width=0.125)
     model(torch.randn(2, 3, 4, 32, 32))
     assert model.auxiliary_loss().item() == 0.0
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_lrcn_feature_dropout_is_off_by_default_and_drops_what_the_lstm_reads(attention):
+    """LRCN's drop6 (0.9 after fc6): an option that adds no parameter and, at its default 0, changes nothing."""
+    torch.manual_seed(0)
+    plain = build_model("lrcn", num_classes=5, width=0.125, attention=attention)
+    assert plain.feature_dropout.p == 0.0
+    dropped = build_model("lrcn", num_classes=5, width=0.125, attention=attention, feature_dropout=0.9)
+    dropped.load_state_dict(plain.state_dict())  # strict: the same parameters and buffers
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert torch.equal(plain.eval()(x), dropped.eval()(x))  # evaluation: dropout is the identity
+    read = []
+    dropped.lstm.register_forward_hook(lambda module, inputs, output: read.append(inputs[0]))
+    dropped.train()(x)
+    assert torch.cat([r.flatten() for r in read]).eq(0).float().mean() > 0.8  # ~90 % of the features zeroed

@@ -11,6 +11,9 @@ credentials, the nodes install from the lock.
   left on `trust` is run on pg_hba.conf files.
 - MLflow: the command that writes the basic-auth settings is run, and the installed mlflow's own
   parser reads them; `actionlab server` runs the basic-auth app, parsed by actionlab's parser.
+- Elastic training: gpu_worker's bounds and the autoscaler's settings fit the experiment section the
+  comments show; the spot watcher runs with stand-ins for curl (EC2's metadata), python and ray, and
+  drains its node with arguments the installed `ray drain-node` takes.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import shlex
 import shutil
 import stat
 import subprocess
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,3 +221,105 @@ def test_nodes_install_from_the_lock():
                     "pip install --no-cache-dir --no-deps --no-build-isolation -e /home/ubuntu/actionlab"]
     assert CLUSTER["file_mounts"]["/home/ubuntu/actionlab"] == "."
     assert (ROOT / "k8s" / "requirements.lock").is_file()
+
+
+# -- elastic training on spot GPU nodes -------------------------------------------------------------
+
+def documented_scaling(text: str) -> dict:
+    """The experiment section a file's comments size its GPU nodes for: the one `#   scaling: {...}` line."""
+    (line,) = re.findall(r"^\s*#\s+(scaling: \{[^}]*\})\s*$", text, re.MULTILINE)
+    return yaml.safe_load(line)["scaling"]
+
+
+def test_gpu_nodes_fit_an_elastic_run():
+    """gpu_worker's min_workers is the documented run's num_workers min and its max_workers room for its max;
+    the autoscaler may launch every type's max at once, grows the group, and keeps a node that returned
+    past the run's next resize check."""
+    from orchestrator.config import ScalingConfig
+
+    scaling = documented_scaling((ROOT / "cluster.yaml").read_text())
+    low, high = ScalingConfig.model_validate(scaling).num_workers  # a section the experiment file takes
+    types = CLUSTER["available_node_types"]
+    gpu = types["gpu_worker"]
+    assert 0 < low < high
+    assert gpu["min_workers"] == low and gpu["max_workers"] >= high
+    assert sum(t.get("max_workers", 0) for t in types.values()) <= CLUSTER["max_workers"]
+    assert CLUSTER["upscaling_speed"] >= 1.0
+    assert CLUSTER["idle_timeout_minutes"] * 60 > scaling["resize_interval_s"]
+    assert scaling["checkpoint_every_steps"] > 0, "a lost node costs at most that many steps"
+    gpu_block = (ROOT / "cluster.yaml").read_text().split("\n  gpu_worker:\n", 1)[1].split("\n  cpu_decoder:\n", 1)[0]
+    assert "# InstanceMarketOptions: {MarketType: spot}" in gpu_block, "show how the GPU nodes become spot instances"
+
+
+# EC2's instance metadata (IMDSv2): a PUT for a token, then GETs with it; the interruption notice on the
+# second poll (a 404, curl -f's exit 22, before it)
+FAKE_CURL = """#!/bin/bash
+echo "$*" >> "$CALLS/curl"
+case "$*" in
+  "-sf -X PUT -H X-aws-ec2-metadata-token-ttl-seconds: 60 http://169.254.169.254/latest/api/token") echo TOKEN ;;
+  "-sf -H X-aws-ec2-metadata-token: TOKEN http://169.254.169.254/latest/meta-data/spot/instance-action")
+    test "$(grep -c instance-action "$CALLS/curl")" -ge 2 || exit 22
+    echo '{"action": "terminate", "time": "2026-01-01T00:02:00Z"}' ;;
+  *) exit 22 ;;
+esac
+"""
+NODE_ID = "ab" * 28  # a Ray NodeID in hex
+FAKE_WATCH_TOOLS = {
+    "curl": FAKE_CURL,
+    "sleep": "#!/bin/bash\n",  # the 5 s between polls
+    "python": f"#!/bin/bash\necho {NODE_ID}\n",  # the node's Ray id, which ray.init would give
+    "ray": '#!/bin/bash\nprintf "%s\\n" "$@" > "$CALLS/ray.$$.tmp"; env > "$CALLS/env.$$"; mv "$CALLS/ray.$$.tmp" "$CALLS/ray.$$"\n',
+}
+
+
+def spot_watcher(tmp_path: Path) -> tuple[str, Path, Path]:
+    """The watcher's start command with its pid file under tmp_path, the fake tools' folder and the calls' folder."""
+    (command,) = [c for c in CLUSTER["worker_start_ray_commands"] if "spot/instance-action" in c]
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    for folder in (bin_dir, calls):
+        folder.mkdir()
+    for name, text in FAKE_WATCH_TOOLS.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return command.replace("/tmp/actionlab-spot-watch", str(tmp_path / "spot-watch")), bin_dir, calls
+
+
+@needs_bash
+def test_spot_notice_drains_the_node(home, tmp_path):
+    """On a spot node the watcher polls EC2's metadata until the interruption notice, then drains this node's
+    Ray node with reason PREEMPTION, a deadline inside the 2 minutes' notice and the Ray token: the
+    arguments are those the installed Ray's `ray drain-node` takes."""
+    with warnings.catch_warnings():  # Ray's CLI module imports Ray Serve's pydantic models, which warn
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray.scripts.scripts import drain_node
+
+    command, bin_dir, calls = spot_watcher(tmp_path)
+    run = bash(command, home, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls))
+    assert run.returncode == 0, run.stderr
+    deadline = time.monotonic() + 30
+    while not list(calls.glob("ray.*[0-9]")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (record,) = calls.glob("ray.*[0-9]")
+    args = record.read_text().splitlines()
+    assert args[0] == "drain-node"
+    options = drain_node.make_context("drain-node", args[1:]).params  # refuses an option it does not take
+    assert options["node_id"] == NODE_ID and options["address"] == "auto"
+    assert options["reason"] == "DRAIN_NODE_REASON_PREEMPTION"
+    assert 60 <= options["deadline_remaining_seconds"] < 120, "checkpoint time, inside EC2's 2 minutes"
+    env = dict(line.split("=", 1) for line in (calls / f"env.{record.suffix[1:]}").read_text().splitlines() if "=" in line)
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert Path(env["RAY_AUTH_TOKEN_PATH"]) == home / ".actionlab-cluster" / "ray_auth_token"
+    polls = (calls / "curl").read_text().splitlines()
+    assert sum("spot/instance-action" in line for line in polls) == 2, "polled until the notice came"
+    assert '"action": "terminate"' in (tmp_path / "spot-watch.log").read_text(), "the notice, in its log"
+
+
+@needs_bash
+def test_spot_watcher_runs_once_per_node(home, tmp_path):
+    """A re-run of the start commands (`ray up` again) starts no second watcher while one runs."""
+    command, bin_dir, calls = spot_watcher(tmp_path)
+    (tmp_path / "spot-watch.pid").write_text(f"{os.getpid()}\n")  # a running process
+    run = bash(command, home, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls))
+    assert run.returncode == 0, run.stderr
+    time.sleep(1)
+    assert not (calls / "curl").exists(), "a second watcher polls"

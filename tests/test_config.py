@@ -45,7 +45,8 @@ def write(tmp_path, text: str) -> Path:
      "model.modality 'rgb' does not fit model.architecture two_stream_fusion, which takes rgb+flow"),
     ("model: {architecture: tsn, modality: rgb+flow}\n", "model.modality 'rgb+flow' does not fit model.architecture tsn"),
     ("data: {crop_size: 300, short_side: 128}\n", "data.crop_size (300) is larger than data.short_side (128)"),
-    ("scaling: {num_workers: 0}\n", "scaling.num_workers: must be > 0"),
+    ("scaling: {num_workers: 0}\n", "scaling.num_workers: expected a number of workers > 0 or [min, max] of them, got 0"),
+    ("scaling: {num_workers: [4, 2]}\n", "scaling.num_workers: expected [min, max] with min <= max, got [4, 2]"),
     ("optim: {warmup_epochs: -1}\n", "optim.warmup_epochs: must be >= 0"),
     ("data: {sampler: dense, clip_len: 16}\n", "data.sampler 'dense' does not fit model.architecture tsn, which takes K "
      "segments x L frames: set data.sampler: tsn"),
@@ -74,6 +75,10 @@ def write(tmp_path, text: str) -> Path:
     ("data: {synth: {groups: 2, colours: [Red]}}\n", "data.synth: colours: unknown key"),
     ("model: {architecture: hidden_two_stream, options: {num_flows: 10}}\ndata: {sampler: dense, clip_len: 8}\n",
      "fed rgb 3x8x56x56 (C x T x H x W, from the data section)"),
+    ("data: {fps: 0}\n", "data.fps: must be > 0"),
+    ("data: {fps: 25000}\n", "data.fps: must be <= 1000"),
+    ("study: {variants: {rgb: {}}, expected: {rgb: {top1: 85.7, source: TSN, metric: test/video_top5}}}\n",
+     "study.expected.rgb.metric: 'test/video_top5' is not one of test/video_top1, test/video_mean_class_acc"),
 ])
 def test_invalid_experiments_name_the_field(tmp_path, text, message):
     path = write(tmp_path, text)

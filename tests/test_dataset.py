@@ -236,3 +236,47 @@ def test_bad_arguments_raise():
         VideoDataset([], sampler=random_clip_sampler, modalities=("depth",))
     with pytest.raises(ValueError, match="flow_dir"):
         VideoDataset([], sampler=random_clip_sampler, modalities=("flow",))
+
+
+@pytest.fixture(scope="module")
+def video_50fps(tmp_path_factory) -> Path:
+    """24 distinct frames at 50 fps: read at 25 fps, every other one."""
+    return write_video(tmp_path_factory.mktemp("fps") / "fast.mp4", make_frames(NUM_FRAMES, 32, 64, seed=3), fps=50)
+
+
+@pytest.mark.parametrize("decode_timeout_s", [None, 30.0])  # in this process, and through the decode child
+def test_fps_samples_the_resampled_video_and_reads_the_files_frames(video_50fps, decode_timeout_s):
+    seen = []
+    indices = np.array([[0, 1, 2], [11, 5, 5]])  # into the 12 frames of the video at 25 fps
+    dataset = VideoDataset([VideoRecord(video_50fps, 0, "fast")], sampler=lambda n, rng: seen.append(n) or indices,
+                           fps=25, decode_timeout_s=decode_timeout_s)
+    rgb = dataset[0]["inputs"]["rgb"].permute(0, 2, 3, 4, 1).numpy()  # (V, T, H, W, C)
+    assert seen == [NUM_FRAMES // 2]
+    np.testing.assert_array_equal(rgb, decode_all_pyav(video_50fps)[2 * indices])
+    at_own_rate = VideoDataset([VideoRecord(video_50fps, 0, "fast")], sampler=lambda n, rng: seen.append(n) or indices)
+    at_own_rate[0]
+    assert seen[-1] == NUM_FRAMES  # fps=None: the file's own frames, as before
+
+
+def test_fps_maps_flow_fields_too_and_opens_the_video_for_its_rate(video_50fps, tmp_path, flow_stub):
+    fields = _write_flow(tmp_path, "fast", NUM_FRAMES - 1)
+    seen = []
+    indices = np.array([[0, 5, 11]])
+    dataset = VideoDataset([VideoRecord(video_50fps, 0, "fast")], sampler=lambda n, rng: seen.append(n) or indices,
+                           modalities=("flow",), flow_dir=tmp_path, fps=25)
+    flow = dataset[0]["inputs"]["flow"].permute(0, 2, 3, 4, 1).numpy()
+    assert seen == [12]  # round(23 fields * 25 / 50) = round(11.5)
+    np.testing.assert_array_equal(flow, fields[2 * indices])  # field i of the 25 fps video: field 2i of the file
+
+
+def test_fps_without_a_rate_to_resample_from_skips_the_video(tmp_path, caplog):
+    from orchestrator.data.video_io import write_frame_folder
+
+    folder = tmp_path / "frames_video"
+    write_frame_folder(folder, make_frames(NUM_FRAMES, 32, 64))
+    dataset = VideoDataset([VideoRecord(folder, 0, "frames_video")], sampler=lambda n, rng: np.array([[0]]), fps=25)
+    with caplog.at_level(logging.WARNING, logger="actionlab.data"):
+        assert dataset[0] is None
+    assert "records no frame rate" in caplog.records[-1].getMessage()
+    with pytest.raises(ValueError, match="fps"):
+        VideoDataset([], sampler=random_clip_sampler, fps=0)

@@ -16,6 +16,9 @@
   installs from k8s/requirements.lock with every file's hash checked (k8s/install.sh, run with a fake pip).
 - Names agree across files: volumes, Services' selectors, the Secrets and ConfigMaps that README creates,
   the GPU group's custom resource and cluster.yaml's.
+- Elastic training: the GPU group's bounds fit the experiment section the comments show (and cluster.yaml's
+  GPU nodes), as does each RayJob's elastic --set example (loaded with its entrypoint); the autoscaler is on,
+  and a pod's SIGTERM becomes a Ray drain that ends inside its grace period.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -752,6 +756,67 @@ def test_install_script(source, ok, tmp_path):
     assert run.returncode == 0, run.stderr
     assert calls == [f"-m pip install --no-cache-dir --no-deps --require-hashes -r {LOCK}",
                      f"-m pip install --no-cache-dir --no-deps --no-build-isolation {source}"]
+
+
+# -- elastic training on spot GPU pods ---------------------------------------------------------------
+
+def test_gpu_group_fits_an_elastic_run():
+    """minReplicas is the documented run's num_workers min, maxReplicas room for its max (as cluster.yaml's GPU
+    nodes); the in-tree autoscaler grows the group and keeps a pod that returned past the run's next resize
+    check."""
+    from orchestrator.config import ScalingConfig
+
+    text = (K8S / "raycluster.yaml").read_text()
+    (line,) = re.findall(r"^\s*#\s+(scaling: \{[^}]*\})\s*$", text, re.MULTILINE)
+    scaling = yaml.safe_load(line)["scaling"]
+    low, high = ScalingConfig.model_validate(scaling).num_workers  # a section the experiment file takes
+    (cluster,) = of_kind("RayCluster")
+    (group,) = cluster["spec"]["workerGroupSpecs"]
+    assert 0 < low < high
+    assert group["minReplicas"] == low and group["maxReplicas"] >= high
+    assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    options = cluster["spec"]["autoscalerOptions"]
+    assert options["upscalingMode"] in ("Default", "Aggressive"), "Conservative waits for pending pods only"
+    assert options["idleTimeoutSeconds"] > scaling["resize_interval_s"]
+    aws = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]["gpu_worker"]
+    assert (group["minReplicas"], group["maxReplicas"]) == (aws["min_workers"], aws["max_workers"])
+
+
+@pytest.mark.parametrize("job", of_kind("RayJob"), ids=lambda job: job["metadata"]["name"])
+def test_job_shows_an_elastic_run(job, monkeypatch):
+    """Each RayJob's header shows the --set options of an elastic run; its entrypoint with them loads, and
+    the run's [min, max] workers fit the GPU group."""
+    from orchestrator.cli import build_parser
+    from orchestrator.commands._common import load_config
+
+    (path,) = [K8S / key.split("#")[0] for key, doc in MANIFESTS.items() if doc is job]
+    (line,) = [line.lstrip("# ") for line in path.read_text().splitlines()
+               if line.startswith("#") and "--set" in line and "scaling.num_workers=" in line]
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[1:] + shlex.split(line)))
+    (group,) = of_kind("RayCluster")[0]["spec"]["workerGroupSpecs"]
+    assert group["minReplicas"] <= cfg.scaling.min_workers < cfg.scaling.max_workers <= group["maxReplicas"]
+    assert cfg.scaling.checkpoint_every_steps > 0
+
+
+def test_gpu_pods_drain_on_sigterm():
+    """A reclaimed spot node's pods get SIGTERM. The GPU container's process is `ray start --block` (KubeRay's
+    generated command, exec'd), which then drains its Ray node with reason PREEMPTION for
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S (read by the installed Ray), ending under the pod's grace period,
+    itself inside AWS's 2 minutes' notice."""
+    (cluster,) = of_kind("RayCluster")
+    (group,) = cluster["spec"]["workerGroupSpecs"]
+    spec = group["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"][0].rstrip().endswith('eval "exec $KUBERAY_GEN_RAY_START_CMD"')
+    drain_s = env_of(container)["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]["value"]
+    assert 0 < float(drain_s) < spec["terminationGracePeriodSeconds"] <= 120
+    read = subprocess.run([sys.executable, "-c", "from ray._private import ray_constants as c; "
+                           "print(c.RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S)"],
+                          env={**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": drain_s},
+                          capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0 and float(read.stdout) == float(drain_s), read.stderr
 
 
 # -- names that must agree ------------------------------------------------------------------------

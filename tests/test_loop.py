@@ -13,6 +13,7 @@ from orchestrator.data.annotations import read_split
 from orchestrator.data.dataset import collate_skip_bad
 from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
 from orchestrator.training import loop
+from orchestrator.training.elastic import step_batch
 from orchestrator.training.loop import build_dataset, build_optimizer, lr_lambda, prepare_inputs, train_one_epoch
 
 
@@ -51,10 +52,11 @@ def test_an_epoch_skips_a_bad_video_with_a_warning_and_a_count(tmp_path, caplog)
 
     model = build_model("tsn", num_classes=len(split.class_names), **input_spec(cfg).builder_kwargs)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    sb = step_batch(batch_size=4, max_workers=1, world=1, on_resize="keep_global_batch")
     with caplog.at_level(logging.WARNING, logger="actionlab.data"):
-        stats = train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, torch.device("cpu"))
+        stats = train_one_epoch(model, loader, optimizer, scaler, cfg, torch.device("cpu"), sb=sb,
+                                lr_at=lambda clip: cfg.optim.lr)
     assert stats["skipped"] == 1
     assert stats["seen"] == len(split.records) - 1
     assert torch.isfinite(torch.tensor(stats["loss_sum"]))
@@ -101,18 +103,18 @@ def test_a_resumed_run_continues_where_it_stopped(tiny_ucf, tmp_path):
     rng_straight = torch.get_rng_state()
 
     first = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
-    loop.save_state(first, tmp_path, epoch=0, history=[loop.run_epoch(first, 0)[0]])
+    loop.save_state(first, tmp_path, at=loop.Progress(1), history=[loop.run_epoch(first, 0)[0]])
     torch.manual_seed(12345)  # a restarted process starts from another RNG state
     resumed = loop.setup_worker(cfg, rank=0, world=1, device=cpu)
     start, resumed_history = loop.load_state(resumed, tmp_path)
-    assert start == 1 and len(resumed_history) == 1
+    assert start == loop.Progress(1) and len(resumed_history) == 1
     resumed_history.append(loop.run_epoch(resumed, 1)[0])
     assert torch.equal(torch.get_rng_state(), rng_straight)
 
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert resumed.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
-    assert resumed.scheduler.last_epoch == straight.scheduler.last_epoch > 0
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+    assert resumed.counters == {**straight.counters, "restarts": 1} and straight.counters["steps"] > 0
     momentum = [s["momentum_buffer"] for s in straight.optimizer.state_dict()["state"].values()]
     for a, b in zip(momentum, [s["momentum_buffer"] for s in resumed.optimizer.state_dict()["state"].values()]):
         assert torch.equal(a, b)
@@ -167,7 +169,7 @@ def test_persistent_loader_workers_draw_each_epochs_clips(tiny_ucf):
     clips = []
     for epoch in range(2):
         for setup in (w, reference):
-            setup.train_sampler.set_epoch(epoch)
+            setup.train_batches.set_epoch(epoch)
         batches = [next(iter(setup.train_loader))["inputs"]["rgb"] for setup in (w, reference)]
         assert torch.equal(*batches)  # worker process == main process, epoch by epoch
         clips.append(batches[0])
@@ -212,9 +214,9 @@ def test_a_resumed_best_val_run_keeps_the_best_epoch_it_had(tiny_ucf, tmp_path):
     cfg = config(data=tiny_ucf, optim={"epochs": 3, "keep": "best_val"})
     first = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
     history = [loop.run_epoch(first, epoch)[0] for epoch in range(2)]
-    loop.save_state(first, tmp_path, epoch=1, history=history)
+    loop.save_state(first, tmp_path, at=loop.Progress(2), history=history)
     resumed = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
-    assert loop.load_state(resumed, tmp_path) == (2, history)
+    assert loop.load_state(resumed, tmp_path) == (loop.Progress(2), history)
     assert resumed.best["epoch"] == first.best["epoch"] and resumed.best["val_top1"] == first.best["val_top1"]
     assert all(torch.equal(v, first.best["model"][k]) for k, v in resumed.best["model"].items())
     assert np.array_equal(resumed.kept_val.video_scores, first.kept_val.video_scores)
@@ -225,13 +227,16 @@ def test_training_drops_a_last_batch_of_one_clip(tiny_ucf):
     cfg = config(data=tiny_ucf, optim={"batch_size": 3, "epochs": 1})
     w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
     assert len(w.train_set) == 4 and len(w.train_loader) == 1
-    stats = loop.train_one_epoch(w.model, w.train_loader, w.optimizer, w.scheduler, w.scaler, cfg, w.device)
+    assert loop.run_epoch(w, 0)[0]["train/clip_top1"] >= 0 and w.counters["steps"] == 1
+    stats = loop.train_one_epoch(w.model, w.train_loader, w.optimizer, w.scaler, cfg, w.device, sb=w.step,
+                                 lr_at=lambda clip: 0.1)
     assert stats["seen"] == 3
 
 
-def test_a_batch_larger_than_a_workers_share_is_refused(tiny_ucf):
-    share = r"optim.batch_size \(3\) is larger than this worker's share .*\(2 of 4 videos over 2 workers\)"
-    with pytest.raises(UserError, match=share):
+def test_a_step_larger_than_the_training_list_is_refused(tiny_ucf):
+    step = (r"one step takes 6 clips \(optim.batch_size 3 x 2 workers\) but the training list holds 4 videos: "
+            r"lower optim.batch_size or scaling.num_workers")
+    with pytest.raises(UserError, match=step):
         loop.setup_worker(config(data=tiny_ucf, optim={"batch_size": 3}), rank=0, world=2, device=torch.device("cpu"))
 
 
@@ -262,7 +267,7 @@ def test_the_resume_state_holds_the_cuda_rng(tiny_ucf, tmp_path, monkeypatch):
     cfg = config(data=tiny_ucf, optim={"epochs": 1})
     w = dataclasses.replace(loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu")),
                             device=torch.device("cuda"))  # only save_state / load_state see the device
-    loop.save_state(w, tmp_path, epoch=0, history=[])
+    loop.save_state(w, tmp_path, at=loop.Progress(1), history=[])
     generator["state"] = torch.zeros(16, dtype=torch.uint8)  # the restarted process's generator
     loop.load_state(w, tmp_path)
     assert torch.equal(generator["state"], torch.arange(16, dtype=torch.uint8))

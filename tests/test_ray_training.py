@@ -67,7 +67,7 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
     assert len(killed) == 2, "both workers of the group were running when the first checkpoint landed"
     history = outcome.metrics
     assert history["epoch"] == 7
-    assert history["resumed_from_epoch"] >= 1, "the restarted group continued from a checkpoint, not from scratch"
+    assert history["resumed_from_step"] >= 1, "the restarted group continued from a checkpoint, not from scratch"
     assert history["scaling/num_workers"] == 2
     run = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
@@ -349,30 +349,44 @@ def test_ui_link_shows_the_study_nested_with_its_table(tiny_study, chromium, tmp
 
 
 def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, tmp_path):
-    """Same (seed, epoch, index) keys, same batches, in the same order; a bad video skipped and counted."""
+    """Same (seed, epoch, index) keys, same batches, in the same order, from a mid-epoch resume point
+    too (at another world size: each remaining clip once); a bad video skipped and counted."""
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
 
     from orchestrator.data.annotations import VideoRecord, read_split
-    from orchestrator.data.dataset import EpochTagged, collate_skip_bad
+    from orchestrator.data.dataset import collate_skip_bad
     from orchestrator.data.ray_loader import RayDataLoader
+    from orchestrator.training.elastic import EpochBatches, epoch_order, step_batch
     from orchestrator.training.loop import build_dataset
 
     cfg = tiny_experiment(tiny_data, tmp_path, model={"architecture": "two_stream", "modality": "rgb+flow"})
     records = read_split("ucf101", root=cfg.data.root, annotations=cfg.data.annotations, subset="train").records
-    dataset = build_dataset(cfg, [*records[:9], VideoRecord(tmp_path / "gone.avi", 0, "gone")], train=True)
-    sampler = EpochTagged(DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0))
-    sampler.set_epoch(3)
-    expected = list(DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate_skip_bad))
-    loader = RayDataLoader(dataset, sampler, batch_size=2)
-    got = list(loader)
-    assert len(got) == len(expected) == len(loader) == 3
-    for a, b in zip(expected, got):
-        assert a["num_skipped"] == b["num_skipped"]
-        assert torch.equal(a["index"], b["index"]) and torch.equal(a["label"], b["label"])
-        assert all(torch.equal(a["inputs"][m], b["inputs"][m]) for m in ("rgb", "flow"))
-    assert sum(b["num_skipped"] for b in got) == 1  # rank 1's shard of 10 keys holds the missing video
-    assert loader.decoded == 3 and loader.decoded_here == 3  # one node here
+    dataset = build_dataset(cfg, [*records[:11], VideoRecord(tmp_path / "gone.avi", 0, "gone")], train=True)
+    order = epoch_order(12, seed=0, epoch=3).tolist()
+    # one step of 4 clips written for 4 workers of 1 clip, trained at 2 ranks; the rest at 3 ranks: shares
+    # of 2, 1 and 1 clips in 2 micro-batches each (one of them empty)
+    trained_before = order[:4]
+    got_all = []
+    for rank in range(3):
+        batches = EpochBatches(12, seed=0, sb=step_batch(batch_size=1, max_workers=4, world=3,
+                                                         on_resize="keep_global_batch"), rank=rank)
+        batches.set_epoch(3, start=4)
+        expected = list(DataLoader(dataset, batch_sampler=batches, collate_fn=collate_skip_bad))
+        loader = RayDataLoader(dataset, batches)
+        got = list(loader)
+        assert len(got) == len(expected) == len(loader) == 2 * 2  # 2 steps of 2 micro-batches
+        for a, b in zip(expected, got):
+            assert a["num_skipped"] == b["num_skipped"]
+            assert torch.equal(a["index"], b["index"]) and torch.equal(a["label"], b["label"])
+            assert a["inputs"].keys() == b["inputs"].keys()  # none for an empty micro-batch
+            assert all(torch.equal(a["inputs"][m], b["inputs"][m]) for m in a["inputs"])
+        assert loader.decoded == 4 and loader.decoded_here == 4  # one node here
+        got_all += got
+    trained = trained_before + [i for b in got_all for i in b["index"].tolist()]
+    skipped = sum(b["num_skipped"] for b in got_all)
+    assert skipped == (11 not in trained_before)  # the missing video, skipped and counted where it fell
+    assert sorted(trained + [11] * skipped) == list(range(12)), "each clip of the epoch once"
 
 
 def test_bench_input_measures_every_source_and_loader(ray_session):
@@ -397,3 +411,27 @@ def test_two_node_cluster_places_one_worker_per_node(tiny_data, tmp_path):
     assert "num_nodes=2" in proc.stdout
     assert "ray_data: decoded_on_training_node_share=0.0 skipped=0 finished" in proc.stdout
     assert any((tmp_path / "runs").glob("*/checkpoint_*")), "checkpoints landed in the shared storage path"
+
+
+def test_an_elastic_run_survives_a_node_loss_a_return_and_a_preemption(tiny_data, tmp_path):
+    """`num_workers: [1, 2]` on two one-CPU nodes (tests/elastic_run.py, its own process): a node
+    removed without notice, the run goes on at 1 worker; a node added, it grows back to 2; a node
+    drained as a spot reclaim, the workers checkpoint on the notice and lose no step. One MLflow run
+    throughout, FINISHED, every epoch logged once; the preemption counted apart from max_failures
+    (max_failures 1 is spent on the first loss)."""
+    script = Path(__file__).with_name("elastic_run.py")
+    epochs = 30
+    proc = subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path), str(epochs)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = dict(line.removeprefix("elastic: ").split("=", 1) for line in proc.stdout.splitlines()
+               if line.startswith("elastic: "))
+    print("\n".join(f"{k}={v}" for k, v in out.items()))  # the figures, in the test log
+    assert out["status"] == "FINISHED"
+    assert json.loads(out["epochs_logged"]) == list(range(epochs)), "every epoch logged once"
+    assert out["lost_steps_with_notice"] == "0"
+    curve = [world for _, world in json.loads(out["world_size_curve"])]
+    changes = [w for i, w in enumerate(curve) if i == 0 or w != curve[i - 1]]
+    assert changes == [2, 1, 2, 1], curve
+    steps = [step for step, _ in json.loads(out["world_size_curve"])]
+    assert steps == sorted(set(steps)), "no step logged twice"

@@ -10,6 +10,8 @@ from orchestrator.data.sampling import (
     dense_test_indices,
     dense_train_indices,
     make_sampler,
+    native_frame_indices,
+    resampled_num_frames,
     tsn_segment_bounds,
     tsn_test_indices,
     tsn_train_indices,
@@ -231,3 +233,56 @@ def test_a_dense_sampler_loops_a_short_video_when_asked(num_frames, params, expe
     if num_frames < (params["clip_len"] - 1) * params["stride"] + 1:  # without loop_short: too short, skipped
         with pytest.raises(ValueError, match="the clip needs"):
             make_sampler(kind="dense", train=False, **params)(num_frames, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "num_frames, native_fps, fps, expected",
+    [
+        (300, 30, 25, 250),  # a 10 s Kinetics clip read at I3D's 25 fps
+        (250, 25, 25, 250),  # UCF-101's own rate: unchanged
+        (7, 50, 25, 4),  # 3.5 rounds up
+        (10, 25, 30, 12),  # a higher rate: more frames
+        (1, 30, 25, 1),  # never 0 for a non-empty video
+        (0, 30, 25, 0),
+        (100, 29.97, 25, 83),  # NTSC: 83.4
+    ],
+)
+def test_resampled_num_frames(num_frames, native_fps, fps, expected):
+    assert resampled_num_frames(num_frames, native_fps=native_fps, fps=fps) == expected
+
+
+@pytest.mark.parametrize(
+    "indices, num_frames, native_fps, fps, expected",
+    [
+        (range(8), 300, 30, 25, [0, 1, 2, 3, 4, 6, 7, 8]),  # 30 -> 25 fps: every sixth frame skipped
+        (range(5), 250, 25, 25, [0, 1, 2, 3, 4]),  # same rate: the identity
+        (range(6), 10, 25, 30, [0, 0, 1, 2, 3, 4]),  # 25 -> 30 fps: frames repeat
+        ([0, 249], 300, 30, 25, [0, 298]),  # the last resampled frame of a 10 s clip: floor(249 * 1.2)
+        ([[0, 3], [5, 2]], 300, 50, 25, [[0, 6], [10, 4]]),  # any shape, any order (test views, looped clips)
+        ([3], 6, 50, 25, [5]),  # an index past the resampled video's 3 frames: clamped to the file's last
+    ],
+)
+def test_native_frame_indices(indices, num_frames, native_fps, fps, expected):
+    out = native_frame_indices(np.asarray(indices), num_frames=num_frames, native_fps=native_fps, fps=fps)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_a_sampler_on_the_resampled_timeline_reads_frames_of_the_file():
+    """I3D's rule end to end: 64 consecutive frames at 25 fps are 63 / 25 s = 2.52 s of a 30 fps video,
+    63 x 1.2 = 75.6 of its frame steps."""
+    num_frames, native_fps, fps = 300, 30.0, 25.0
+    sampler = make_sampler(kind="dense", train=False, clip_len=64, num_clips=1)
+    resampled = resampled_num_frames(num_frames, native_fps=native_fps, fps=fps)  # 250
+    clip = native_frame_indices(sampler(resampled, np.random.default_rng(0)), num_frames=num_frames,
+                                native_fps=native_fps, fps=fps)  # (1, 64)
+    assert clip.shape == (1, 64) and abs((clip[0, -1] - clip[0, 0]) - 63 * native_fps / fps) < 1
+    assert (np.diff(clip[0]) >= 1).all() and set(np.diff(clip[0])) == {1, 2}  # skips, never repeats
+
+
+@pytest.mark.parametrize("native_fps, fps", [(0, 25), (30, 0), (float("nan"), 25), (-30, 25)])
+def test_resampling_rejects_rates_that_are_not_positive(native_fps, fps):
+    with pytest.raises(ValueError, match="frame rates must be > 0"):
+        resampled_num_frames(10, native_fps=native_fps, fps=fps)
+    with pytest.raises(ValueError, match="frame rates must be > 0"):
+        native_frame_indices(np.arange(3), num_frames=10, native_fps=native_fps, fps=fps)

@@ -1,8 +1,9 @@
 """slurm/actionlab.sbatch, run here with a fake SLURM: `srun` runs its command on this machine and
 `scontrol show hostnames` lists two nodes, so the script starts a Ray head and one Ray worker as two
 `ray start` processes here, waits for both, runs `actionlab flow` against them (one Ray task per video
-of a tiny synthetic data set) and stops Ray on exit, also when the command fails. About 35 s on 2 CPU
-cores (each run ~15 s: two `ray start`, 12 videos' flow, draining)."""
+of a tiny synthetic data set) and stops Ray on exit, also when the command fails; as a requeued job, sweep
+and ablate get --resume. About 50 s on 2 CPU cores (each run ~15 s: two `ray start`, 12 videos' flow,
+draining). The header's statement of what an elastic run gets on SLURM is checked against its #SBATCH lines."""
 from __future__ import annotations
 
 import os
@@ -77,8 +78,9 @@ class SbatchRun(NamedTuple):
     leftovers: list[str]  # Ray processes still running after the script ended (killed by then)
 
 
-def run_sbatch(tmp_path: Path, command: list[str]) -> SbatchRun:
-    """`bash slurm/actionlab.sbatch COMMAND...` under the fake SLURM: nodes node1 and node2, 1 CPU each."""
+def run_sbatch(tmp_path: Path, command: list[str], **slurm_env: str) -> SbatchRun:
+    """`bash slurm/actionlab.sbatch COMMAND...` under the fake SLURM: nodes node1 and node2, 1 CPU each;
+    `slurm_env` adds to the job's variables (SLURM_RESTART_COUNT)."""
     job_id = f"test{os.getpid()}"
     temp_dir = f"/tmp/ray_{job_id}"  # the script's, from SLURM_JOB_ID
     # Two Ray nodes on one machine: every port that has a fixed default is chosen free here
@@ -91,6 +93,7 @@ def run_sbatch(tmp_path: Path, command: list[str]) -> SbatchRun:
         "ACTIONLAB_RAY_HEAD_ARGS": f"--dashboard-port={dashboard} --ray-client-server-port={client} "
                                    f"--dashboard-agent-listen-port={head_agent}",
         "ACTIONLAB_RAY_WORKER_ARGS": f"--dashboard-agent-listen-port={worker_agent}",
+        **slurm_env,
     }
     proc = subprocess.Popen(["bash", str(SCRIPT), *command], env=env, cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -139,3 +142,28 @@ def test_sbatch_stops_ray_when_the_command_fails(tmp_path):
     assert "directory not found" in run.output, run.output
     assert "stopping Ray on 2 nodes" in run.output, run.output
     assert run.leftovers == [], "Ray processes left running:\n" + "\n".join(run.leftovers)
+
+
+@pytest.mark.ray
+@needs_bash
+def test_requeued_sweep_resumes(tmp_path):
+    """A requeued job (SLURM_RESTART_COUNT > 0) runs `ablate`/`sweep` with --resume, so its trials go on from
+    their checkpoints; here the experiment is missing, so the command fails at once, and Ray stops."""
+    run = run_sbatch(tmp_path, ["ablate", str(tmp_path / "missing.yaml")], SLURM_RESTART_COUNT="1")
+    assert f"actionlab ablate {tmp_path / 'missing.yaml'} --resume --address 127.0.0.1:" in run.output, run.output
+    assert run.returncode == 2 and "no such experiment file" in run.output, run.output
+    assert "stopping Ray on 2 nodes" in run.output, run.output
+    assert run.leftovers == [], "Ray processes left running:\n" + "\n".join(run.leftovers)
+
+
+def test_header_states_what_an_elastic_run_gets():
+    """SLURM allocations are fixed: the header says an elastic run trains at the allocation's size, that a
+    requeue resumes it, and that it asks for no warning signal before the end (none is handled)."""
+    text = SCRIPT.read_text()
+    options = re.findall(r"^#SBATCH (\S+)", text, re.MULTILINE)
+    assert {"--requeue", "--open-mode=append"} <= set(options)
+    assert not any(o.startswith("--signal") for o in options), "the script handles no warning signal"
+    header = " ".join(line.lstrip("# ") for line in text.split("#SBATCH", 1)[0].splitlines())
+    for statement in ("scaling.num_workers: [min, max]", "never grows", "SLURM_RESTART_COUNT > 0",
+                      "get --resume", "scaling.checkpoint_every_steps", "Not supported: a checkpoint on the way out"):
+        assert statement in header, statement

@@ -241,6 +241,22 @@ def test_metrics_callback_logs_rank0_report_per_epoch(store):
     assert set(client.get_run(run_id).data.metrics) == {"train/loss", "lr"}  # no epoch, NaN, bool or text
 
 
+def test_metrics_callback_logs_per_step_values_against_the_step_and_checkpoints_only_those(store):
+    """A mid-epoch checkpoint's report logs its 'per_step' values (world size ...) at its optimiser step
+    and no epoch metric; an epoch's report logs both, each against its own step."""
+    run_id = new_run(store, "per-step")
+    callback = tracking.mlflow_metrics_callback(store, run_id)
+    reports = [{"epoch": 0, "report": "checkpoint", "step": 4, "per_step": {"train/world_size": 2}},
+               {"epoch": 0, "report": "epoch", "train/loss": 1.0, "step": 6, "per_step": {"train/world_size": 1}},
+               {"epoch": 1, "report": "epoch", "train/loss": 0.5}]  # no step trained since: no per_step
+    for report in reports:
+        callback.after_report(None, [report], None)
+    client = mlflow.MlflowClient(store)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/world_size")] == [(4, 2), (6, 1)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")] == [(0, 1.0), (1, 0.5)]
+    assert set(client.get_run(run_id).data.metrics) == {"train/loss", "train/world_size"}
+
+
 
 def test_experiments_open_in_the_model_training_view(store):
     """MLflow 3's UI opens an experiment tagged as model training on its runs, not on GenAI traces;

@@ -3,7 +3,8 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "Rebuild a study's comparison table (mean ± std and 95% CI over seeds, study.compare differences) from MLflow."
+HELP = ("Rebuild a study's comparison table (mean ± std, seed 95% CI and 95% CI with the test list; "
+        "study.compare differences with their CI, p and Holm's p) from MLflow.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

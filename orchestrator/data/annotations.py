@@ -42,7 +42,7 @@ class VideoRecord(NamedTuple):
     path: Path  # absolute path of the video file, or of its JPEG frame folder (`actionlab data prepare`)
     label: int  # index into Split.class_names; -1 only where the data set has no labels (Kinetics test)
     video_id: str  # path relative to the video root, no suffix, '/'-separated: key of flow caches and score files
-    group: str = ""  # clips that share actors / scene (a csv `group` column); UCF-101's is in the name (val_split)
+    group: str = ""  # clips that share actors / scene (a csv `group` column); UCF-101's, HMDB-51's: their names
 
 
 class Problem(NamedTuple):

@@ -25,6 +25,13 @@ Flow field i is the motion from frame i to frame i + 1, so a video of N frames h
 With 'flow' among the modalities the sampler is given the field count and RGB is read at the same
 indices: both streams then show the same instants.
 
+With `fps` (`data.fps`, I3D's 25) the sampler works on the video as if resampled to `fps` frames a
+second and its indices are mapped back to the file's frames (`sampling.resampled_num_frames`,
+`sampling.native_frame_indices`); the file's rate is the one its header states (decord's
+`get_avg_fps`), so a flow-only item opens the video too. Flow fields stay those of consecutive frames
+of the file: at 30 fps read as 25, a field is 1/30 s of motion, where I3D computed flow on the
+resampled frames (1/25 s). A frame folder records no rate: with `fps` its items are bad videos.
+
 Randomness comes only from `np.random.default_rng([seed, epoch, index])`, made per item: the same
 (seed, epoch, index) gives the same clip in any process, DataLoader worker or Ray worker.
 
@@ -44,6 +51,7 @@ from einops import rearrange
 
 from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.decode_guard import DecodeGuard, DecordVideo
+from orchestrator.data.sampling import native_frame_indices, resampled_num_frames
 from orchestrator.errors import UserError
 
 MODALITIES = ("rgb", "flow")
@@ -102,16 +110,21 @@ class VideoDataset(torch.utils.data.Dataset):
         seed: with the epoch and the index, seeds each item's random generator.
         decode_timeout_s: decode each video in a child process and skip it after this many seconds
             (`data.decode_timeout_s`); None decodes in this process, without a limit.
+        fps: sample each video as if resampled to this many frames a second (`data.fps`); None
+            samples the file's own frames.
     """
 
     def __init__(self, records: Sequence[VideoRecord], *, sampler: Callable[[int, np.random.Generator], np.ndarray],
                  transform: Callable | None = None, modalities: tuple[str, ...] = ("rgb",),
-                 flow_dir: Path | None = None, seed: int = 0, decode_timeout_s: float | None = None):
+                 flow_dir: Path | None = None, seed: int = 0, decode_timeout_s: float | None = None,
+                 fps: float | None = None):
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
         if "flow" in modalities and flow_dir is None:
             raise ValueError("the 'flow' modality needs flow_dir (the folder written by `actionlab flow`)")
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be > 0 or None, got {fps!r}")
         self.records = list(records)
         self.sampler = sampler
         self.transform = transform
@@ -120,6 +133,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.decode_guard = DecodeGuard(decode_timeout_s) if decode_timeout_s else None
+        self.fps = fps
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose clips plain-integer keys draw. Call before creating the DataLoader
@@ -133,7 +147,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def _read(self, record: VideoRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """{modality: uint8 (V, T, H, W, C)} of one sampled clip; raises on a bad video."""
         reader, rgb_frames = None, None
-        if "rgb" in self.modalities:
+        if "rgb" in self.modalities or self.fps:  # with fps: the file's frame rate, from its header
             if record.path.is_dir():  # a JPEG frame folder (`actionlab data prepare --format frames`)
                 from orchestrator.data.video_io import frame_folder_length
 
@@ -150,7 +164,7 @@ class VideoDataset(torch.utils.data.Dataset):
             num_frames = flow_frame_count(self.flow_dir, record.video_id)
             if rgb_frames is not None and num_frames >= rgb_frames:  # field i needs frames i and i + 1
                 raise ValueError(f"{num_frames} flow fields but only {rgb_frames} frames (stale flow cache?)")
-        indices = np.asarray(self.sampler(num_frames, rng), dtype=np.int64)  # (V, T)
+        indices = np.asarray(self._sample(num_frames, reader, rng), dtype=np.int64)  # (V, T)
         inputs = {}
         if "rgb" in self.modalities and reader is None:
             inputs["rgb"] = _read_frame_folder(record.path, indices)
@@ -160,6 +174,21 @@ class VideoDataset(torch.utils.data.Dataset):
         if "flow" in self.modalities:
             inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
         return inputs
+
+    def _sample(self, num_frames: int, reader, rng: np.random.Generator) -> np.ndarray:
+        """The sampler's (V, T) indices into the file's `num_frames` frames (or flow fields): drawn on the
+        `self.fps` resampling of the video when there is one, then mapped back to the file's frames."""
+        if not self.fps:
+            return self.sampler(num_frames, rng)
+        if reader is None:
+            raise ValueError("a frame folder records no frame rate; data.fps needs the video files "
+                             "(or data.fps: null)")
+        if not reader.fps > 0:  # also nan
+            raise ValueError(f"the video states no frame rate (decord's average fps: {reader.fps}); data.fps "
+                             "cannot resample it")
+        resampled = resampled_num_frames(num_frames, native_fps=reader.fps, fps=self.fps)
+        return native_frame_indices(self.sampler(resampled, rng), num_frames=num_frames, native_fps=reader.fps,
+                                    fps=self.fps)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
         """The clip of video `key`, or of `key = (epoch, index)`; None for a bad video (logged)."""

@@ -10,7 +10,7 @@ long-lived child and waits at most `timeout_s` per video:
 
     parent (VideoDataset._read)                        child (`serve`)
     DecodeGuard.open(path) --- ("open", path) ------>  decord.VideoReader(path)
-                           <-- ("ok", num_frames) ---
+                           <-- ("ok", (num_frames, fps))
     sampler(num_frames, rng)     (all randomness stays in the parent: items are the same either way)
     GuardedVideo.read(indices (V, T), sequential)
                            --- ("read", ...) ------->  read_rgb -> uint8 (V, T, H, W, 3)
@@ -112,14 +112,15 @@ def decode_every_frame(path: str | Path) -> np.ndarray:
 
 
 class DecordVideo:
-    """A video decoded in this process: `len()` frames, `read(indices (V, T), sequential=)`,
-    `read_every_frame()`."""
+    """A video decoded in this process: `len()` frames, `fps` (the stream's average frame rate, as its
+    header states it), `read(indices (V, T), sequential=)`, `read_every_frame()`."""
 
     def __init__(self, path: str | Path):
         import decord
 
         self._path = str(path)
         self._reader = decord.VideoReader(self._path, num_threads=1)
+        self.fps = float(self._reader.get_avg_fps())  # 0 or nan where the stream states none
 
     def __len__(self) -> int:
         return len(self._reader)
@@ -136,8 +137,8 @@ class GuardedVideo:
     """A video opened in this process's decode child; same interface as DecordVideo. Its time limit
     runs from `DecodeGuard.open` to the end of `read`."""
 
-    def __init__(self, guard: DecodeGuard, num_frames: int, deadline: float):
-        self._guard, self._num_frames, self._deadline = guard, num_frames, deadline
+    def __init__(self, guard: DecodeGuard, num_frames: int, fps: float, deadline: float):
+        self._guard, self._num_frames, self.fps, self._deadline = guard, num_frames, fps, deadline
 
     def __len__(self) -> int:
         return self._num_frames
@@ -171,7 +172,8 @@ class DecodeGuard:
         """Open `path` in the child; raises what decord raises, or DecodeTimeout / DecodeCrash."""
         _ensure_child()
         deadline = time.monotonic() + self.timeout_s  # after any start-up: a fresh child is not the video's fault
-        return GuardedVideo(self, self._request(("open", str(path)), deadline), deadline)
+        num_frames, fps = self._request(("open", str(path)), deadline)
+        return GuardedVideo(self, num_frames, fps, deadline)
 
     def _request(self, message: tuple, deadline: float):
         conn = _child.conn
@@ -291,7 +293,7 @@ def _kill(proc: subprocess.Popen, conn: Connection, buffer_fd: int, owner_pid: i
 
 
 def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
-    """The child's loop: answer ("open", path) with the frame count, and ("read", indices, sequential)
+    """The child's loop: answer ("open", path) with (frame count, fps), and ("read", indices, sequential)
     or ("every",) with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
     failure. Returns when the parent closes the socket."""
     if sys.platform.startswith("linux"):  # SIGKILL this process when the thread that started it ends
@@ -314,7 +316,7 @@ def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
             if request[0] == "open":
                 video = None  # release the last video before opening the next
                 video = DecordVideo(request[1])
-                reply = ("ok", len(video))
+                reply = ("ok", (len(video), video.fps))
             else:
                 frames = video.read(request[1], sequential=request[2]) if request[0] == "read" else \
                     video.read_every_frame()

@@ -21,8 +21,15 @@ Two families, picked by `make_sampler(kind=...)`:
 "Spread evenly" is one rule used for both test-time families: view i of V over n candidate
 positions takes position `((2 * i + 1) * n) // (2 * V)`, the (floor of the) centre of the i-th of
 V equal bins. With V = 1 that is the middle position, i.e. the centred clip.
+
+Frame rate (`data.fps`, I3D's "we sample frames at 25 frames per second"): a sampler works on frame
+numbers, not times. To read a video as if resampled to `fps`, the sampler is given the frame count of
+the resampled video, `resampled_num_frames`, and each index it returns is mapped back to a frame of
+the file, `native_frame_indices`: the resampled frame i shows the instant i / fps, so the file's
+frame floor(i * native_fps / fps), the last one shown at that instant.
 """
 import functools
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -167,6 +174,38 @@ def tsn_test_indices(
     view = 2 * np.arange(num_clips, dtype=np.int64)[:, None] + 1  # (V, 1)
     starts = bounds.start_frame[None, :] + view * lengths[None, :] // (2 * num_clips)  # (V, K)
     return _expand_segment_starts(starts, frames_per_segment)
+
+
+def resampled_num_frames(num_frames: int, *, native_fps: float, fps: float) -> int:
+    """Frames of a `num_frames`-frame video at `native_fps` once resampled to `fps`.
+
+    Returns:
+        round(num_frames * fps / native_fps), halves rounded up (at least 1 for a non-empty video,
+        so a sampler's "too short" error names a real count).
+    """
+    if not (native_fps > 0 and fps > 0):
+        raise ValueError(f"frame rates must be > 0, got native_fps={native_fps!r}, fps={fps!r}")
+    if num_frames < 1:
+        return 0
+    return max(1, math.floor(num_frames * fps / native_fps + 0.5))
+
+
+def native_frame_indices(indices: np.ndarray, *, num_frames: int, native_fps: float, fps: float) -> np.ndarray:
+    """Frames of the file at `native_fps` that indices into its `fps` resampling show.
+
+    Args:
+        indices: int (...) indices into the resampled video (`resampled_num_frames` frames), any shape.
+        num_frames: frames in the file.
+    Returns:
+        int64 of `indices`' shape: floor(i * native_fps / fps), clamped to 0..num_frames - 1. Down to
+        a lower rate frames are skipped (30 -> 25 fps: 0, 1, 2, 3, 4, 6, ...), up to a higher one
+        repeated.
+    """
+    if not (native_fps > 0 and fps > 0):
+        raise ValueError(f"frame rates must be > 0, got native_fps={native_fps!r}, fps={fps!r}")
+    # i * native_fps before the division: exact for whole-number rates, so 5 * 30 / 25 is 6, not 5.999...
+    native = np.floor(np.asarray(indices, dtype=np.float64) * native_fps / fps).astype(np.int64)
+    return np.clip(native, 0, num_frames - 1)
 
 
 def looped_clip_indices(num_frames: int, *, clip_len: int, stride: int, start_frames: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ Sweeps and studies (orchestrator/training/tune.py) call `train_run` from each Tu
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from orchestrator import tracking
 from orchestrator.config import DataConfig, ExperimentConfig
 from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE, RunOutcome,
                                            init_weights, run_output_dir)
+
+RUN_ID_FILE = "mlflow_run_id"  # in <storage_path>/<Ray Train run>/: the MLflow run its restarts log to
 
 
 def run_tags(cfg: ExperimentConfig, *, kind: str, variant: str = "", extra: dict | None = None) -> dict:
@@ -106,16 +109,23 @@ def make_trainer(cfg: ExperimentConfig, *, name: str, run_id: str, callbacks: li
 
     from orchestrator.training.loop import train_loop_per_worker
 
-    gpu = use_gpu(cfg)
+    gpu, s = use_gpu(cfg), cfg.scaling
+    # Ray Train hands this variable from the driver to its controller (ENV_VARS_TO_PROPAGATE)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(s.start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"experiment": cfg, "run_id": run_id, "init_weights": init_weights(cfg)},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
-                                                           **({"GPU": 1} if gpu else {}),
-                                                           **cfg.scaling.worker_resources}),
-        run_config=RunConfig(name=name, storage_path=str(Path(cfg.scaling.storage_path).resolve()),
-                             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+        # num_workers [min, max]: an elastic group (orchestrator/training/elastic.py says what a resize does)
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=gpu,
+                                     elastic_resize_monitor_interval_s=s.resize_interval_s,
+                                     resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if gpu else {}),
+                                                           **s.worker_resources}),
+        # a node lost with a drain notice (spot reclaim) counts against max_preemption_failures, not
+        # max_failures; the workers checkpoint on the notice (loop._train_epochs)
+        run_config=RunConfig(name=name, storage_path=str(Path(s.storage_path).resolve()),
+                             failure_config=FailureConfig(max_failures=s.max_failures,
+                                                          max_preemption_failures=s.max_preemption_failures,
+                                                          preemption_grace_s=s.preemption_grace_s),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
         # the backend is gloo on CPU workers and NCCL on GPU workers (TorchConfig's default)
     )
@@ -150,7 +160,12 @@ def train_run(cfg: ExperimentConfig, *, kind: str = "train", variant: str = "", 
                                     parent_run_id=parent_run_id)
         log_datasets(uri, run_id, cfg.data, tags["actionlab.dataset"])
     with tracking.run_status(uri, run_id, stopped_by=stopped_by):
-        trainer = make_trainer(cfg, name=f"{name}-{resume_key or run_id[:8]}", run_id=run_id,
+        name = f"{name}-{resume_key or run_id[:8]}"
+        # the Ray Train run's folder names its MLflow run (its checkpoints do too: loop.save_state)
+        folder = Path(cfg.scaling.storage_path) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_ID_FILE).write_text(run_id + "\n")
+        trainer = make_trainer(cfg, name=name, run_id=run_id,
                                callbacks=[tracking.mlflow_metrics_callback(uri, run_id), *(callbacks or [])])
         trainer.fit()
         return _log_outcome(cfg, uri, run_id)

@@ -2,9 +2,12 @@
 without Ray too (tests/test_loop.py):
 
     train_loop_per_worker(loop_config)      <- TorchTrainer (orchestrator/training/driver.py)
-        setup_worker: data (sampler -> decord Dataset -> DistributedSampler -> DataLoader or Ray Data),
+        setup_worker: data (sampler -> decord Dataset -> elastic.EpochBatches -> DataLoader or Ray Data),
                       model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
-        for each epoch: run_epoch (train_one_epoch ; evaluate the val list, data.val) ; save_state
+                      (at an epoch's end or mid-epoch, written at any world size)
+        for each epoch: run_epoch (train_one_epoch: steps of elastic.StepBatch, each followed by
+                        after_step: a preemption notice or scaling.checkpoint_every_steps -> save_state
+                        -> ray.train.report ; evaluate the val list, data.val) ; save_state
                         -> ray.train.report (each node's first worker samples the node's CPU/memory/GPU
                         into MLflow meanwhile)
         last epoch: final_test (the test list, once, with the weights optim.keep keeps);
@@ -25,17 +28,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader
 
 from orchestrator import tracking
 from orchestrator.errors import UserError
 from orchestrator.inputs import clip_layout, input_spec
+from orchestrator.training.elastic import EpochBatches, StepBatch, schedule_step, step_batch
 from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
 from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE
 
@@ -47,7 +52,7 @@ if TYPE_CHECKING:  # the loop imports no pydantic: `actionlab bench gpu` runs it
 # GPU worker's 7 processes peak near 7 x 5 x this. I3D's 32 two-view 64 x 224 x 224 videos were 616 MB
 # a batch: 11.6 GB for one rehearsed rank (`actionlab rehearse experiments/recipes/i3d_hmdb51.yaml`).
 EVAL_LOADER_BATCH_BYTES = 128 * 2**20
-STATE_FILE = "state.pt"  # model/optimiser/scheduler/scaler/epoch/RNG/history: everything to resume, nothing else
+STATE_FILE = "state.pt"  # model/optimiser/scaler/progress/RNG/history: everything to resume, nothing else
 
 logger = logging.getLogger("actionlab.train")
 
@@ -71,7 +76,7 @@ def build_dataset(cfg: ExperimentConfig, records, *, train: bool):
     modalities = data_modalities(cfg.model.modality)
     flow_dir = d.resolved_flow_dir() if "flow" in modalities else None
     return VideoDataset(records, sampler=sampler, transform=transform, modalities=modalities,
-                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None)
+                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None, fps=d.fps)
 
 
 def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[torch.Tensor | dict, int]:
@@ -121,40 +126,87 @@ def build_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.opti
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg: ExperimentConfig, device) -> dict:
-    """One pass over this worker's shard. Returns loss, clip accuracy, skipped videos, timings."""
+def train_one_epoch(model, loader, optimizer, scaler, cfg: ExperimentConfig, device, *, sb: StepBatch,
+                    lr_at: Callable[[int], float], start: int = 0, after_step: Callable[[int], None] | None = None,
+                    ) -> dict:
+    """This rank's steps of one epoch from clip `start` of its order: each step takes sb.accumulate
+    micro-batches from `loader` (gradients accumulated without DDP's all-reduce until the last) and
+    divides the summed loss by sb.loss_divisor, so that every step's gradient is the mean over its
+    sb.global_clips clips at any world size (orchestrator/training/elastic.py).
+
+    Args:
+        lr_at: the learning rate of the step that begins at a clip of the epoch.
+        after_step: called with the clip position after every step, on every rank (may checkpoint).
+    Returns:
+        This rank's sums: loss_sum, correct, seen, skipped, seconds, data_wait_s.
+    """
     model.train()
-    dtype = autocast_dtype(cfg.optim.precision, device)
-    loss_sum, correct, seen, skipped, wait_s = 0.0, 0, 0, 0, 0.0
-    start = tick = time.perf_counter()
+    stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0, "seconds": 0.0, "data_wait_s": 0.0}
+    position, micro = start, []
+    begin = tick = time.perf_counter()
     for batch in loader:
-        wait_s += time.perf_counter() - tick
-        skipped += batch["num_skipped"]
-        labels = batch["label"].to(device, non_blocking=True)
-        if labels.numel() == 0:
-            tick = time.perf_counter()
-            continue
-        x, _ = prepare_inputs(batch["inputs"], cfg, device)
-        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)  # (B, K)
-            loss = F.cross_entropy(logits.float(), labels)
-            if hasattr(unwrap(model), "auxiliary_loss"):
-                loss = loss + unwrap(model).auxiliary_loss()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.optim.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        loss_sum += loss.item() * labels.numel()
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += labels.numel()
+        stats["data_wait_s"] += time.perf_counter() - tick
+        micro.append(batch)
+        if len(micro) == sb.accumulate:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(position)
+            for key, value in train_step(model, micro, optimizer, scaler, cfg, device, sb).items():
+                stats[key] += value
+            position, micro = position + sb.global_clips, []
+            if after_step is not None:
+                stats["seconds"] += time.perf_counter() - begin  # the epoch's time so far, for a checkpoint
+                after_step(position, stats)
+                begin = time.perf_counter()
         tick = time.perf_counter()
-    elapsed = time.perf_counter() - start
-    return {"loss_sum": loss_sum, "correct": correct, "seen": seen, "skipped": skipped,
-            "seconds": elapsed, "data_wait_s": wait_s}
+    stats["seconds"] += time.perf_counter() - begin
+    return stats
+
+
+def train_step(model, micro_batches: list[dict], optimizer, scaler, cfg: ExperimentConfig, device,
+               sb: StepBatch) -> dict:
+    """One optimiser step over a rank's micro-batches (collate_skip_bad's dicts). A micro-batch with no
+    readable clip (or none given, a share smaller than sb.accumulate) still takes part in DDP's
+    all-reduce: a forward pass of zeros in eval mode, its loss times 0. Returns the step's
+    loss_sum, correct, seen and skipped."""
+    optimizer.zero_grad(set_to_none=True)
+    dtype = autocast_dtype(cfg.optim.precision, device)
+    out = {"loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0}
+    for j, batch in enumerate(micro_batches):
+        last = j == len(micro_batches) - 1
+        out["skipped"] += batch["num_skipped"]
+        labels = batch["label"].to(device, non_blocking=True)
+        # DDP all-reduces the gradients in the last micro-batch's backward pass only
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            if labels.numel() == 0:
+                _zero_step(model, cfg, device, dtype, scaler)
+                continue
+            x, _ = prepare_inputs(batch["inputs"], cfg, device)
+            with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x)  # (B, K)
+                loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+                if hasattr(unwrap(model), "auxiliary_loss"):  # a mean over the micro-batch
+                    loss = loss + unwrap(model).auxiliary_loss() * labels.numel()
+            scaler.scale(loss / sb.loss_divisor).backward()
+        out["loss_sum"] += loss.item()
+        out["correct"] += (logits.argmax(1) == labels).sum().item()
+        out["seen"] += labels.numel()
+    if cfg.optim.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return out
+
+
+def _zero_step(model, cfg: ExperimentConfig, device, dtype, scaler) -> None:
+    """A backward pass that adds nothing to any gradient but lets DDP's hooks run (see train_step)."""
+    zeros = {m: torch.zeros((1, 1, *shape), dtype=torch.uint8) for m, shape in input_spec(cfg).shapes.items()}
+    x, _ = prepare_inputs(zeros, cfg, device)
+    model.eval()  # BatchNorm's running statistics and dropout untouched
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+        loss = model(x).float().sum() * 0.0
+    scaler.scale(loss).backward()
+    model.train()
 
 
 class ShardScores(NamedTuple):
@@ -182,19 +234,18 @@ def loader_workers(setting: int | str, cpus: float) -> int:
     return setting if setting != "auto" else max(0, int(cpus) - 1)
 
 
-def make_loader(dataset, sampler, cfg: ExperimentConfig, *, batch_size: int, num_workers: int, device,
-                persistent: bool = False, drop_last: bool = False):
-    """Collated batches of `dataset` for the keys `sampler` yields, by `data.loader`: this worker's
-    DataLoader processes, or Ray Data tasks anywhere in the cluster (the same batches either way)."""
+def make_loader(dataset, batches, cfg: ExperimentConfig, *, num_workers: int, device, persistent: bool = False):
+    """Collated batches of `dataset` for the lists of keys `batches` (a batch sampler) yields, by
+    `data.loader`: this worker's DataLoader processes, or Ray Data tasks anywhere in the cluster (the
+    same batches either way)."""
     from orchestrator.data.dataset import collate_skip_bad
 
     if cfg.data.loader == "ray_data":
         from orchestrator.data.ray_loader import RayDataLoader
 
-        return RayDataLoader(dataset, sampler, batch_size=batch_size, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
-                      persistent_workers=persistent and num_workers > 0, drop_last=drop_last)
+        return RayDataLoader(dataset, batches)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_skip_bad,
+                      pin_memory=device.type == "cuda", persistent_workers=persistent and num_workers > 0)
 
 
 def view_bytes(cfg: ExperimentConfig) -> int:
@@ -240,8 +291,8 @@ def score_shard(model, dataset, cfg: ExperimentConfig, device, *, rank: int, wor
     """Score this rank's test videos, every view of each, without padding (DistributedSampler would
     repeat videos to even out ranks and count them twice)."""
     model.eval()
-    loader = make_loader(dataset, range(rank, len(dataset), world), cfg, batch_size=eval_videos_per_batch(cfg),
-                         num_workers=num_workers, device=device)
+    videos = BatchSampler(range(rank, len(dataset), world), eval_videos_per_batch(cfg), drop_last=False)
+    loader = make_loader(dataset, videos, cfg, num_workers=num_workers, device=device)
     indices, labels, scores, clip_correct, clip_total, skipped = [], [], [], 0, 0, 0
     for batch in loader:
         skipped += batch["num_skipped"]
@@ -302,10 +353,10 @@ class Worker:
     device: torch.device
     model: torch.nn.Module  # DDP-wrapped when world > 1
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    step: StepBatch  # clips per optimiser step at this world size (elastic.step_batch)
     train_set: Any  # VideoDataset
-    train_sampler: Any  # EpochTagged(DistributedSampler)
+    train_batches: Any  # elastic.EpochBatches: this rank's micro-batches of an epoch
     train_loader: Any  # DataLoader or RayDataLoader (data.loader)
     num_workers: int  # DataLoader processes (data.loader_workers resolved)
     splits: Any  # annotations.RunSplits: class names and video ids of the train / val / test lists
@@ -314,6 +365,18 @@ class Worker:
     unlisted: dict  # {"train": n, "test": n} list entries the annotation reader left out
     best: dict | None = None  # optim.keep best_val: {"epoch", "val_top1", "model" (its weights, on the CPU)}
     kept_val: EvalResult | None = None  # rank 0: val scores of the weights kept (late_fusion weight: auto)
+    # the run's, across restarts: optimiser steps so far, restarts, resizes, steps trained but lost to them
+    counters: dict | None = None
+
+    def __post_init__(self):
+        self.counters = self.counters or {"steps": 0, "restarts": 0, "resizes": 0, "lost_steps": 0}
+
+    def lr_at(self, epoch: int, position: int) -> float:
+        """The learning rate of the step that begins at clip `position` of `epoch` (warm-up, cosine,
+        and the resize rule's factor)."""
+        factor = lr_lambda(self.cfg, len(self.train_set) // self.step.max_world_clips)
+        at = schedule_step(epoch=epoch, position=position, num_clips=len(self.train_set), sb=self.step)
+        return self.cfg.optim.lr * self.step.lr_factor * factor(at)
 
     @property
     def selection_set(self):
@@ -322,8 +385,7 @@ class Worker:
 
     def resumable(self) -> dict:
         """The objects whose state_dict a checkpoint holds."""
-        return {"model": unwrap(self.model), "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler}
+        return {"model": unwrap(self.model), "optimizer": self.optimizer, "scaler": self.scaler}
 
 
 def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.device, cpus: float = 1,
@@ -338,7 +400,6 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     """
     from models import build_model
     from orchestrator.data.annotations import read_run_splits
-    from orchestrator.data.dataset import EpochTagged
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
     d = cfg.data
@@ -354,16 +415,17 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     train_set = build_dataset(cfg, train_split.records, train=True)
     test_set = build_dataset(cfg, test_split.records, train=False)
     val_set = build_dataset(cfg, splits.val.records, train=False) if splits.val else None
-    sampler = EpochTagged(DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed))
+    sb = step_batch(batch_size=cfg.optim.batch_size, max_workers=cfg.scaling.max_workers, world=world,
+                    on_resize=cfg.scaling.on_resize)
+    batches = EpochBatches(len(train_set), seed=cfg.seed, sb=sb, rank=rank)
     num_workers = loader_workers(d.loader_workers, cpus)
-    # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them. drop_last: a
-    # last batch of one clip would stop BatchNorm in training ("Expected more than 1 value per channel")
-    train_loader = make_loader(train_set, sampler, cfg, batch_size=cfg.optim.batch_size, num_workers=num_workers,
-                               device=device, persistent=True, drop_last=True)
+    # persistent DataLoader processes: the (epoch, index) keys carry the epoch to them. An epoch's last
+    # clips, too few for a whole step, are left out (a batch of one clip would stop BatchNorm in training)
+    train_loader = make_loader(train_set, batches, cfg, num_workers=num_workers, device=device, persistent=True)
     if len(train_loader) == 0:
-        raise UserError(f"optim.batch_size ({cfg.optim.batch_size}) is larger than this worker's share of the "
-                        f"training list ({len(sampler)} of {len(train_set)} videos over {world} workers): lower "
-                        "optim.batch_size or scaling.num_workers")
+        raise UserError(f"one step takes {sb.global_clips} clips (optim.batch_size {cfg.optim.batch_size} x "
+                        f"{sb.global_clips // cfg.optim.batch_size} workers) but the training list holds "
+                        f"{len(train_set)} videos: lower optim.batch_size or scaling.num_workers")
 
     model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
                         **input_spec(cfg).builder_kwargs)
@@ -379,30 +441,47 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
     if cfg.optim.compile:
         model = torch.compile(model)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
     # loss scaling only for fp16: bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
-    return Worker(cfg, rank, world, device, model, optimizer, scheduler, scaler, train_set, sampler, train_loader,
+    return Worker(cfg, rank, world, device, model, optimizer, scaler, sb, train_set, batches, train_loader,
                   num_workers, splits, val_set, test_set, unlisted)
 
 
-def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
-    """Train one epoch and, when due (every eval_every epochs and the last), score the val list
-    (`Worker.selection_set`); after the last, score the test list once with the kept weights
-    (`final_test`).
+class Progress(NamedTuple):
+    """Where a run stands: the next clip of `epoch`'s order to train on and, mid-epoch, the epoch's
+    training sums so far over all ranks (`train_one_epoch`'s)."""
+    epoch: int
+    position: int = 0
+    carried: dict | None = None
 
+
+def run_epoch(w: Worker, epoch: int, *, start: Progress | None = None,
+              after_step: Callable[[int, dict], None] | None = None) -> tuple[dict, EvalResult | None]:
+    """Train one epoch (from `start`, a mid-epoch resume of this epoch) and, when due (every
+    eval_every epochs and the last), score the val list (`Worker.selection_set`); after the last,
+    score the test list once with the kept weights (`final_test`).
+
+    Args:
+        after_step: called on every rank after every step with the clip position and this rank's sums.
     Returns the epoch's metrics (training stats summed over workers; test/... after the last epoch)
     and rank 0's EvalResult of the test list (None before the last epoch and on other ranks).
     """
     cfg = w.cfg
-    w.train_sampler.set_epoch(epoch)
-    # join(): a rank whose batch held only unreadable videos skips a step; DDP's join keeps the
-    # other ranks' gradient all-reduces from waiting for it
-    with w.model.join() if w.world > 1 else contextlib.nullcontext():
-        stats = train_one_epoch(w.model, w.train_loader, w.optimizer, w.scheduler, w.scaler, cfg, w.device)
+    position, carried = (start.position, start.carried) if start is not None else (0, None)
+    w.train_batches.set_epoch(epoch, position)
+
+    def step_done(at: int, sums: dict) -> None:
+        w.counters["steps"] += 1
+        if after_step is not None:
+            after_step(at, sums)
+
+    stats = train_one_epoch(w.model, w.train_loader, w.optimizer, w.scaler, cfg, w.device, sb=w.step,
+                            lr_at=lambda at: w.lr_at(epoch, at), start=position, after_step=step_done)
     if cfg.data.loader == "ray_data":  # where the epoch's batches were decoded
         stats.update(decoded_batches=w.train_loader.decoded, decoded_on_own_node=w.train_loader.decoded_here)
     stats = _sum_across_workers(stats, w.device, w.world)
+    if carried:  # what the ranks before a mid-epoch restart trained
+        stats = {k: v + carried.get(k, 0) for k, v in stats.items()}
     result = None
     if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
         # the bare module: DDP's forward would broadcast buffers, a collective that hangs when one
@@ -413,7 +492,7 @@ def run_epoch(w: Worker, epoch: int) -> tuple[dict, EvalResult | None]:
             _keep_if_best(w, epoch, result)
         elif w.val_set is not None:
             w.kept_val = result
-    metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.scheduler.get_last_lr()[0], world=w.world)
+    metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.optimizer.param_groups[0]["lr"], world=w.world)
     metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"],
                     "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)]})  # "auto" resolved
     skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_val_videos", 0))
@@ -456,25 +535,34 @@ def final_test(w: Worker, last_result: EvalResult | None) -> EvalResult | None:
                     num_workers=w.num_workers)
 
 
-def save_state(w: Worker, directory: Path, *, epoch: int, history: list[dict]) -> None:
-    """Everything resuming needs, after `epoch`: weights, optimiser, schedule, scaler, RNG, history,
-    and the best val epoch's weights and scores (optim.keep best_val)."""
+def save_state(w: Worker, directory: Path, *, at: Progress, history: list[dict], run_id: str = "") -> None:
+    """Everything resuming needs, at `at` (an epoch's start, or a clip of it with the epoch's sums so
+    far): weights, optimiser, scaler, RNG, history, the best val epoch's weights and scores (optim.keep
+    best_val), the run's counters, the world size that wrote it and the MLflow run it belongs to."""
     cuda_rng = torch.cuda.get_rng_state(w.device) if w.device.type == "cuda" else None  # dropout on the GPU
     torch.save({**{k: v.state_dict() for k, v in w.resumable().items()}, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": cuda_rng, "epoch": epoch, "history": history, "best": w.best,
-                "kept_val": _as_tensors(w.kept_val)}, Path(directory) / STATE_FILE)
+                "cuda_rng": cuda_rng, "epoch": at.epoch, "position": at.position, "carried": at.carried,
+                "history": history, "best": w.best, "kept_val": _as_tensors(w.kept_val), "counters": w.counters,
+                "world": w.world, "run_id": run_id}, Path(directory) / STATE_FILE)
 
 
-def load_state(w: Worker, directory: Path) -> tuple[int, list[dict]]:
-    """Restore what `save_state` wrote. Returns (first epoch to run, metrics history so far)."""
+def load_state(w: Worker, directory: Path, *, run_id: str = "") -> tuple[Progress, list[dict]]:
+    """Restore what `save_state` wrote, at any world size (a restart counts one, a changed world size
+    one resize). Returns (where to go on from, metrics history so far)."""
     state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    if run_id and state["run_id"] and state["run_id"] != run_id:
+        raise UserError(f"{directory}: this checkpoint belongs to MLflow run {state['run_id']}, not {run_id}; "
+                        "point scaling.storage_path at this run's own folder")
     for name, part in w.resumable().items():
         part.load_state_dict(state[name])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and w.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], w.device)
     w.best, w.kept_val = state.get("best"), _as_tensors(state.get("kept_val"), back=True)
-    return state["epoch"] + 1, state["history"]
+    counters = state["counters"]
+    w.counters = {**counters, "restarts": counters["restarts"] + 1,
+                  "resizes": counters["resizes"] + (state["world"] != w.world)}
+    return Progress(state["epoch"], state["position"], state["carried"]), state["history"]
 
 
 def _as_tensors(result: EvalResult | dict | None, *, back: bool = False):
@@ -525,6 +613,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     cfg: ExperimentConfig = loop_config["experiment"]
+    run_id = loop_config["run_id"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     nodes = [ray.get_runtime_context().get_node_id()] * world
@@ -533,39 +622,107 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     w = setup_worker(cfg, rank=rank, world=world, device=ray.train.torch.get_device(), cpus=cpus,
                      init_weights=loop_config["init_weights"], wrap_model=ray.train.torch.prepare_model)
-    start_epoch, history = 0, []
+    start, history = Progress(0), []
     if (checkpoint := ray.train.get_checkpoint()) is not None:  # a restarted worker group goes on from there
         with checkpoint.as_directory() as ckpt_dir:
-            start_epoch, history = load_state(w, Path(ckpt_dir))
+            start, history = load_state(w, Path(ckpt_dir), run_id=run_id)
 
     # The node's CPU / memory / GPU as MLflow system metrics, sampled by one worker per node.
     node_id = f"node{ctx.get_node_rank()}" if len(set(nodes)) > 1 else None
-    node_metrics = (tracking.system_metrics(cfg.tracking.tracking_uri, loop_config["run_id"], node_id=node_id,
+    node_metrics = (tracking.system_metrics(cfg.tracking.tracking_uri, run_id, node_id=node_id,
                                             interval_s=cfg.tracking.system_metrics_interval_s)
                     if ctx.get_local_rank() == 0 else contextlib.nullcontext())
     with node_metrics:
-        _train_epochs(w, cfg, loop_config["run_id"], start_epoch, history, rank=rank, num_nodes=len(set(nodes)))
+        _train_epochs(w, run_id, start, history, num_nodes=len(set(nodes)))
 
 
-def _train_epochs(w: Worker, cfg: ExperimentConfig, run_id: str, start_epoch: int, history: list[dict], *,
-                  rank: int, num_nodes: int) -> None:
-    """Epochs `start_epoch`.. to the end, each reported to Ray Train with rank 0's checkpoint."""
+def _train_epochs(w: Worker, run_id: str, start: Progress, history: list[dict], *, num_nodes: int) -> None:
+    """Epochs from `start` to the end. Each epoch's end reports to Ray Train with rank 0's checkpoint,
+    and so does a step after which a preemption notice is out (at once, then the ranks wait for the
+    deadline: whatever they trained after it would be lost) or scaling.checkpoint_every_steps fall due.
+    The run's step metrics (`step_metrics`) go with a report only when steps were trained since the
+    last, so no MLflow step is logged twice across restarts."""
     import ray.train
 
+    from orchestrator.training.elastic import steps_left
     from orchestrator.training.results import run_output_dir
 
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        metrics, result = run_epoch(w, epoch)
-        metrics.update({"resumed_from_epoch": start_epoch, "scaling/num_nodes": num_nodes})
-        history.append(metrics)
+    cfg, every = w.cfg, w.cfg.scaling.checkpoint_every_steps
+    marker = Path(cfg.scaling.storage_path) / "progress" / f"{run_id}.steps"  # how far the run got
+    resumed, last_logged, notified = w.counters["steps"], [w.counters["steps"]], [False]
+    if w.rank == 0:
+        reached = int(marker.read_text()) if marker.exists() else resumed
+        w.counters["lost_steps"] += max(0, reached - resumed)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+
+    def report(metrics: dict, at: Progress, *, outputs: EvalResult | None = None, last: bool = False) -> None:
+        metrics = {**metrics, "resumed_from_step": resumed, "scaling/num_nodes": num_nodes}
+        if w.counters["steps"] > last_logged[0]:
+            metrics.update(step_metrics(w))
+            last_logged[0] = w.counters["steps"]
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            if rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
-                save_state(w, Path(tmp), epoch=epoch, history=history)
-                if epoch == cfg.optim.epochs - 1:
-                    write_run_outputs(w, run_output_dir(cfg.scaling.storage_path, run_id), result, history)
+            if w.rank == 0:  # one copy of the state; every rank still reports (Train V2 requires it)
+                save_state(w, Path(tmp), at=at, history=history, run_id=run_id)
+                if last:
+                    write_run_outputs(w, run_output_dir(cfg.scaling.storage_path, run_id), outputs, history)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+        if metrics["report"] == "checkpoint":  # mid-epoch: it counts only once the controller committed it
+            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+    for epoch in range(start.epoch, cfg.optim.epochs):
+        begun = start if epoch == start.epoch else None
+
+        def after_step(position: int, sums: dict) -> None:
+            if w.rank == 0:
+                _publish_text(marker, str(w.counters["steps"]))
+            notice = ray.train.get_preemption_info()  # a collective: every rank asks after every step
+            due = every and w.counters["steps"] % every == 0 and steps_left(len(w.train_set), position, w.step)
+            if (notice is None or notified[0]) and not due:
+                return
+            carried = _sum_across_workers(sums, w.device, w.world)
+            if begun is not None and begun.carried:
+                carried = {k: v + begun.carried.get(k, 0) for k, v in carried.items()}
+            report({"epoch": epoch, "report": "checkpoint"}, Progress(epoch, position, carried))
+            if notice is not None and not notified[0]:
+                notified[0] = True
+                _wait_for_preemption(notice, cfg.scaling.preemption_grace_s, rank=w.rank)
+
+        metrics, result = run_epoch(w, epoch, start=begun, after_step=after_step)
+        history.append({**metrics, "resumed_from_step": resumed, "scaling/num_nodes": num_nodes})
+        report({**metrics, "report": "epoch"}, Progress(epoch + 1), outputs=result, last=epoch == cfg.optim.epochs - 1)
+
+
+def _wait_for_preemption(notice, grace_s: float, *, rank: int) -> None:
+    """After the notice's checkpoint: wait for Ray Train to stop the group at the deadline (plus
+    scaling.preemption_grace_s). Steps trained meanwhile would be lost with the node; a notice without
+    a deadline, or a deadline that passes with the group still running, goes back to training."""
+    if notice.deadline_ms is None:
+        return
+    until = notice.deadline_ms / 1000 + grace_s + 30
+    if rank == 0:
+        logger.warning("preemption notice for node(s) %s (ranks %s): checkpoint taken; waiting %.0f s for the "
+                       "restart at the deadline", notice.preempted_node_ids, notice.preempted_ranks,
+                       until - 30 - time.time())
+    while time.time() < until:
+        time.sleep(0.5)
+
+
+def _publish_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def step_metrics(w: Worker) -> dict:
+    """What MLflow logs against the optimiser step: {'step': n, 'per_step': {world size, global batch and
+    learning rate now, and the run's restarts, resizes and steps lost to them so far}}."""
+    c = w.counters
+    return {"step": c["steps"], "per_step": {
+        "train/world_size": w.world, "train/global_batch": w.step.global_clips,
+        "train/lr": w.optimizer.param_groups[0]["lr"], "train/restarts": c["restarts"],
+        "train/resizes": c["resizes"], "train/lost_steps": c["lost_steps"]}}
 
 
 def epoch_metrics(stats: dict, result: EvalResult | None, *, epoch: int, lr: float, world: int) -> dict:

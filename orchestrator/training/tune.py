@@ -55,8 +55,8 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     resources = ray.cluster_resources()
     s = cfg.scaling
     if use_gpu(cfg):
-        return max(1, int(resources.get("GPU", 0) // s.num_workers))
-    return max(1, int(resources.get("CPU", 1) // (s.num_workers * s.cpus_per_worker)))
+        return max(1, int(resources.get("GPU", 0) // s.max_workers))
+    return max(1, int(resources.get("CPU", 1) // (s.max_workers * s.cpus_per_worker)))
 
 
 def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Variant], tags: dict[str, dict],
@@ -69,6 +69,13 @@ def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Va
 
     from orchestrator.training.driver import train_run
 
+    class EpochReports(TuneReportCallback):
+        """Epoch reports only: a mid-epoch checkpoint's has none of the metrics Tune schedules on."""
+
+        def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+            if metrics and metrics[0].get("report", "epoch") == "epoch":
+                super().after_report(run_context, metrics, checkpoint)
+
     if "label" in config:  # a study variant, built and checked on the driver
         label = config["label"]
         cfg = variants[label].config
@@ -79,7 +86,7 @@ def trial_driver(config: dict, *, base: ExperimentConfig, variants: dict[str, Va
     trial_id = ray.tune.get_context().get_trial_id()  # stable across `--resume`
     outcome = train_run(cfg, kind=kind, variant=label, parent_run_id=parent_run_id,
                         extra_tags={**source, **tags.get(label, {})},
-                        callbacks=[TuneReportCallback()], resume_key=_resume_key(parent_run_id, trial_id),
+                        callbacks=[EpochReports()], resume_key=_resume_key(parent_run_id, trial_id),
                         stopped_by=_stopped_by_tune)
     final = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     ray.tune.report({**final, "mlflow_run_id": outcome.run_id, "outcome": "finished"})
