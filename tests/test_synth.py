@@ -4,6 +4,7 @@ preset claims: shapes survive the codec, TSN segment ceilings, warped flow under
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 import orchestrator.data.synth as synth
 from orchestrator.cli import main
 from orchestrator.data.flow import compute_flow
-from orchestrator.data.sampling import tsn_test_indices
+from orchestrator.config import expand_study
+from orchestrator.data.sampling import make_sampler, tsn_test_indices
 from orchestrator.data.synth import (
     APPEARANCES,
     BACKGROUND_LUMA,
@@ -34,6 +36,7 @@ from orchestrator.data.synth import (
     write_synthetic_ucf,
 )
 from orchestrator.data.video_io import write_video
+from orchestrator.preflight import load_experiment
 
 # Every option on, non-square, few videos: exercises the whole render path through the encoder.
 OPTIONS_SPEC = SynthSpec(
@@ -452,6 +455,36 @@ def test_long_preset_ceilings_match_rendered_videos_and_the_docs():
     assert ceilings[8].motion_only - ceilings[3].motion_only > 0.15  # the claim has room to show
     assert "| 3 x 5 | 54.9% | 33.1% | 66.2% |" in readme_text(spec)
     assert "K = 1: 19.4 %   K = 3: 33.1 %   K = 8: 50.0 %" in synth.__doc__
+    # TSN's test protocol, ~25 snippets whatever K: README_TEST_SNIPPETS / K views of K reach the bound
+    for k, views in ((1, 24), (3, 8), (8, 3)):
+        equal = segment_ceiling(spec, num_segments=k, frames_per_segment=5, num_clips=views)
+        assert (equal.p_hit, equal.motion_only, equal.both) == pytest.approx((1.0, 0.5, 1.0)), k
+        assert f"| {k} x 5, {views} views | 100.0% | 50.0% | 100.0% |" in readme_text(spec)
+
+
+def test_k_claim_tests_both_variants_on_the_same_snippets():
+    """experiments/claims.yaml's long_k8 vs long_k3 differ in training-time K only: as parsed, both are
+    tested on README_TEST_SNIPPETS snippets (TSN tests on 25 whatever K), at the same evenly spaced
+    positions up to one field of rounding, so both flow ceilings are 100 %."""
+    variants = expand_study(load_experiment(Path(__file__).parents[1] / "experiments" / "claims.yaml"))
+    k3, k8 = (variants[f"{name}/seed0"].config for name in ("long_k3", "long_k8"))
+    assert (k3.data.num_segments, k8.data.num_segments) == (3, 8)
+    assert k3.model == k8.model and k3.optim == k8.optim
+    assert k3.data.model_copy(update={"num_segments": 8, "test_clips": k8.data.test_clips}) == k8.data
+    spec = spec_from_options(k3.data.synth)
+    starts = {}
+    for cfg in (k3, k8):
+        d = cfg.data
+        sampler = make_sampler(kind=d.sampler, train=False, num_segments=d.num_segments,
+                               frames_per_segment=d.frames_per_segment, num_clips=d.test_clips)
+        fields = sampler(spec.num_frames - 1, np.random.default_rng(0))  # (V, K * L) flow fields
+        snippets = fields.reshape(-1, d.frames_per_segment)  # (V * K, L), one row per snippet
+        assert len(snippets) == synth.README_TEST_SNIPPETS, d.num_segments
+        starts[d.num_segments] = np.sort(snippets[:, 0])
+        ceiling = segment_ceiling(spec, num_segments=d.num_segments, frames_per_segment=d.frames_per_segment,
+                                  num_clips=d.test_clips)
+        assert ceiling.motion_only == pytest.approx(1.0), d.num_segments  # one colour: flow's = two-stream's
+    assert np.abs(starts[3] - starts[8]).max() <= 1  # the same 24 positions, floors apart
 
 
 # --- camera motion: plain vs warped flow ----------------------------------------------------------
