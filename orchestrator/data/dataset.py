@@ -138,7 +138,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose clips plain-integer keys draw. Call before creating the DataLoader
         iterator: workers copy the dataset when the iterator starts. Persistent workers never see
-        it; they get (epoch, index) keys from `EpochTagged` instead."""
+        it; they get (epoch, index) keys from `training.elastic.EpochBatches` instead."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -207,26 +207,6 @@ class VideoDataset(torch.utils.data.Dataset):
         else:
             inputs = self.transform(inputs, rng)
         return {"inputs": inputs, "label": record.label, "index": index}
-
-
-class EpochTagged(torch.utils.data.Sampler):
-    """(epoch, index) keys from an index sampler with `set_epoch` (e.g. DistributedSampler): the
-    keys carry the epoch to DataLoader workers, so persistent workers (kept across epochs, never
-    re-copied from the main process) still draw each epoch's own clips."""
-
-    def __init__(self, sampler):
-        self.sampler, self.epoch = sampler, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        epoch = self.epoch
-        return ((epoch, index) for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
 
 
 def collate_skip_bad(batch: list[dict | None]) -> dict:
