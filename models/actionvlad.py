@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features
 
 MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
@@ -107,7 +107,7 @@ class ActionVLAD(nn.Module):
         return self.fc(self.dropout(self.vlad(descriptors)))  # (B, N)
 
 
-@register_model("actionvlad", InputContract(tuple(MODALITY_CHANNELS), "segments", snippet_kw="frames_per_sample"))
+@register_model("actionvlad")
 def actionvlad(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                pretrained: str | None = None, num_clusters: int = 64, frames_per_sample: int | None = None,
                backbone: str = "resnet18") -> ActionVLAD:

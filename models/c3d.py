@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import scale_channels
 
 # A 3D net sees time directly, so a flow clip is just a 2-channel clip (Tran et al. 2018 train
@@ -181,7 +181,7 @@ def _in_channels(name: str, modality: str) -> int:
     return IN_CHANNELS[modality]
 
 
-@register_model("c3d", InputContract(tuple(IN_CHANNELS), "clip"))
+@register_model("c3d")
 def c3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None) -> nn.Module:
     """C3D: 3x3x3 convs over 16-frame 112x112 clips.
@@ -202,7 +202,7 @@ def c3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout:
     return model
 
 
-@register_model("r2plus1d", InputContract(tuple(IN_CHANNELS), "clip"))
+@register_model("r2plus1d")
 def r2plus1d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
              pretrained: str | None = None, depth: int = 18) -> nn.Module:
     """R(2+1)D-18 or -34: a 3D ResNet with every 3x3x3 conv factorised into (2+1)D.

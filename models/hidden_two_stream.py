@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features, scale_channels
 
 
@@ -229,7 +229,7 @@ class HiddenTwoStream(nn.Module):
         return self.motion_loss_weight * self._motion_loss
 
 
-@register_model("hidden_two_stream", InputContract(("rgb",), "clip"))
+@register_model("hidden_two_stream")
 def hidden_two_stream(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                       pretrained: str | None = None, num_flows: int = 10, with_spatial: bool = False,
                       backbone: str = "resnet50", motion_loss_weight: float = 1.0,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
@@ -187,7 +187,7 @@ class I3D(nn.Module):
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.streams))
 
 
-@register_model("i3d", InputContract(MODALITIES, "clip"))
+@register_model("i3d")
 def i3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None) -> I3D:
     """Two-Stream Inflated 3D ConvNet from "Quo Vadis, Action Recognition? A New Model and the

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features, scale_channels
 
 # Donahue et al. run the CNN on each frame, so a flow clip is a sequence of single flow fields.
@@ -141,7 +141,7 @@ class LRCN(nn.Module):
         return self.attention_penalty * ((1 - per_location) ** 2).sum(dim=1).mean()
 
 
-@register_model("lrcn", InputContract(tuple(IN_CHANNELS), "clip"))
+@register_model("lrcn")
 def lrcn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
          pretrained: str | None = None, backbone: str = "resnet18", hidden_size: int = 256,
          num_layers: int = 1, attention: bool = False, attention_penalty: float = 1.0,

@@ -13,12 +13,11 @@ Files are read with `weights_only=True` (a checkpoint is data, never code to run
 own weights (`imagenet`, or a weights name) are downloaded, by torchvision into the torch cache,
 when they are not there yet.
 """
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-
-from orchestrator.errors import UserError
 
 # Keys of the ImageNet classifier in torchvision state dicts ("fc." in ResNet/GoogLeNet,
 # "classifier." in DenseNet/VGG) and of GoogLeNet's auxiliary heads: a video model never reuses
@@ -26,6 +25,12 @@ from orchestrator.errors import UserError
 IMAGENET_HEAD_PREFIXES = ("fc.", "classifier.", "aux1.", "aux2.")
 
 _SHOWN = 5  # how many offending layer names an error message lists before "... (N in all)"
+
+
+class WeightsError(Exception):
+    """Weights that cannot be had or do not fit the model: the message names the file or the layers,
+    the likely cause and the fix. The model zoo imports nothing from the orchestrator, whose CLI and
+    preflight print this error as they print their own `UserError`s."""
 
 
 def cross_modality_init(weight_rgb: Tensor, in_channels: int) -> Tensor:
@@ -82,7 +87,7 @@ def inflate_state_dict(state_2d: dict[str, Tensor], model_3d: nn.Module, *,
         `model_3d.load_state_dict(result, strict=False)`.
 
     Raises:
-        UserError: a key of the 3D model is missing from `state_2d`, or a shape does not match
+        WeightsError: a key of the 3D model is missing from `state_2d`, or a shape does not match
             even after inflation (a different width or a different network).
     """
     result, missing, mismatched = {}, [], []
@@ -103,7 +108,7 @@ def inflate_state_dict(state_2d: dict[str, Tensor], model_3d: nn.Module, *,
             continue
         result[key] = value.to(target.dtype)
     if missing or mismatched:
-        raise UserError(_describe_mismatch(
+        raise WeightsError(_describe_mismatch(
             "2D weights do not fit the 3D model", missing=missing, mismatched=mismatched,
             cause="the 2D checkpoint is another network or another width than the model"))
     return result
@@ -120,9 +125,9 @@ def _cached_or_downloaded(weights, what: str) -> Path:
         try:
             weights.get_state_dict(progress=True, check_hash=True)
         except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash a RuntimeError
-            raise UserError(f"{what}: {cached.name} is not in the torch cache and could not be downloaded ({err}); "
-                            f"on a machine with internet fetch {weights.url} and put it in {cached.parent}, or give "
-                            "the file's path") from None
+            raise WeightsError(f"{what}: {cached.name} is not in the torch cache and could not be downloaded ({err}); "
+                               f"on a machine with internet fetch {weights.url} and put it in {cached.parent}, or give "
+                               "the file's path") from None
     return cached
 
 
@@ -137,7 +142,7 @@ def resolve_weights(spec: str | Path, *, network: str | None = None) -> Path:
         network: the torchvision 2D network the weights are for (e.g. "resnet50", "googlenet");
             needed for "imagenet".
     Raises:
-        UserError: no such file; an unknown name; weights neither cached nor downloadable (the
+        WeightsError: no such file; an unknown name; weights neither cached nor downloadable (the
             message names the file and the folder to put it in); "imagenet" for a network that
             torchvision has no ImageNet weights of.
     """
@@ -148,21 +153,21 @@ def resolve_weights(spec: str | Path, *, network: str | None = None) -> Path:
         return path.resolve()
     if str(spec) == IMAGENET:
         if network is None:
-            raise UserError("imagenet: this architecture has no 2D network that ImageNet weights exist for (C3D "
-                            "and R(2+1)D start from video data sets); give a weights file instead")
+            raise WeightsError("imagenet: this architecture has no 2D network that ImageNet weights exist for (C3D "
+                               "and R(2+1)D start from video data sets); give a weights file instead")
         try:
             weights = torchvision.models.get_model_weights(network).IMAGENET1K_V1
         except (ValueError, KeyError, AttributeError) as err:
-            raise UserError(f"imagenet: torchvision has no ImageNet weights for {network!r} ({err})") from None
+            raise WeightsError(f"imagenet: torchvision has no ImageNet weights for {network!r} ({err})") from None
         return _cached_or_downloaded(weights, f"imagenet ({network}: {weights})")
     if "_Weights." in str(spec):
         try:
             weights = torchvision.models.get_weight(str(spec))
         except (ValueError, KeyError, AttributeError) as err:
-            raise UserError(f"{spec}: not a torchvision weights name ({err})") from None
+            raise WeightsError(f"{spec}: not a torchvision weights name ({err})") from None
         return _cached_or_downloaded(weights, str(spec))
-    raise UserError(f"{spec}: no such weights file; give a local checkpoint path, `imagenet`, or a torchvision "
-                    "weights name such as ResNet50_Weights.IMAGENET1K_V2")
+    raise WeightsError(f"{spec}: no such weights file; give a local checkpoint path, `imagenet`, or a torchvision "
+                       "weights name such as ResNet50_Weights.IMAGENET1K_V2")
 
 
 def load_2d_weights(net: nn.Module, path: str | Path, *, network: str | None = None) -> None:
@@ -178,7 +183,7 @@ def load_2d_weights(net: nn.Module, path: str | Path, *, network: str | None = N
         network: the backbone's torchvision name, for `path` = "imagenet".
 
     Raises:
-        UserError: the file is missing, or its layers do not match the backbone's (names listed).
+        WeightsError: the file is missing, or its layers do not match the backbone's (names listed).
     """
     state = {k: v for k, v in read_state_dict(path, network=network).items() if not k.startswith(IMAGENET_HEAD_PREFIXES)}
     own = net.state_dict()
@@ -192,7 +197,7 @@ def load_2d_weights(net: nn.Module, path: str | Path, *, network: str | None = N
         if value.shape != own[key].shape:
             mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
     if missing or unexpected or mismatched:
-        raise UserError(_describe_mismatch(
+        raise WeightsError(_describe_mismatch(
             f"{path} does not fit the {type(net).__name__} backbone", missing=missing,
             unexpected=unexpected, mismatched=mismatched,
             cause="the checkpoint is another architecture (e.g. resnet50 for resnet18) or the "
@@ -200,33 +205,40 @@ def load_2d_weights(net: nn.Module, path: str | Path, *, network: str | None = N
     net.load_state_dict(state)
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, *, skip_head: bool = True) -> list[str]:
+def load_checkpoint(model: nn.Module, path: str | Path, *, skip_head: bool = True,
+                    class_names: Sequence[str] | None = None) -> list[str]:
     """Load an actionlab checkpoint into `model`, in place, to fine-tune it on another dataset.
 
     Args:
         model: the model to fine-tune, built with the same architecture, width and modality as the
             checkpoint's.
         path: a file saved by `torch.save`, holding either {"model": state_dict, ...} (actionlab's
-            training checkpoints) or a bare state dict.
-        skip_head: when the number of classes differs, keep the model's fresh classifier: every
-            `nn.Linear` whose checkpoint weight differs only in its output size is skipped.
+            training checkpoints, with their "class_names") or a bare state dict.
+        skip_head: when the classes differ, keep the model's fresh classifier: every `nn.Linear` whose
+            checkpoint weight differs only in its output size is skipped, and, when the checkpoint names
+            its classes and they are not `class_names` (the model's, in label order), every `nn.Linear`
+            with one output per class too: a head of another task's classes of the same count would
+            otherwise start fine-tuning with an arbitrary class mapping.
 
     Returns:
         The skipped keys (empty when the checkpoint's classes match the model's).
 
     Raises:
-        UserError: any other key missing, unexpected or of another shape; the message names the
+        WeightsError: any other key missing, unexpected or of another shape; the message names the
             first few layers and the likely cause.
     """
-    state = read_state_dict(path)
+    state, trained_on = _read_checkpoint(resolve_weights(path))
     own = model.state_dict()
-    head_keys = _classifier_keys(model, state) if skip_head else set()
+    head_keys = set()
+    if skip_head:
+        relabelled = trained_on is not None and class_names is not None and list(trained_on) != list(class_names)
+        head_keys = _classifier_keys(model, state, num_classes=len(class_names) if relabelled else None)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
                   if k in state and k not in head_keys and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise UserError(_describe_mismatch(
+        raise WeightsError(_describe_mismatch(
             f"checkpoint {path} does not fit the {type(model).__name__} model", missing=missing,
             unexpected=unexpected, mismatched=mismatched,
             cause="the checkpoint was trained with another architecture, width or modality; "
@@ -238,29 +250,35 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, skip_head: bool = Tru
 def read_state_dict(path: str | Path, *, network: str | None = None) -> dict[str, Tensor]:
     """Read a state dict (bare, or under "model" in an actionlab checkpoint) from a local file, or
     from torchvision's weights named by `path` (see `resolve_weights`, which takes `network`)."""
-    path = resolve_weights(path, network=network)
+    return _read_checkpoint(resolve_weights(path, network=network))[0]
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], list[str] | None]:
+    """(state dict, the class names an actionlab checkpoint was trained on, else None) of a local file."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
+    names = obj.get("class_names") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise UserError(f"{path} holds no state dict (expected a dict of tensors, or one under 'model')")
-    return obj
+        raise WeightsError(f"{path} holds no state dict (expected a dict of tensors, or one under 'model')")
+    return obj, names
 
 
-def _classifier_keys(model: nn.Module, state: dict[str, Tensor]) -> set[str]:
-    """Keys of the Linear layers whose checkpoint weight differs from the model's only in dim 0.
+def _classifier_keys(model: nn.Module, state: dict[str, Tensor], *, num_classes: int | None = None) -> set[str]:
+    """Keys of the Linear layers whose checkpoint weight differs from the model's only in dim 0, and
+    (`num_classes` given: the checkpoint's classes are others) of those with one output per class.
 
-    That is what a different number of classes changes, and nothing else does: a different width
-    would also change the input size of the following layers.
+    A different number of classes changes dim 0 and nothing else does: a different width would also
+    change the input size of the following layers.
     """
     keys = set()
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
         weight = state.get(f"{name}.weight")
-        if weight is None or weight.shape == module.weight.shape:
+        if weight is None or weight.dim() != 2 or weight.shape[1] != module.in_features:
             continue
-        if weight.dim() == 2 and weight.shape[1] == module.in_features:
+        if weight.shape != module.weight.shape or module.out_features == num_classes:
             keys.update(f"{name}.{p}" for p, _ in module.named_parameters(recurse=False))
     return keys
 

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "rgbdiff": 3, "flow": 2}
@@ -128,7 +128,7 @@ class KarpathyNet(nn.Module):
         return self.classifier(x)
 
 
-@register_model("single_frame", InputContract(tuple(IN_CHANNELS), "clip"))
+@register_model("single_frame")
 def single_frame(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                  pretrained: str | None = None, fusion: str = "single") -> nn.Module:
     """Karpathy et al.'s CNN with time fused as `fusion` says ("single", "early", "late", "slow").

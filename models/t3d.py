@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import scale_channels
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
@@ -161,7 +161,7 @@ class T3D(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-@register_model("t3d", InputContract(MODALITIES, "clip"))
+@register_model("t3d")
 def t3d(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None, block_config: tuple[int, ...] = (6, 12, 24, 16),
         ttl_depths: tuple[tuple[int, ...], ...] = ((1, 3, 6), (1, 3, 4), (1, 3, 4))) -> T3D:

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features
 
 MODALITY_CHANNELS = {"rgb": 3, "flow": 2, "rgbdiff": 3}
@@ -153,8 +153,7 @@ class TSN(nn.Module):
         return self.consensus(scores)  # (B, N)
 
 
-@register_model("tsn", InputContract(tuple(MODALITY_CHANNELS), "segments",
-                                  segments_kw="num_segments", snippet_kw="frames_per_segment"))
+@register_model("tsn")
 def tsn(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
         pretrained: str | None = None, num_segments: int = 3, frames_per_segment: int | None = None,
         backbone: str = "resnet50", consensus: str = "avg", partial_bn: bool = False) -> TSN:

@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features
 
 MODALITIES = ("rgb", "flow", "rgb+flow")
@@ -107,7 +107,7 @@ class TwoStream(nn.Module):
         return self.fuse(scores, [1.0, self.flow_weight])
 
 
-@register_model("two_stream", InputContract(MODALITIES, "segments", snippet_kw="flow_frames"))
+@register_model("two_stream")
 def two_stream(*, num_classes: int, modality: str = "rgb", width: float = 1.0, dropout: float = 0.5,
                pretrained: str | None = None, backbone: str = "resnet18", flow_frames: int = 10,
                fusion: str = "softmax_mean", flow_weight: float = 1.0) -> nn.Module:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from models._api import InputContract, register_model
+from models._api import register_model
 from models.backbones import resnet_features
 
 
@@ -197,7 +197,7 @@ class TwoStreamFusionNet(nn.Module):
         return self.fc(self.dropout(y))
 
 
-@register_model("two_stream_fusion", InputContract(("rgb+flow",), "segments", snippet_kw="flow_frames"))
+@register_model("two_stream_fusion")
 def two_stream_fusion(*, num_classes: int, modality: str = "rgb+flow", width: float = 1.0,
                       dropout: float = 0.5, pretrained: str | None = None, backbone: str = "resnet18",
                       fusion: str = "conv3d_pool3d", fusion_layer: int = 4,

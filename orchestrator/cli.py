@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from orchestrator.errors import UserError
+from orchestrator.errors import user_errors
 
 COMMANDS = ["data", "flow", "train", "sweep", "ablate", "report", "models", "bench", "rehearse", "ui", "server", "schema"]
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except UserError as err:
+    except user_errors() as err:  # evaluated once an error is raised: the model zoo's is known by then
         print(f"actionlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,9 +10,9 @@ command runs once before it launches anything. The frozen object then travels to
 Ray Train workers as it is.
 
 `input_spec` (`orchestrator.inputs`, re-exported here) is where the data section and an
-architecture's declared input (`models.MODEL_INPUTS`) meet: the clip's time layout (K segments x L
-frames; T = K * L), each stream's (C, T, H, W) and the builder's keywords, derived from the checked
-sections' plain values.
+architecture's declared input (`models.contracts.MODEL_INPUTS`, a table that imports no torch) meet:
+the clip's time layout (K segments x L frames; T = K * L), each stream's (C, T, H, W) and the
+builder's keywords, derived from the checked sections' plain values.
 """
 from __future__ import annotations
 
@@ -21,17 +21,17 @@ import math
 import os
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_serializer, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
-from models import MODEL_INPUTS, MODELS
+from models.contracts import MODEL_INPUTS
 from orchestrator.errors import UserError
 from orchestrator.inputs import (CHANNELS, ClipLayout, InputSpec, clip_layout,  # noqa: F401 (re-exported)
                                  example_input, input_spec, model_input_spec, sampler_layout)
-from orchestrator.tracking import hide_password
+from orchestrator.tracking import hide_password, resolve_tracking_uri  # noqa: F401 (re-exported)
 
 # Names the data layer implements (tests/test_config.py checks them against its registries).
 Dataset = Literal["ucf101", "hmdb51", "kinetics", "csv"]  # orchestrator.data.annotations.DATASETS
@@ -39,36 +39,17 @@ Sampler = Literal["tsn", "dense"]  # orchestrator.data.sampling.SAMPLERS
 FlowMethod = Literal["farneback", "tvl1", "raft"]  # orchestrator.data.flow.FLOW_METHODS
 FlowFormat = Literal["jpg", "png", "npy"]  # orchestrator.data.flow.FLOW_FORMATS
 Modality = Literal["rgb", "flow", "rgbdiff", "rgb+flow"]
-Architecture = Literal[tuple(sorted(MODELS))]  # the registry's names (models/_api.py)
-FusionMode = Literal["softmax", "logits"]  # models.late_fusion.FUSION_MODES
+Architecture = Literal[tuple(sorted(MODEL_INPUTS))]  # the architectures' names (models/contracts.py)
+FusionMode = Literal["softmax", "logits"]  # orchestrator.late_fusion.FUSION_MODES
 
 MLFLOW_RUN_PREFIX = "mlflow:"  # init_checkpoint: the final weights of an earlier run
 VARIANT_PREFIX = "variant:"  # in a study: fine-tune from another variant's run (same dataset and seed)
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a SQLite store in the working directory
 
 
 def _absolute(path: str | None) -> str | None:
     """Relative paths are relative to the directory the command runs in; they are made absolute at
     parse time, because Ray workers and trial drivers run in other directories."""
     return os.path.abspath(os.path.expanduser(path)) if path else path
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The tracking URI with local paths made absolute (None: DEFAULT_TRACKING_URI).
-
-    Ray actors and Tune trials run in other working directories, so a relative
-    `sqlite:///mlflow.db` would silently open a different store in each of them. Server URLs
-    (`http://...`, `databricks`) pass through.
-    """
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///"):]
-        return uri if db.startswith("/") else f"sqlite:///{_absolute(db)}"
-    if uri.startswith("file:"):
-        return "file://" + _absolute(uri[len("file:"):].removeprefix("//"))
-    if "://" not in uri and not uri.startswith("databricks"):  # a plain folder is MLflow's file store
-        return "file://" + _absolute(uri)
-    return uri
 
 
 def _weights(spec: str | None) -> str | None:  # `imagenet` and torchvision weights names stay names
@@ -110,7 +91,8 @@ class ValSplit(_Section):
     # auto: ucf101 by group (a group's clips share actors and background: splitting one leaks),
     # hmdb51 by source video (its clips cut from one video share it: val_split.hmdb_source), csv by its
     # `group` column when it has one (else by video), kinetics its own val
-    # list (the test list is then its labelled test rows); list: kinetics only
+    # list (the test list is then its labelled test rows); list: kinetics only. Kinetics by group carves
+    # whole YouTube videos (clips of one video share its footage)
     by: Literal["auto", "group", "video", "list"] = "auto"
     seed: Seed = 0  # which groups / videos; fixed across a study's seeds, so every variant sees the same lists
 
@@ -191,9 +173,14 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    # at most 10,000: the shipped recipes train 8 to 1430 (two-stream on HMDB-51, whose epochs are short);
-    # more is a typo (1.0e+15 passes as a whole number) that would train for ever
-    epochs: Annotated[int, Field(gt=0, le=10_000)] = 10
+    # The schedule's length, one of two ways. epochs: passes over the training list; at most 10,000 (the
+    # shipped recipes train 8 to 1430; more is a typo: 1.0e+15 passes as a whole number). iterations:
+    # optimiser steps of optim.batch_size x the max workers clips, as the papers give their schedules (TSN:
+    # 4,500 RGB / 20,000 flow steps of 256); the epochs are then derived at run time from the list the run
+    # trains on (after data.val's carve: epochs from the whole list would run ~80 % of the steps), the last
+    # one stopping at the last step (training/elastic.schedule), and the warm-up and cosine span the steps
+    epochs: Annotated[int, Field(gt=0, le=10_000)] | None = 10
+    iterations: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
     batch_size: Positive = 8  # per training worker
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)  # for the whole batch (batch_size x workers); not rescaled silently
@@ -215,6 +202,19 @@ class OptimConfig(_Section):
     # the weights the test list scores, once, after the last epoch: the last epoch's, or those of the
     # epoch with the best val/video_top1 (a validation pass every eval_every epochs)
     keep: Literal["last", "best_val"] = "last"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_length(cls, value: Any) -> Any:
+        """optim.iterations replaces optim.epochs (whose default would otherwise stand beside it)."""
+        if isinstance(value, dict) and value.get("iterations") is not None:
+            if value.get("epochs") is not None:
+                raise ValueError("optim.epochs and optim.iterations both given: the schedule is one of them; "
+                                 "remove one")
+            value = {**value, "epochs": None}
+        elif isinstance(value, dict) and "epochs" in value and value["epochs"] is None:
+            raise ValueError("optim.epochs: null needs optim.iterations; give one of them")
+        return value
 
 
 def _workers(value: Any) -> Any:
@@ -414,8 +414,9 @@ class ExperimentConfig(_Section):
         if d.val and d.val.by == "list" and d.dataset != "kinetics":
             raise ValueError(f"data.val.by 'list': only kinetics has an official val list; {d.dataset} carves one "
                              "from its training list (by: auto)")
-        if d.val and d.val.by == "group" and d.dataset == "kinetics":
-            raise ValueError(f"data.val.by 'group': {d.dataset} lists no groups; use by: video (or auto)")
+        if self.sweep and self.sweep.scheduler == "asha" and self.optim.iterations:
+            raise ValueError("sweep.scheduler 'asha' stops trials at epoch rungs up to optim.epochs, which "
+                             "optim.iterations leaves to run time: give optim.epochs, or use scheduler 'fifo'")
         if self.optim.keep == "best_val" and not d.val:
             raise ValueError("optim.keep 'best_val' needs data.val (selecting on the test list would report a "
                              "tuned test score); set data.val or keep: last")
@@ -523,38 +524,10 @@ def _validate(raw: dict, where: str) -> ExperimentConfig:
 
 
 def parse_experiment(raw: dict, *, source: str = "") -> ExperimentConfig:
-    """Build and check an ExperimentConfig from the experiment file's dict: its sections, every
-    study variant and every sweep grid value (each as a whole config). No I/O."""
-    where = source or "config"
-    cfg = _validate({**raw, "source": source}, where)
-    if cfg.study:
-        variants = expand_study(cfg)  # each variant checked as a whole config
-        for fusion_name, fusion in cfg.study.late_fusion.items():
-            if "auto" in (fusion.weight, fusion.resolved_mode):
-                streams = [v for v in variants.values() if v.variant in fusion.streams]
-                if off := [v.variant for v in streams if not v.config.data.val]:
-                    raise UserError(f"{where}: study.late_fusion.{fusion_name}: weight/mode auto is chosen on the "
-                                    f"streams' val scores, but variant '{off[0]}' has data.val: null; give a fixed "
-                                    "weight and mode, or keep data.val")
-        sources = sorted({v.variant for v in variants.values() if not source_variant(v.config)})
-        for label, v in variants.items():
-            wanted = source_variant(v.config)
-            if wanted is not None and wanted not in sources:
-                raise UserError(f"{where}: study variant '{label}': model.init_checkpoint: {VARIANT_PREFIX}{wanted}: "
-                                "inside a study, name a variant trained from scratch "
-                                f"({', '.join(sources) or 'none'}); outside one, give a model.pt path or mlflow:<run_id>")
-    elif source_variant(cfg) is not None:
-        raise UserError(f"{where}: model.init_checkpoint: {cfg.model.init_checkpoint} names a study variant, but "
-                        "this experiment has no study; give a model.pt path or mlflow:<run_id>")
-    for dotted, value in sweep_points(cfg):  # every grid value must make a valid config
-        with_overrides(cfg, {dotted: value}, where=f"{where}: sweep.parameters.{dotted}={quote(value)}")
-    return cfg
-
-
-def source_variant(cfg: ExperimentConfig) -> str | None:
-    """The study variant `model.init_checkpoint` fine-tunes from ("variant:<name>"), if it names one."""
-    spec = cfg.model.init_checkpoint or ""
-    return spec[len(VARIANT_PREFIX):] if spec.startswith(VARIANT_PREFIX) else None
+    """Build and check an ExperimentConfig from the experiment file's dict, section by section. No I/O.
+    The runs it launches (each study variant and sweep value as a whole config) are built and
+    checked once, by `orchestrator.plan.plan`."""
+    return _validate({**raw, "source": source}, source or "config")
 
 
 def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
@@ -586,34 +559,15 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: dict, *, where: str = "") -> ExperimentConfig:
-    """A checked copy of `cfg` with dotted-field overrides applied (e.g. {'model.modality': 'flow'})."""
-    raw = _merge(cfg.model_dump(exclude={"source"}), _split_dotted(overrides))
+    """A checked copy of `cfg` with dotted-field overrides applied (e.g. {'model.modality': 'flow'}).
+    A schedule length given alone (optim.epochs or optim.iterations) replaces the base's other one."""
+    nested = _split_dotted(overrides)
+    raw = _merge(cfg.model_dump(exclude={"source"}), nested)
+    given = nested.get("optim") if isinstance(nested.get("optim"), dict) else {}
+    for length, other in (("epochs", "iterations"), ("iterations", "epochs")):
+        if given.get(length) is not None and other not in given:
+            raw["optim"][other] = None
     return _validate({**raw, "source": cfg.source}, where or cfg.source or "config")
-
-
-class Variant(NamedTuple):
-    """One trained run of a study: a variant on one of its data sets with one seed."""
-    variant: str  # study.variants key
-    dataset: str  # study.datasets key ("" = the data section)
-    seed: int
-    config: ExperimentConfig  # the base with the variant's overrides; no sweep or study of its own
-
-
-def expand_study(cfg: ExperimentConfig) -> dict[str, Variant]:
-    """Trained runs of a study as {label: Variant}: variant x dataset x seed (label parts joined by '/')."""
-    if not cfg.study:
-        return {}
-    base = cfg.model_copy(update={"sweep": None, "study": None})  # a trial is one run; the parent has the rest
-    out = {}
-    for vname, voverrides in cfg.study.variants.items():
-        for dname, doverrides in (cfg.study.datasets or {"": {}}).items():
-            for seed in cfg.study.seeds:
-                label = "/".join(p for p in (vname, dname, f"seed{seed}") if p)
-                overrides = {**{k if k.startswith("data.") else f"data.{k}": v for k, v in doverrides.items()},
-                             **voverrides, "seed": seed}
-                where = f"{cfg.source or 'config'}: study variant '{label}'"
-                out[label] = Variant(vname, dname, seed, with_overrides(base, overrides, where=where))
-    return out
 
 
 def json_schema() -> dict:

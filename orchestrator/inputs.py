@@ -4,11 +4,12 @@
 attributes, so that the training loop imports no pydantic); `actionlab bench gpu` calls it with a
 paper's setting, on machines without pydantic. Both get the
 time layout (K segments x L frames; T = K * L), each stream's (C, T, H, W) and the builder's
-keywords from the architecture's declared input (`models.MODEL_INPUTS`), never from a copy.
+keywords from the architecture's declared input (`models.contracts.MODEL_INPUTS`: a table that imports
+no torch, so importing this module costs none), never from a copy.
 """
 from typing import NamedTuple
 
-from models import MODEL_INPUTS
+from models.contracts import MODEL_INPUTS
 
 
 class ClipLayout(NamedTuple):
@@ -64,7 +65,7 @@ def clip_layout(data) -> ClipLayout:
 
 def input_spec(cfg) -> InputSpec:
     """Per stream (C, T, H, W) and the builder's keywords of an `orchestrator.config.ExperimentConfig`,
-    from its data section and the architecture's declared input (`models.MODEL_INPUTS`)."""
+    from its data section and the architecture's declared input (`models.contracts.MODEL_INPUTS`)."""
     d, m = cfg.data, cfg.model
     return model_input_spec(m.architecture, modality=m.modality, layout=clip_layout(d), crop_size=d.crop_size,
                             width=m.width, dropout=m.dropout, pretrained=m.pretrained, options=m.options)

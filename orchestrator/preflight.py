@@ -2,9 +2,9 @@
 
     load_experiment(path)  ->  ExperimentConfig (orchestrator.config: parsed and checked, no I/O),
                                from YAML read by `read_yaml` (duplicate keys and anchor bombs refused)
-    preflight(cfg)         ->  data paths, pretrained weights, init checkpoints (files or MLflow
-                               runs), the synthetic spec, and a meta-device forward of every model
-                               the command will train, fed the input `config.input_spec` derives
+    preflight(plan)        ->  for every run of the plan (orchestrator/plan.py): data paths, pretrained
+                               weights, init checkpoints (files or MLflow runs), the synthetic spec,
+                               and a meta-device forward of its model, fed the run's planned input
 
 Commands run both on the driver before anything is launched; trials and workers receive the
 frozen config and check nothing again.
@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config import (ExperimentConfig, example_input, expand_study, input_spec, parse_experiment, quote,
-                                 source_variant, sweep_points, with_overrides)
+from orchestrator.config import ExperimentConfig, example_input, parse_experiment, quote
 from orchestrator.errors import UserError
+from orchestrator.inputs import InputSpec
+from orchestrator.plan import Plan, source_variant
 from orchestrator.training.results import init_weights
 
 
@@ -122,35 +123,23 @@ def _count_values(node: yaml.Node, dotted: str, where: str, counted: dict[int, i
     return total
 
 
-def launch_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    """{label: config} of every run the command will start: a study's variants, a sweep's listed
-    values (ranges at their low end), or the experiment itself."""
-    if cfg.study:
-        return {f"study variant '{label}'": v.config for label, v in expand_study(cfg).items()}
-    if cfg.sweep:
-        base = cfg.model_copy(update={"sweep": None})
-        return {f"sweep.parameters.{k}={v!r}": with_overrides(base, {k: v}) for k, v in sweep_points(cfg)}
-    return {"": cfg}
+def preflight(plan: Plan) -> Plan:
+    """Check every run the plan will launch against files, MLflow and the model zoo.
 
-
-def preflight(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    """Check every run the command will launch against files, MLflow and the model zoo.
-
-    Returns `launch_configs(cfg)`. Raises UserError naming the file, the run, the field and the fix.
+    Returns the plan. Raises UserError naming the file, the run, the field and the fix.
     """
-    configs = launch_configs(cfg)
-    for label, run_cfg in configs.items():
-        where = f"{cfg.source or 'config'}: {label}".rstrip(": ")
+    for run in plan.runs.values():
+        where = f"{plan.config.source or 'config'}: {run.where}".rstrip(": ")
         try:
-            _check_files(run_cfg)
-            check_model(run_cfg)
-            _check_splits(run_cfg)
+            _check_files(run.config, run.inputs)
+            check_model(run.config, run.inputs)
+            _check_splits(run.config)
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
-    return configs
+    return plan
 
 
-def _check_files(cfg: ExperimentConfig) -> None:
+def _check_files(cfg: ExperimentConfig, spec: InputSpec) -> None:
     from orchestrator.data.synth import spec_from_options
 
     d, m = cfg.data, cfg.model
@@ -167,11 +156,12 @@ def _check_files(cfg: ExperimentConfig) -> None:
         import torch
 
         from models import build_model
+        from models.pretrained import WeightsError
 
         try:
             with torch.device("cpu"):
-                build_model(m.architecture, num_classes=2, **input_spec(cfg).builder_kwargs)
-        except UserError as err:
+                build_model(m.architecture, num_classes=2, **spec.builder_kwargs)
+        except WeightsError as err:
             raise UserError(f"model.pretrained: {err}") from None
     if m.init_checkpoint and source_variant(cfg) is None:  # a study's source variant is trained first
         try:
@@ -180,15 +170,14 @@ def _check_files(cfg: ExperimentConfig) -> None:
             raise UserError(f"model.init_checkpoint: {err}") from None
 
 
-def check_model(cfg: ExperimentConfig) -> None:
+def check_model(cfg: ExperimentConfig, spec: InputSpec) -> None:
     """Build the model on the meta device (no memory, no time) and feed it the clip the sampler and
-    crop will make: a wrong option or clip length fails here, not on a worker."""
+    crop will make (`spec`, the run's planned input): a wrong option or clip length fails here, not on a worker."""
     import torch
 
     from models import build_model
 
     m = cfg.model
-    spec = input_spec(cfg)
     kwargs = {**spec.builder_kwargs, "pretrained": None}  # weights were loaded above; meta holds none
     try:  # batch 2, in training mode: BatchNorm refuses one value per channel, and training never feeds
         # it one (the loader drops a last batch of one clip)

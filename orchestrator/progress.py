@@ -42,7 +42,7 @@ ENDED = ("done", "stopped", "FAILED")
 class Row:
     """One run as the screen shows it; times are `time.monotonic()` seconds."""
     name: str
-    epochs: int  # the run's optim.epochs
+    epochs: int | None  # the run's optim.epochs; with optim.iterations, None until its first report says
     status: str = "pending"  # pending, running, then one of ENDED
     done: int = 0  # epochs finished
     train_loss: float | None = None
@@ -55,7 +55,7 @@ class Row:
     def eta_s(self, now: float) -> float | None:
         """Seconds left at the pace of the epochs seen so far (after the first, which also paid for
         start-up, as soon as there are two); None before the first epoch or once ended."""
-        if self.status != "running" or self.last_report is None or self.started is None:
+        if self.status != "running" or self.last_report is None or self.started is None or not self.epochs:
             return None
         # one epoch seen in this attempt: it took from the start (a resumed run starts mid-way)
         t0, done0 = self.first_report if self.done > self.first_report[1] else (self.started, self.done - 1)
@@ -74,7 +74,7 @@ def duration(seconds: float | None) -> str:
 def format_row(row: Row, now: float, name_width: int) -> str:
     """One line of the table (see the module docstring)."""
     end = row.ended if row.ended is not None else now
-    cells = (f"{row.done}/{row.epochs}" if row.status != "pending" else "-",
+    cells = (f"{row.done}/{row.epochs or '?'}" if row.status != "pending" else "-",
              f"{row.train_loss:.4f}" if row.train_loss is not None else "-",
              f"{100 * row.val_top1:.1f}%" if row.val_top1 is not None else "-",
              duration(end - row.started if row.started is not None else None), duration(row.eta_s(now)))
@@ -153,6 +153,7 @@ class Rows:
             if name not in self.rows or self.rows[name].status != "running":
                 self.start(name, epochs)
             row, now = self.rows[name], self.clock()
+            row.epochs = epochs or row.epochs
             if epoch + 1 == row.done:  # the same epoch again (the trial's final report)
                 return
             row.done, row.last_report = epoch + 1, now
@@ -379,9 +380,9 @@ def tune_callback(describe: Callable[[dict], tuple[str, int]]):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             rows, name, epochs = self._rows(trial)
-            if rows and "epoch" in result:
-                rows.report(name, epochs, epoch=int(result["epoch"]), train_loss=result.get("train/loss"),
-                            val_top1=result.get("val/video_top1"))
+            if rows and "epoch" in result:  # the run's epochs as it resolved them (optim.iterations)
+                rows.report(name, result.get("train/epochs", epochs), epoch=int(result["epoch"]),
+                            train_loss=result.get("train/loss"), val_top1=result.get("val/video_top1"))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             rows, name, epochs = self._rows(trial)
@@ -428,7 +429,7 @@ def train_rows(rows: Rows, name: str, epochs: int):
 
         def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
             if metrics:
-                self.queue.put({k: metrics[0].get(k) for k in ("epoch", "train/loss", "val/video_top1")})
+                self.queue.put({k: metrics[0].get(k) for k in ("epoch", "train/epochs", "train/loss", "val/video_top1")})
 
     def read(stop: threading.Event) -> None:
         while not (stop.is_set() and queue.empty()):
@@ -436,7 +437,8 @@ def train_rows(rows: Rows, name: str, epochs: int):
                 m = queue.get(timeout=0.5)
             except Empty:
                 continue
-            rows.report(name, epochs, epoch=int(m["epoch"]), train_loss=m["train/loss"], val_top1=m["val/video_top1"])
+            rows.report(name, m["train/epochs"] or epochs, epoch=int(m["epoch"]), train_loss=m["train/loss"],
+                        val_top1=m["val/video_top1"])
 
     rows.start(name, epochs)
     stop = threading.Event()

@@ -100,19 +100,17 @@ def plan_rehearsal(cfg, *, workers: int, steps: int, width: float, out: Path,
                    variants: list[str] | None) -> tuple[list[Run], list[Change]]:
     """Each run's rehearsed config, checked by the real preflight, and the changes made (one list:
     a change is the same for every run, with the recipe's value of the first run that has one)."""
-    from orchestrator.config import expand_study, with_overrides
+    from orchestrator.config import input_spec, with_overrides
     from orchestrator.data.layouts import LAYOUT_PATHS, LAYOUTS
+    from orchestrator.plan import plan
     from orchestrator.preflight import check_model
 
     d = cfg.data
     if d.dataset not in LAYOUTS:
         raise UserError(f"{cfg.source}: data.dataset {d.dataset!r}: rehearse writes {', '.join(LAYOUTS)} layouts")
-    if cfg.study:
-        study = expand_study(cfg)
-        first = next(iter(study.values()))
-        picked = {v.variant: v.config for v in study.values() if v.dataset == first.dataset and v.seed == first.seed}
-    else:
-        picked = {cfg.name: cfg}
+    planned = plan(cfg, kind="study" if cfg.study else "train").runs.values()  # what `ablate` / `train` would run
+    first = next(iter(planned))
+    picked = {r.variant or r.label: r.config for r in planned if r.dataset == first.dataset and r.seed == first.seed}
     if variants:
         if unknown := [v for v in variants if v not in picked]:
             raise UserError(f"--variant {unknown[0]}: {cfg.source} has {', '.join(picked)}")
@@ -137,7 +135,7 @@ def plan_rehearsal(cfg, *, workers: int, steps: int, width: float, out: Path,
     for label, recipe_cfg in picked.items():
         rehearsed = with_overrides(recipe_cfg, {field: value for field, (value, _) in fixed.items()},
                                    where=f"{cfg.source}: rehearsal of {label}")
-        check_model(rehearsed)  # before any data is written
+        check_model(rehearsed, input_spec(rehearsed))  # before any data is written
         for field, (value, why) in fixed.items():
             if (before := _get(recipe_cfg, field)) != value and field not in changes:
                 changes[field] = Change(field, before, value, why)
@@ -227,9 +225,10 @@ def rehearse_run(run: Run, out: Path, *, workers: int) -> list[Row]:
     """Spawn `workers` gloo ranks of the training loop; sample the run's host memory meanwhile."""
     import torch.multiprocessing as mp
 
+    from orchestrator.plan import plan
     from orchestrator.preflight import preflight
 
-    preflight(run.config)
+    preflight(plan(run.config, kind="train"))
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     monitor = _MemoryMonitor()
@@ -323,13 +322,13 @@ def _rank_main(rank: int, world: int, port: int, label: str, cfg, out: Path, eve
         with phase("resume", lambda: "fresh worker, load_state"):
             w = setup()
             loop.load_state(w, state)
-        last = cfg.optim.epochs - 1
+        last = w.schedule.epochs - 1  # optim.epochs, or derived from optim.iterations and this list
         with phase("last epoch", lambda: f"epoch {last}: val + test at {loop.views_per_test_video(cfg)} views per "
                                          f"video, {loop.eval_videos_per_batch(cfg)} video(s) per loader batch, "
                                          f"{cfg.optim.eval_batch_size} views per forward pass"):
             metrics, result = loop.run_epoch(w, last)
             history.append(metrics)
-        from orchestrator.training.results import run_output_dir
+        from orchestrator.runs import run_output_dir
 
         with phase("outputs", lambda: f"test top-1 {100 * metrics.get('test/video_top1', float('nan')):.1f} % "
                                       "(random data)"):
@@ -440,7 +439,8 @@ def predict_step_bytes(cfg, *, num_classes: int) -> int:
 
 def fuse(cfg, runs: list[Run], out: Path) -> list[Row]:
     """The recipe's late fusions whose two streams were rehearsed, from their run outputs."""
-    from orchestrator.training.results import fuse_run_outputs, run_output_dir
+    from orchestrator.late_fusion import fuse_run_outputs
+    from orchestrator.runs import run_output_dir
 
     rows = []
     by_label = {r.label: r for r in runs}

@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from orchestrator.errors import UserError
+from orchestrator.runs import SCORES_FILE, VideoScores, load_scores, run_output_dir
 from orchestrator.stats import BOOTSTRAP_RESAMPLES, holm, mean_ci, paired_bootstrap_diff, t_975, widen, wilson_ci
 
 PARENT_KINDS = ("study", "sweep")  # runs whose children form a table
@@ -45,6 +46,7 @@ class ResultRow(NamedTuple):
     selection: str = "val"  # what it selected on (tag actionlab.selection): val, or test (no data.val)
     rule: str = ""  # a late fusion's rule, e.g. "0.45 softmax (val)"
     n_videos: int = 0  # test videos scored (its MLflow test dataset input); 0: not logged
+    source: str = ""  # the study variant it was fine-tuned from (tag actionlab.source_variant); '' from scratch
 
 
 class SummaryRow(NamedTuple):
@@ -66,6 +68,7 @@ class SummaryRow(NamedTuple):
     # NaN when n == 1 (the seeds' spread is unknown) or n_videos is 0
     top1_test_low: float = math.nan
     top1_test_high: float = math.nan
+    source: str = ""  # the study variant its runs were fine-tuned from ('' from scratch)
 
 
 class Comparison(NamedTuple):
@@ -118,17 +121,17 @@ def summarize(results: list[ResultRow]) -> list[SummaryRow]:
         summary.append(SummaryRow(variant, dataset, len(rows), top1.mean, top1.std, top5.mean, top5.std,
                                   top1.low, top1.high, top5.low, top5.high,
                                   any(r.selection == "test" for r in rows), tuple(r.rule for r in rows if r.rule),
-                                  n_videos, test_low, test_high))
+                                  n_videos, test_low, test_high, rows[0].source))
     return summary
 
 
-def _correct(scores) -> dict[str, bool]:
-    """{video id: top-1 right} of one run's `models.late_fusion.VideoScores`."""
+def _correct(scores: VideoScores) -> dict[str, bool]:
+    """{video id: top-1 right} of one run's per-video scores."""
     right = np.asarray(scores.scores).argmax(axis=1) == np.asarray(scores.labels)
     return dict(zip(np.asarray(scores.video_ids).tolist(), right.tolist()))
 
 
-def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], object | None], *,
+def compare_runs(results: list[ResultRow], pairs, scores_of: Callable[[str], VideoScores | None], *,
                  resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[list[Comparison], list[str]]:
     """Each pair's top-1 difference per data set, with its 95% CI and p (`stats.paired_bootstrap_diff`),
     and Holm's p over all the comparisons returned: they are one family of claims.
@@ -308,6 +311,12 @@ def to_markdown(rows: list[SummaryRow], *, title: str, comparisons: list[Compari
             where = f" ({r.dataset})" if len(datasets) > 1 else ""
             lines.append(f"- {r.variant}{where} fusion rule (weight of the first stream, mode), per seed: "
                          + "; ".join(r.rules))
+    for r in rows:  # a source that did not learn its own task transfers nothing: its accuracy goes beside
+        if r.source:
+            where = f" ({r.dataset})" if len(datasets) > 1 else ""
+            scored = "; ".join(f"{_cell(s.top1_mean, s.top1_std, s.n)} % on {s.dataset}"
+                               for s in rows if s.variant == r.source) or "not in this table"
+            lines.append(f"- {r.variant}{where} is fine-tuned from {r.source}, whose own runs scored {scored}")
     lines += [f"- paper, {variant}: {figure.top1:.1f}% {_METRIC_NAMES[figure.metric]} ({figure.source})"
               for variant, figure in expected.items()]
     if any(figure.metric != "test/video_top1" for figure in expected.values()):
@@ -338,7 +347,8 @@ def _result_row(run) -> ResultRow | None:
     return ResultRow(study=tags.get("actionlab.study", ""), variant=tags["actionlab.variant"],
                      dataset=tags["actionlab.dataset"], seed=int(tags["actionlab.seed"]),
                      top1=metrics[TOP1], top5=metrics.get(TOP5, float("nan")), run_id=run.info.run_id,
-                     selection=tags.get("actionlab.selection", "test"), rule=rule, n_videos=_test_videos(run))
+                     selection=tags.get("actionlab.selection", "test"), rule=rule, n_videos=_test_videos(run),
+                     source=tags.get("actionlab.source_variant", ""))
 
 
 def _test_videos(run) -> int:
@@ -389,12 +399,9 @@ def results_from_mlflow(tracking_uri: str, experiment: str, *, parent_run_id: st
 
 
 def scores_reader(storage_path: str | Path, tracking_uri: str | None = None,
-                  cache_dir: Path | None = None) -> Callable[[str], object | None]:
-    """run id -> its per-video VideoScores: the run's own file (training.results.run_output_dir), else
+                  cache_dir: Path | None = None) -> Callable[[str], VideoScores | None]:
+    """run id -> its per-video VideoScores: the run's own file (runs.run_output_dir), else
     (with tracking_uri and cache_dir) its logged scores.npz artifact; None when neither exists."""
-    from models.late_fusion import load_scores
-    from orchestrator.training.results import SCORES_FILE, run_output_dir
-
     def read(run_id: str):
         local = run_output_dir(storage_path, run_id) / SCORES_FILE
         if local.is_file():

@@ -143,9 +143,9 @@ def paired_bootstrap_diff(correct_a, correct_b, *, resamples: int = BOOTSTRAP_RE
     d[s, n] = a right - b right on video n with seed s. Its mean D has two sources of error:
     - the test videos: a paired percentile bootstrap over them, of the seed-averaged d[:, n] (a and b
       are judged on the same draw, so what both find hard, or easy, cancels). That also carries the
-      seed x video interaction, which the seeds' part below already holds: the bootstrap's half-widths
+      seed x video interaction, which the seeds' part below also holds: the bootstrap's half-widths
       are shrunk by the share of that interaction in its variance (two-way ANOVA residual mean square),
-      so it is not counted twice;
+      as far as the seeds' part carries it, so it is not counted twice;
     - the seeds: Student's t with S - 1 degrees of freedom over the per-seed differences d[s, :].mean().
     The interval adds the two half-widths in quadrature on each side (`widen`). p is found by bisection:
     the level at which the same construction, at (1 - p), first excludes 0.
@@ -176,7 +176,11 @@ def paired_bootstrap_diff(correct_a, correct_b, *, resamples: int = BOOTSTRAP_RE
     if video_var > 0:
         residual = d - per_seed[:, None] - per_video[None, :] + diff  # (S, N) seed x video interaction
         interaction = float((residual ** 2).sum()) / ((n_seeds - 1) * (n_videos - 1))
-        shrink = math.sqrt(max(0.0, 1 - interaction / (n_seeds * video_var)))
+        # the bootstrap gives up only the interaction variance the seeds' term carries: with few seeds
+        # their spread may come out smaller than the interaction alone implies (two seeds that gained the
+        # same number of videos, on different videos, have none), and the interval would then hold neither
+        carried = min(interaction / (n_seeds * n_videos), se_seeds ** 2)
+        shrink = math.sqrt(max(0.0, 1 - carried / (video_var / n_videos)))
 
     def interval(alpha: float) -> tuple[float, float]:
         low, high = _sorted_quantile(draws, alpha / 2), _sorted_quantile(draws, 1 - alpha / 2)

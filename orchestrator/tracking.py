@@ -61,6 +61,28 @@ _URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@(?=[^@/\s
 _QUERY_SECRET = re.compile(r"([?&;](?:password|passwd|pwd|token|access_token|secret|api_key)=)[^&#\s]*", re.I)
 
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a SQLite store in the working directory
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The tracking URI with local paths made absolute (None: DEFAULT_TRACKING_URI).
+
+    Ray actors and Tune trials run in other working directories, so a relative
+    `sqlite:///mlflow.db` would silently open a different store in each of them. Server URLs
+    (`http://...`, `databricks`) pass through.
+    """
+    uri = uri or DEFAULT_TRACKING_URI
+    absolute = lambda path: os.path.abspath(os.path.expanduser(path))  # noqa: E731 (where the command runs)
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///"):]
+        return uri if db.startswith("/") else f"sqlite:///{absolute(db)}"
+    if uri.startswith("file:"):
+        return "file://" + absolute(uri[len("file:"):].removeprefix("//"))
+    if "://" not in uri and not uri.startswith("databricks"):  # a plain folder is MLflow's file store
+        return "file://" + absolute(uri)
+    return uri
+
+
 def hide_password(text: str) -> str:
     """`text` with every URI's password (`scheme://user:***@host`) and secret query value
     (`?password=***`) masked: for params, tags, artifacts and messages, which anyone who can read
@@ -515,8 +537,6 @@ def ui_link(tracking_uri: str, experiment: str, *, ui_url: str | None = None) ->
 
 def ui_line(tracking_uri: str, experiment: str) -> str:
     """One line for the end of a command: where to see its runs."""
-    from orchestrator.config import resolve_tracking_uri
-
     link = ui_link(tracking_uri, experiment)
     if tracking_uri.startswith(("http://", "https://")):
         return hide_password(f"MLflow UI: {link}")

@@ -205,13 +205,15 @@ def test_kinetics_subsets_share_the_train_class_indices(kinetics):
     assert train.class_names == ["abseiling", "air drumming", "zumba"]
     assert train.problems == []
     assert train.records == [
-        VideoRecord(root / "train/zumba" / _clip("zzz", 5, 15), 2, "train/zumba/zzz_000005_000015"),
-        VideoRecord(root / "train/abseiling" / _clip("aaa", 14, 24), 0, "train/abseiling/aaa_000014_000024"),
-        VideoRecord(root / "train/air_drumming" / _clip("bbb", 0, 10), 1, "train/air_drumming/bbb_000000_000010"),
+        # a clip's group is its YouTube video
+        VideoRecord(root / "train/zumba" / _clip("zzz", 5, 15), 2, "train/zumba/zzz_000005_000015", "zzz"),
+        VideoRecord(root / "train/abseiling" / _clip("aaa", 14, 24), 0, "train/abseiling/aaa_000014_000024", "aaa"),
+        VideoRecord(root / "train/air_drumming" / _clip("bbb", 0, 10), 1, "train/air_drumming/bbb_000000_000010",
+                    "bbb"),
     ]
     val = read_split("kinetics", root=root, annotations=csv_file, subset="val", split=3)  # split number ignored
     assert val.class_names == train.class_names
-    assert val.records == [VideoRecord(root / "val" / _clip("ccc", 30, 40), 1, "val/ccc_000030_000040")]
+    assert val.records == [VideoRecord(root / "val" / _clip("ccc", 30, 40), 1, "val/ccc_000030_000040", "ccc")]
     assert [(p.path, p.reason) for p in val.problems] == [
         (root / "val/abseiling" / _clip("missing", 0, 10),
          f"video file not found (listed in kinetics.csv line 6; also looked in {root / 'val'} and {root})"),
@@ -220,7 +222,7 @@ def test_kinetics_subsets_share_the_train_class_indices(kinetics):
         (csv_file, "line 9: time_start/time_end must be whole seconds, got 'ten', '20'"),
     ]
     test = read_split("kinetics", root=root, annotations=csv_file, subset="test")
-    assert test.records == [VideoRecord(root / _clip("ddd", 1, 11), -1, "ddd_000001_000011")]
+    assert test.records == [VideoRecord(root / _clip("ddd", 1, 11), -1, "ddd_000001_000011", "ddd")]
     assert test.problems == []
 
 
@@ -232,7 +234,7 @@ def test_kinetics_reads_a_folder_of_official_csvs(kinetics, tmp_path):
     _write(folder / "test.csv", ["youtube_id,time_start,time_end,split", "ddd,1,11,test"])  # no label column
     val = read_split("kinetics", root=root, annotations=folder, subset="val")
     assert val.class_names == ["abseiling", "air drumming"]
-    assert val.records == [VideoRecord(root / "val" / _clip("ccc", 30, 40), 1, "val/ccc_000030_000040")]
+    assert val.records == [VideoRecord(root / "val" / _clip("ccc", 30, 40), 1, "val/ccc_000030_000040", "ccc")]
     test = read_split("kinetics", root=root, annotations=folder, subset="test")
     assert [(r.label, r.video_id) for r in test.records] == [(-1, "ddd_000001_000011")]
 

@@ -11,6 +11,7 @@ import yaml
 from orchestrator import preflight as preflight_module
 from orchestrator.cli import main
 from orchestrator.errors import UserError
+from orchestrator.plan import plan
 
 # A password with every character that cuts a URI short: `/` (path), `@` (host), `:` (port).
 PASSWORD = "p/ss@w:rd"
@@ -114,7 +115,7 @@ def test_an_inf_width_no_longer_reaches_the_model(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text(f"model: {{width: .inf}}\ndata: {{synth: true, root: {tmp_path / 'UCF101'}}}\n")
     with pytest.raises(UserError, match=r"model\.width: must be a finite number, got inf"):
-        preflight_module.preflight(preflight_module.load_experiment(path))
+        preflight_module.preflight(plan(preflight_module.load_experiment(path)))
 
 
 def test_shipped_experiments_have_no_duplicate_keys_and_stay_under_the_limits():

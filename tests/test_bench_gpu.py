@@ -1,9 +1,13 @@
 """`actionlab bench gpu`: its sections run as a user runs them (child processes, each killed at its
-budget, rows streamed to $OUT as they finish), on CPU with the GPU machine's missing packages made
-unimportable, and the pieces that make it correct on a GPU without one (batch probe, budgets, guarded
-rows, shapes and FLOPs from the contracts, the pydantic wheels)."""
+budget, rows streamed to $OUT as they finish), on CPU with the GPU machine's missing packages absent
+(pydantic brought as wheels, as there), every trained row going through the training loop's own
+step, and the pieces that make it correct on a GPU without one (batch probe, budgets, guarded rows,
+shapes and FLOPs from the contracts, the pydantic wheels)."""
+import importlib.metadata
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,41 +18,66 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from orchestrator import bench_gpu
-from orchestrator.bench_gpu import (CASES, FULL, SECTION_NAMES, SMOKE, BenchRow, SectionNotRun, case_spec,
-                                    probe_batch, section_budgets, train_flops_per_clip)
+from orchestrator.bench import gpu, gpu_sections
+from orchestrator.bench.gpu import SECTION_NAMES, section_budgets
+from orchestrator.bench.gpu_sections import (BF16_CL, CASES, FULL, SMOKE, BenchRow, SectionNotRun, bench_config,
+                                             probe_batch, train_flops_per_clip)
 from orchestrator.errors import UserError
 from orchestrator.model_summary import summarize
+from orchestrator.training import loop
 
 REPO = Path(__file__).resolve().parents[1]
 # Absent on the bare GPU machine the bench is for
 BLOCKED = ("ray", "mlflow", "pydantic", "tqdm", "av", "decord")
+# What the module's docstring has `pip download` bring to that machine
+WHEEL_DISTRIBUTIONS = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "typing_extensions")
 
-# Each blocked name is None in sys.modules: `import ray` raises ModuleNotFoundError and
-# importlib.util.find_spec("ray") returns None, as when it is not installed (a meta-path finder that
-# raises would also break libraries that merely look for optional packages, e.g. torch._dynamo).
-# As a sitecustomize on PYTHONPATH it does so in every process the bench starts.
-BLOCKING_SITECUSTOMIZE = f"""
-import sys
+PLANNED = gpu_sections.experiment_parser(Path("/nonexistent"))[0]  # pydantic is installed here
 
-sys.modules.update(dict.fromkeys({BLOCKED!r}))
-"""
-TABLE_SECTIONS = ("loop", "train", "loader", "flow")
+
+def python_without(blocked: tuple[str, ...], folder: Path) -> Path:
+    """A folder for PYTHONPATH whose sitecustomize swaps this python's site-packages for a copy made of
+    links, less `blocked`'s packages and distributions: every process the bench starts lacks them
+    as if they had never been installed (and pydantic unpacked from wheels then imports)."""
+    site = Path(importlib.util.find_spec("pydantic").origin).parents[1]
+    mirror = folder / "site-packages"
+    mirror.mkdir(parents=True)
+    for entry in site.iterdir():  # e.g. pydantic_core-2.50.5.dist-info, av.libs, mlflow_skinny-3.17.2.dist-info
+        if re.split(r"[-._]", entry.name)[0] not in blocked:
+            (mirror / entry.name).symlink_to(entry)
+    (folder / "sitecustomize.py").write_text(
+        f"import sys\n\nsys.path[:] = [{str(mirror)!r} if p == {str(site)!r} else p for p in sys.path]\n")
+    return folder
+
+
+def wheels_of_installed(distributions: tuple[str, ...], folder: Path) -> Path:
+    """Each installed distribution zipped back into a wheel (its files as they lie in site-packages):
+    what `pip download` brings, for the python running the tests."""
+    folder.mkdir()
+    for name in distributions:
+        dist = importlib.metadata.distribution(name)
+        wheel = folder / f"{dist.metadata['Name'].replace('-', '_')}-{dist.version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            for file in dist.files:
+                path = Path(dist.locate_file(file))
+                if not str(file).startswith("..") and path.is_file():  # scripts outside site-packages: none needed
+                    archive.write(path, str(file))
+    return folder
 
 
 def run_bench(args: list[str], tmp_path: Path, *, block: bool = False) -> tuple[int, list[tuple[float, str]], str]:
-    """`python -m orchestrator.bench_gpu ARGS` with OUT=tmp_path/out, as a user runs it. Returns its exit
-    code, its stdout lines with the seconds each arrived after the start, and its stderr."""
+    """`python -m orchestrator.bench.gpu ARGS` with OUT=tmp_path/out, as a user runs it (with `block`: in a
+    python without BLOCKED). Returns its exit code, its stdout lines with the seconds each arrived after
+    the start, and its stderr."""
     env = {**os.environ, "OUT": str(tmp_path / "out")}
     if block:
-        (tmp_path / "block").mkdir()
-        (tmp_path / "block" / "sitecustomize.py").write_text(BLOCKING_SITECUSTOMIZE)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tmp_path / "block"), env.get("PYTHONPATH"))))
+        site = python_without(BLOCKED, tmp_path / "block")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(site), env.get("PYTHONPATH"))))
     stderr_path = tmp_path / "stderr.txt"
     lines = []
     with open(stderr_path, "w") as stderr:  # a file: a full stderr pipe would stall the run
         start = time.monotonic()
-        bench = subprocess.Popen([sys.executable, "-m", "orchestrator.bench_gpu", *args], cwd=REPO, env=env,
+        bench = subprocess.Popen([sys.executable, "-m", "orchestrator.bench.gpu", *args], cwd=REPO, env=env,
                                  stdout=subprocess.PIPE, stderr=stderr, text=True)
         for line in bench.stdout:
             lines.append((time.monotonic() - start, line.rstrip("\n")))
@@ -69,14 +98,16 @@ def section_lines(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_smoke_run_streams_every_section_without_ray_mlflow_pydantic(tmp_path):
-    """The whole bench as the GPU machine runs it (no ray, mlflow, pydantic, tqdm, av, decord): every
-    section in its own process, rows on stdout and in $OUT/bench_gpu.txt as each finishes, in order."""
-    code, timed, stderr = run_bench(["--smoke"], tmp_path, block=True)
+    """The whole bench as the GPU machine runs it (no ray, mlflow, pydantic, tqdm, av, decord; pydantic
+    from wheels in --wheels): every section in its own process, rows on stdout and in
+    $OUT/bench_gpu.txt as each finishes, in order."""
+    wheels = wheels_of_installed(WHEEL_DISTRIBUTIONS, tmp_path / "wheels")
+    code, timed, stderr = run_bench(["--smoke", "--wheels", str(wheels)], tmp_path, block=True)
     lines = [line for _, line in timed]
     assert code == 0, stderr[-3000:]
     out = tmp_path / "out"
-    assert (out / bench_gpu.TEXT_FILE).read_text().splitlines() == lines  # the file is what stdout showed
-    assert set(lines) <= set((out / bench_gpu.LOG_FILE).read_text().splitlines())
+    assert (out / gpu.TEXT_FILE).read_text().splitlines() == lines  # the file is what stdout showed
+    assert set(lines) <= set((out / gpu.LOG_FILE).read_text().splitlines())
     headers = [line.split()[1].rstrip(":") for line in lines if line.startswith("==== ")]
     assert headers == [*SECTION_NAMES, "summary"]
     sections = section_lines(lines)
@@ -86,31 +117,50 @@ def test_smoke_run_streams_every_section_without_ray_mlflow_pydantic(tmp_path):
 
     facts = sections["facts"]
     assert all(line.startswith("facts ") for line in facts) and not any("error" in line for line in facts)
-    assert any("missing: " + ", ".join(m for m in bench_gpu.PROJECT_IMPORTS if m in BLOCKED) in line
+    assert any("missing: " + ", ".join(m for m in gpu_sections.PROJECT_IMPORTS if m in BLOCKED) in line
                for line in facts)
     assert any(line.startswith("facts I3D conv1") and "NDHWC" in line for line in facts)
-    ddp = sections["ddp"]
-    assert len(ddp) == 3 and all(line.startswith("ddp gloo ") and "OK" in line for line in ddp)
+    # each section that trains builds the real config, pydantic unpacked from the wheels
+    for name in ("ddp", "loop", "train", "loader"):
+        assert f"{name}: run planned by orchestrator.plan, config parsed by orchestrator.config (pydantic " \
+               f"{importlib.metadata.version('pydantic')} from wheels/)" in sections[name]
+    ddp = [line for line in sections["ddp"] if line.startswith("ddp gloo ")]
+    assert len(ddp) == 3 and all("OK" in line for line in ddp)
     assert any("partial_bn=True" in line for line in ddp)
-    # no pydantic and no wheels that could import while it is blocked: one line, why and how
-    (why,) = sections["loop"]
-    assert why.startswith("loop: cannot run:") and "pip download" in why and ".whl" in why
+    loop_rows = [line for line in sections["loop"] if line.startswith("loop ")]
+    assert [line.split()[1] for line in loop_rows] == ["TSN-R50", "I3D"]
+    assert all("resume OK" in line and "score_shard" in line for line in loop_rows)
     train = [line for line in sections["train"] if line.startswith("train ")]
-    assert len(train) == len(CASES) * len(bench_gpu.MODES)
+    assert len(train) == len(CASES) * len(gpu_sections.MODES)
     assert [line.split()[:3] for line in train[:2]] == [["train", "TSN-R50", "3x3x32x32"]] * 2  # bf16, then + cl
     assert sum("clips/s" in line for line in train) == len(CASES) * 3  # compile: skipped on CPU
     loader = [line for line in sections["loader"] if line.startswith("loader ")]
-    assert len(loader) == len(bench_gpu.LOADER_CASES) and all("%" in line for line in loader)
+    assert len(loader) == len(gpu_sections.LOADER_CASES) and all("%" in line for line in loader)
     (flow,) = [line for line in sections["flow"] if line.startswith("flow ")]
     assert "pairs/s" in flow and "random init" in flow
-    assert not any("error" in line for name in TABLE_SECTIONS for line in sections[name])
+    assert not any("error" in line or " BAD" in line for line in loop_rows + train + loader + [flow])
 
     summary = sections["summary"]
-    assert [line.split()[:2] for line in summary[:len(SECTION_NAMES)]] == [
-        [name, "not" if name == "loop" else "done"] for name in SECTION_NAMES]
+    assert [line.split()[:2] for line in summary[:len(SECTION_NAMES)]] == [[name, "done"] for name in SECTION_NAMES]
     assert any(line.startswith("channels_last (") and "tsn " in line and "i3d " in line for line in summary)
-    rows = [BenchRow(**json.loads(line)) for line in (out / bench_gpu.ROWS_FILE).read_text().splitlines()]
-    assert [bench_gpu.format_row(r) for r in rows] == train + loader + [flow]
+    rows = [BenchRow(**json.loads(line)) for line in (out / gpu.ROWS_FILE).read_text().splitlines()]
+    assert [gpu_sections.format_row(r) for r in rows] == loop_rows + train + loader + [flow]
+
+
+def test_without_pydantic_or_wheels_the_sections_that_train_say_why_and_the_rest_run(tmp_path):
+    (tmp_path / "no-wheels").mkdir()
+    code, timed, stderr = run_bench(["--smoke", "--only", "ddp,train,flow", "--wheels", str(tmp_path / "no-wheels")],
+                                    tmp_path, block=True)
+    assert code == 0, stderr[-3000:]
+    sections = section_lines([line for _, line in timed])
+    (why,) = sections["train"]
+    assert why.startswith("train: cannot run: orchestrator.config needs pydantic") and "pip download" in why
+    steps, collectives = sections["ddp"]
+    assert steps.startswith("ddp gloo TSN DistributedDataParallel steps: cannot run:")
+    assert collectives.startswith("ddp gloo collectives:") and collectives.endswith("OK")
+    assert any(line.startswith("flow ") and "pairs/s" in line for line in sections["flow"])
+    assert [line.split()[:2] for line in sections["summary"][:3]] == [["ddp", "done"], ["train", "not"],
+                                                                      ["flow", "done"]]
 
 
 def test_a_section_killed_at_its_budget_keeps_the_others_rows(tmp_path):
@@ -118,7 +168,7 @@ def test_a_section_killed_at_its_budget_keeps_the_others_rows(tmp_path):
     before it and the loop after it (with the real config, pydantic being installed here) keep theirs."""
     code, timed, stderr = run_bench(["--smoke", "--only", "loop,ddp,facts", "--section-budget", "ddp=0.5"], tmp_path)
     assert code == 1, stderr[-3000:]
-    text = (tmp_path / "out" / bench_gpu.TEXT_FILE).read_text().splitlines()
+    text = (tmp_path / "out" / gpu.TEXT_FILE).read_text().splitlines()
     sections = section_lines(text)
     assert list(sections) == ["facts", "ddp", "loop", "summary"]
     assert sections["ddp"] == []
@@ -126,7 +176,7 @@ def test_a_section_killed_at_its_budget_keeps_the_others_rows(tmp_path):
     loop_rows = [line for line in sections["loop"] if line.startswith("loop ")]
     assert [line.split()[1] for line in loop_rows] == ["TSN-R50", "I3D"]
     assert all("resume OK" in line and "score_shard" in line and " OK" in line for line in loop_rows)
-    assert any("parse_experiment (pydantic" in line for line in sections["loop"])
+    assert any("parsed by orchestrator.config (pydantic" in line for line in sections["loop"])
     summary = {line.split()[0]: line for line in sections["summary"][:3]}
     assert summary["ddp"].split()[1:3] == ["TIMED", "OUT"] and "budget 0.5 s" in summary["ddp"]
     assert "done" in summary["facts"] and "done" in summary["loop"]
@@ -159,9 +209,9 @@ def test_shapes_and_flops_are_the_summary_s(architecture):
     cases = [case for case in CASES if case.architecture == architecture]
     inputs, flops = [], 0
     for case in cases:
-        spec, num_classes = case_spec(case, FULL)
-        inputs += ["x".join(map(str, shape)) for shape in spec.shapes.values()]
-        flops += train_flops_per_clip(case, spec, num_classes)
+        run, num_classes = bench_config(PLANNED, case, FULL, BF16_CL)
+        inputs += ["x".join(map(str, shape)) for shape in run.inputs.shapes.values()]
+        flops += train_flops_per_clip(run.config, run.inputs, num_classes)
     assert set(inputs) <= set(row.inputs.split(" + "))
     if len(cases) == len(row.inputs.split(" + ")):  # every stream of the summary's model benchmarked
         assert flops == 3 * 2 * row.macs
@@ -169,43 +219,72 @@ def test_shapes_and_flops_are_the_summary_s(architecture):
 
 def test_the_smoke_scale_is_tiny():
     for case in CASES:
-        spec, _ = case_spec(case, SMOKE)
+        spec = bench_config(PLANNED, case, SMOKE, BF16_CL)[0].inputs
         (shape,) = spec.shapes.values()
         assert shape[-1] == SMOKE.crop_size and shape[1] <= SMOKE.max_clip_len and spec.builder_kwargs["width"] < 1
 
 
-def test_probe_and_out_of_memory_retries_run_the_cuda_path(monkeypatch, request):
+@pytest.fixture
+def one_thread(request):
+    """As `measure_rows` does on CPU: tiny steps, busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+
+
+def test_train_and_loader_rows_train_with_the_loop_s_own_step(monkeypatch, tmp_path, one_thread):
+    """No step of the benchmark's own: each timed step is a call of loop.train_step with the row's
+    config (the loader row's through loop.train_one_epoch, over the run's Dataset and DataLoader)."""
+    calls = []
+    real_step = loop.train_step
+
+    def counted(model, micro_batches, optimizer, scaler, cfg, device, sb):
+        calls.append((cfg.optim.precision, cfg.optim.channels_last, len(micro_batches[0]["label"])))
+        return real_step(model, micro_batches, optimizer, scaler, cfg, device, sb)
+
+    monkeypatch.setattr(loop, "train_step", counted)
+    tsn, fp32 = CASES[0], gpu_sections.MODES[0]
+    row = gpu_sections.bench_train(PLANNED, tsn, fp32, SMOKE, torch.device("cpu"))
+    assert row.rate > 0 and len(calls) >= SMOKE.warmup_steps + 1 + 3  # warm-up, one to size the run, >= 3 timed
+    assert set(calls) == {("fp32", False, SMOKE.batch)}
+    calls.clear()
+    folders = gpu_sections.write_prepared_videos(tmp_path, SMOKE)
+    row = gpu_sections.bench_loader(PLANNED, tsn, SMOKE, torch.device("cpu"), folders=folders, batch=2)
+    assert row.rate > 0 and 0 <= row.wait_share <= 1 and "error" not in row.note
+    assert set(calls) == {("bf16", True, 2)} and len(calls) >= 2 * SMOKE.loader_workers
+
+
+def test_probe_and_out_of_memory_retries_run_the_cuda_path(monkeypatch, one_thread):
     """bench_train's CUDA-only branches, on CPU: CUDA's memory calls faked, OOM past batch 4."""
     tried = []
-    real_batch = bench_gpu.synthetic_batch
+    real_batch = gpu_sections.synthetic_batch
 
-    def batch_or_oom(spec, num_classes, batch, device, *, channels_last):
+    def batch_or_oom(spec, num_classes, batch, **kwargs):
         tried.append(batch)
         if batch > 4:
             raise torch.cuda.OutOfMemoryError(f"batch {batch}")
-        return real_batch(spec, num_classes, batch, device, channels_last=channels_last)
+        return real_batch(spec, num_classes, batch, **kwargs)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `run` does on CPU: tiny steps, busy cores
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
-    monkeypatch.setattr(bench_gpu, "synthetic_batch", batch_or_oom)
+    monkeypatch.setattr(gpu_sections, "synthetic_batch", batch_or_oom)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1000)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(total_memory=10**9))
     scale = SMOKE._replace(batch=None, batch_start=1, batch_limit=64)
-    c3d, bf16 = next(case for case in CASES if case.architecture == "c3d"), bench_gpu.MODES[1]
-    row = bench_gpu.bench_train(c3d, bf16, scale, torch.device("cpu"))  # probe: 1, 2, 4 fit, 8 runs out
+    c3d, bf16 = next(case for case in CASES if case.architecture == "c3d"), gpu_sections.MODES[1]
+    cpu = torch.device("cpu")
+    row = gpu_sections.bench_train(PLANNED, c3d, bf16, scale, cpu)  # probe: 1, 2, 4 fit, 8 runs out
     assert tried[:4] == [1, 2, 4, 8] and set(tried[4:]) == {4} and row.batch == 4 and row.rate > 0
     tried.clear()
-    row = bench_gpu.bench_train(c3d, bf16, scale, torch.device("cpu"), batch=16)  # given: halved on OOM
+    row = gpu_sections.bench_train(PLANNED, c3d, bf16, scale, cpu, batch=16)  # given: halved on OOM
     assert tried[:3] == [16, 8, 4] and row.batch == 4 and row.note == "OOM at batch 16; OOM at batch 8"
 
 
 def test_rows_past_the_budget_are_skipped():
     rows = []
-    returned = bench_gpu.run(SMOKE, torch.device("cpu"), budget_s=0, emit=rows.append)
+    returned = gpu_sections.measure_rows(SMOKE, torch.device("cpu"), parse=PLANNED, budget_s=0,
+                                         emit=rows.append)
     assert returned == rows  # each row handed over as it is decided, in run order
-    assert len(rows) == len(CASES) * len(bench_gpu.MODES) + len(bench_gpu.LOADER_CASES) + 1
+    assert len(rows) == len(CASES) * len(gpu_sections.MODES) + len(gpu_sections.LOADER_CASES) + 1
     compile_rows = [r for r in rows if r.mode == "bf16+cl+compile"]
     assert rows[-len(CASES):] == compile_rows
     assert all("compile is timed on CUDA only" in r.note for r in compile_rows)
@@ -219,17 +298,18 @@ def test_a_failing_row_is_reported_and_the_rest_go_on(monkeypatch):
         raise RuntimeError("no frames\nsecond line")
 
     flow_row = BenchRow("flow", "RAFT-small", "2 x 3x8x8", "fp32", batch=8, rate=123.0, unit="pairs/s")
-    monkeypatch.setattr(bench_gpu, "write_prepared_videos", lambda root, scale: [root])
-    monkeypatch.setattr(bench_gpu, "bench_loader", broken_loader)
-    monkeypatch.setattr(bench_gpu, "bench_raft", lambda scale, device, tmp: flow_row)
-    rows = bench_gpu.run(SMOKE, torch.device("cpu"), sections=("loader", "flow"), emit=lambda row: None)
-    assert [r.note for r in rows[:-1]] == ["error: RuntimeError: no frames"] * len(bench_gpu.LOADER_CASES)
+    monkeypatch.setattr(gpu_sections, "write_prepared_videos", lambda root, scale: [root])
+    monkeypatch.setattr(gpu_sections, "bench_loader", broken_loader)
+    monkeypatch.setattr(gpu_sections, "bench_raft", lambda scale, device, tmp: flow_row)
+    rows = gpu_sections.measure_rows(SMOKE, torch.device("cpu"), parse=PLANNED, sections=("loader", "flow"),
+                                     emit=lambda row: None)
+    assert [r.note for r in rows[:-1]] == ["error: RuntimeError: no frames"] * len(gpu_sections.LOADER_CASES)
     assert all(r.failed for r in rows[:-1])
     assert rows[-1] == flow_row
 
 
 @pytest.mark.parametrize("sections,total_s,fixed,expected", [
-    (SECTION_NAMES, None, {}, {s.name: s.budget_s for s in bench_gpu.SECTIONS}),  # the defaults
+    (SECTION_NAMES, None, {}, {s.name: s.budget_s for s in gpu.SECTIONS}),  # the defaults
     (("train", "flow"), None, {}, {"train": 180.0, "flow": 30.0}),
     (("train", "flow"), 420.0, {}, {"train": 360.0, "flow": 60.0}),  # a total, split as the defaults are
     (("train", "flow"), 300.0, {"flow": 60.0}, {"train": 240.0, "flow": 60.0}),  # a fixed one first
@@ -247,10 +327,10 @@ def test_budget_arguments_are_checked():
     with pytest.raises(UserError, match="none is left for train"):
         section_budgets(("train", "flow"), total_s=50, fixed={"flow": 60.0})
     with pytest.raises(UserError, match="NAME=SECONDS"):
-        bench_gpu.parse_section_budgets(["train:20"])
+        gpu.parse_section_budgets(["train:20"])
     with pytest.raises(UserError, match="NAME is one of"):
-        bench_gpu.parse_section_budgets(["gpu=20"])
-    assert bench_gpu.parse_sections("flow, facts") == ("facts", "flow")  # always in run order
+        gpu.parse_section_budgets(["gpu=20"])
+    assert gpu.parse_sections("flow, facts") == ("facts", "flow")  # always in run order
 
 
 def test_channels_last_verdict_per_architecture():
@@ -258,7 +338,7 @@ def test_channels_last_verdict_per_architecture():
             ("I3D rgb", "bf16+cl"): 70.0, ("I3D flow", "bf16"): 100.0, ("I3D flow", "bf16+cl"): 110.0,
             ("C3D", "bf16"): 100.0}  # C3D without its bf16+cl row: not measured
     rows = [BenchRow("train", what, "", mode, rate=value) for (what, mode), value in rate.items()]
-    assert bench_gpu.channels_last_line(rows) == (
+    assert gpu_sections.channels_last_line(rows) == (
         "channels_last (bf16+cl vs bf16 clips/s, train rows): tsn yes (TSN-R50 +20%); "
         "i3d no (I3D rgb -30%, I3D flow +10%); c3d not measured; r2plus1d not measured")
 
@@ -268,21 +348,20 @@ def test_wheels_are_unpacked_onto_sys_path(tmp_path, monkeypatch):
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("actionlab_fake_wheel/__init__.py", "VERSION = '1.0'\n")
     monkeypatch.setattr(sys, "path", list(sys.path))
-    site = bench_gpu.unpack_wheels([wheel])
+    site = gpu_sections.unpack_wheels([wheel])
     import actionlab_fake_wheel
 
     assert actionlab_fake_wheel.VERSION == "1.0" and Path(actionlab_fake_wheel.__file__).parent.parent == site
     monkeypatch.delitem(sys.modules, "actionlab_fake_wheel")
 
 
-def test_without_pydantic_or_wheels_the_loop_says_why_in_one_line(tmp_path, monkeypatch):
+def test_without_pydantic_or_wheels_the_config_says_why_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pydantic", None)
-    monkeypatch.setattr(bench_gpu, "WHEELS_DIR", tmp_path)
     with pytest.raises(SectionNotRun) as why:
-        bench_gpu.experiment_parser()
+        gpu_sections.experiment_parser(tmp_path)
     line = str(why.value)
-    assert "\n" not in line and line.startswith("loop: cannot run:")
-    assert "pip download" in line and bench_gpu.WHEELS_PACKAGES in line
+    assert "\n" not in line and line.startswith("cannot run:") and str(tmp_path) in line
+    assert "pip download" in line and gpu_sections.WHEELS_PACKAGES in line
     assert "--python-version {}.{} ".format(*sys.version_info[:2]) in line  # wheels for the python that runs it
 
 
@@ -294,9 +373,9 @@ def test_targets_are_reported_beside_the_rows_that_answer_them():
         BenchRow("train", "I3D rgb", "3x64x224x224", "bf16", peak_share=0.35),
         BenchRow("loader", "TSN-R50", "3x3x224x224", "bf16+cl", rate=800.0, wait_share=0.25),
     ]
-    lines = bench_gpu.target_lines(rows)
+    lines = gpu_sections.target_lines(rows)
     assert lines == [
-        "TSN-R50 bf16 model-only >= 1000 clips/s: 1100 (TSN-R50 bf16+cl, met)",
+        "TSN-R50 bf16 loop step >= 1000 clips/s: 1100 (TSN-R50 bf16+cl, met)",
         "I3D >= 40% of bf16 peak: 35% (I3D rgb bf16, missed)",
         "data wait <= 10%: 25% (TSN-R50 bf16+cl, missed)",
         "RAFT-small >= 100 pairs/s: not measured",

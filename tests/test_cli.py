@@ -1,4 +1,8 @@
-"""The `actionlab` command line as a user meets it: help, synth + check, and clean errors."""
+"""The `actionlab` command line as a user meets it: help, synth + check, clean errors, and light
+commands that import no torch."""
+import subprocess
+import sys
+
 import pytest
 
 from orchestrator.cli import COMMANDS, main
@@ -60,3 +64,44 @@ def test_flow_command_covers_every_subset_and_then_costs_nothing(tmp_path, capsy
     assert len(list((tmp_path / "flow").rglob("x_00001.jpg"))) == 12  # one folder of field JPEGs per video
     assert main(args) == 0
     assert "0 computed, 12 cached" in capsys.readouterr().out
+
+
+# `actionlab ARGS` in a fresh interpreter, failing if anything it ran imported torch (seconds of import)
+WITHOUT_TORCH = ("import sys; from orchestrator.cli import main; code = main(sys.argv[1:]); "
+                 "assert 'torch' not in sys.modules, 'actionlab ' + ' '.join(sys.argv[1:]) + ' imported torch'; "
+                 "sys.exit(code)")
+
+
+def run_without_torch(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_schema_and_report_import_no_torch(tmp_path):
+    """The schema and a study's report (YAML parsed, MLflow read, table and plot written) need no model."""
+    import mlflow
+
+    from orchestrator import tracking
+    from orchestrator.config import resolve_tracking_uri
+
+    schema = run_without_torch("schema", cwd=tmp_path)
+    assert schema.returncode == 0, schema.stderr
+    assert '"title": "actionlab experiment"' in schema.stdout
+
+    uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient(uri)
+    study = tracking.start_run(tracking_uri=uri, experiment="abl", run_name="study",
+                               tags={"actionlab.kind": "study", "actionlab.study": "abl"})
+    for variant, top1 in [("rgb", 0.5), ("flow", 0.7)]:
+        tags = {"actionlab.kind": "variant", "actionlab.study": "abl", "actionlab.variant": variant,
+                "actionlab.dataset": "ucf101", "actionlab.seed": "0", "actionlab.selection": "val"}
+        run_id = tracking.start_run(tracking_uri=uri, experiment="abl", run_name=variant, tags=tags,
+                                    parent_run_id=study)
+        client.log_metric(run_id, "test/video_top1", top1)
+        client.set_terminated(run_id)
+    (tmp_path / "abl.yaml").write_text(
+        f"name: abl\ntracking: {{tracking_uri: '{uri}'}}\n"
+        "study: {variants: {rgb: {}, flow: {model.modality: flow}}, compare: [[flow, rgb]]}\n")
+    report = run_without_torch("report", "abl.yaml", "--out", "out", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "| flow | 70.0 |" in report.stdout and (tmp_path / "out" / "comparison.png").is_file()

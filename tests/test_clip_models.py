@@ -4,7 +4,7 @@ import torch
 
 from models import build_model
 from models.c3d import C3D
-from orchestrator.errors import UserError
+from models.pretrained import WeightsError
 
 
 def test_c3d_pool5_is_the_papers_grid_at_the_papers_clip_size():
@@ -39,7 +39,7 @@ def test_r2plus1d_loads_a_local_checkpoint_except_the_classifier(tmp_path):
 def test_a_checkpoint_of_another_width_is_refused(tmp_path):
     path = tmp_path / "c3d.pth"
     torch.save(build_model("c3d", num_classes=5, width=0.125).state_dict(), path)
-    with pytest.raises(UserError, match="conv1.weight"):
+    with pytest.raises(WeightsError, match="conv1.weight"):
         build_model("c3d", num_classes=5, width=0.25, pretrained=str(path))
 
 

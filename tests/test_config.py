@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import expand_study, input_spec, parse_experiment, with_overrides
+from orchestrator.config import input_spec, parse_experiment, with_overrides
+from orchestrator.plan import plan
 from orchestrator.errors import UserError
 from orchestrator.preflight import load_experiment, preflight
 
@@ -14,7 +15,7 @@ EXPERIMENTS = sorted(Path(__file__).parents[1].joinpath("experiments").glob("*.y
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_shipped_experiments_validate(path):
     cfg = load_experiment(path)
-    preflight(cfg)
+    preflight(plan(cfg))
     assert cfg.name == yaml.safe_load(path.read_text()).get("name", path.stem)
     assert cfg.study or cfg.sweep, "every shipped experiment is a study or a sweep"
 
@@ -48,6 +49,11 @@ def write(tmp_path, text: str) -> Path:
     ("scaling: {num_workers: 0}\n", "scaling.num_workers: expected a number of workers > 0 or [min, max] of them, got 0"),
     ("scaling: {num_workers: [4, 2]}\n", "scaling.num_workers: expected [min, max] with min <= max, got [4, 2]"),
     ("optim: {warmup_epochs: -1}\n", "optim.warmup_epochs: must be >= 0"),
+    ("optim: {batch_size: 2, epochs: 5, iterations: 4500}\n",
+     "optim.epochs and optim.iterations both given: the schedule is one of them; remove one"),
+    ("optim: {batch_size: 2, epochs: null}\n", "optim.epochs: null needs optim.iterations"),
+    ("optim: {batch_size: 2, iterations: 4500}\nsweep: {parameters: {optim.lr: {grid: [0.1, 0.01]}}, scheduler: asha}\n",
+     "sweep.scheduler 'asha' stops trials at epoch rungs up to optim.epochs"),
     ("data: {sampler: dense, clip_len: 16}\n", "data.sampler 'dense' does not fit model.architecture tsn, which takes K "
      "segments x L frames: set data.sampler: tsn"),
     ("model: {architecture: two_stream, modality: flow, options: {flow_frames: 10}}\ndata: {frames_per_segment: 5}\n",
@@ -88,7 +94,7 @@ def test_invalid_experiments_name_the_field(tmp_path, text, message):
     raw["data"] = {**base["data"], **raw.get("data", {})}
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError) as err:
-        preflight(load_experiment(path))
+        preflight(plan(load_experiment(path)))
     assert str(path) in str(err.value)
     assert message in str(err.value)
 
@@ -98,14 +104,14 @@ def test_missing_dataset_path_names_field_and_fix(tmp_path):
     path.write_text(f"data: {{root: {tmp_path / 'UCF101'}, annotations: {tmp_path}}}\n")
     cfg = load_experiment(path)  # parsing reads no file system
     with pytest.raises(UserError, match=r"data.root: .*UCF101 does not exist; .*data.synth: true"):
-        preflight(cfg)
+        preflight(plan(cfg))
 
 
 def test_overrides_and_study_expansion(tmp_path):
     path = write(tmp_path, "study: {variants: {rgb: {model.modality: rgb}, flow: {model.modality: flow}}, "
                            "seeds: [0, 1]}\n")
     cfg = load_experiment(path)
-    variants = expand_study(cfg)
+    variants = plan(cfg).runs
     assert sorted(variants) == ["flow/seed0", "flow/seed1", "rgb/seed0", "rgb/seed1"]
     flow = variants["flow/seed1"].config
     assert (variants["flow/seed1"].variant, variants["flow/seed1"].seed) == ("flow", 1)
@@ -130,7 +136,7 @@ def test_init_checkpoint_from_an_mlflow_run(tmp_path):
     path = write(tmp_path, f"model: {{init_checkpoint: 'mlflow:{run_id}'}}\ntracking: {{tracking_uri: '{uri}'}}\n"
                            f"scaling: {{storage_path: {tmp_path / 'runs'}}}\n")
     cfg = load_experiment(path)
-    preflight(cfg)  # checks the run's model.pt exists, fetches nothing
+    preflight(plan(cfg))  # checks the run's model.pt exists, fetches nothing
     assert not (tmp_path / "runs").exists()
     local = init_weights(cfg)  # fetched into the run's output folder, where the next call finds it
     assert local == tmp_path / "runs" / "scores" / run_id / "model.pt"
@@ -138,13 +144,13 @@ def test_init_checkpoint_from_an_mlflow_run(tmp_path):
 
     path.write_text(path.read_text().replace(run_id, "0" * 32))
     with pytest.raises(UserError, match="model.init_checkpoint: mlflow:0+: no such run"):
-        preflight(load_experiment(path))
+        preflight(plan(load_experiment(path)))
 
 
 def test_choices_match_the_registries():
     from typing import get_args
 
-    from models.late_fusion import FUSION_MODES
+    from orchestrator.late_fusion import FUSION_MODES
     from orchestrator import config
     from orchestrator.data.annotations import DATASETS
     from orchestrator.data.flow import FLOW_FORMATS, FLOW_METHODS
@@ -218,25 +224,38 @@ def test_parsing_does_no_io(tmp_path, monkeypatch):
 def test_preflight_carves_the_val_list_and_refuses_one_group(tmp_path):
     """The val list is carved before launch, as the workers will: a training list of one group cannot give one."""
     path = write(tmp_path, "")
-    preflight(load_experiment(path))  # 2 training groups: one trains, one validates
+    preflight(plan(load_experiment(path)))  # 2 training groups: one trains, one validates
     train = tmp_path / "splits" / "trainlist01.txt"
     train.write_text("".join(line + "\n" for line in train.read_text().splitlines() if "_g02_" in line))
     with pytest.raises(UserError, match=r"exp.yaml: data.val.by 'group': the training list has 1 group\(s\)"):
-        preflight(load_experiment(path))
+        preflight(plan(load_experiment(path)))
     with pytest.raises(UserError, match=r"data.val: the training list \(2 videos\) is too small .* data.val: null"):
-        preflight(with_overrides(load_experiment(path), {"data.val.by": "video"}))  # one video per class
+        preflight(plan(with_overrides(load_experiment(path), {"data.val.by": "video"})))  # one video per class
 
 
 def test_preflight_feeds_the_model_a_batch_batchnorm_accepts():
     """T3D's last BatchNorm sees 1 x 1 x 1 per clip: a meta batch of one clip failed a valid config."""
     from orchestrator.preflight import check_model
 
-    check_model(parse_experiment({"data": {"sampler": "dense", "clip_len": 32, "short_side": 64, "crop_size": 56},
-                                  "model": {"architecture": "t3d"}}))
+    cfg = parse_experiment({"data": {"sampler": "dense", "clip_len": 32, "short_side": 64, "crop_size": 56},
+                            "model": {"architecture": "t3d"}})
+    check_model(cfg, input_spec(cfg))
 
 
 def test_preflight_refuses_fewer_training_videos_than_one_batch_per_worker(tmp_path):
     path = write(tmp_path, "optim: {batch_size: 4}\nscaling: {num_workers: 2}\n")
     with pytest.raises(UserError, match=r"optim.batch_size \(4\) x scaling.num_workers \(2\) = 8 videos, but the "
                                         r"training list holds \d+ after data.val"):
-        preflight(load_experiment(path))
+        preflight(plan(load_experiment(path)))
+
+
+def test_a_schedule_length_given_alone_replaces_the_other():
+    """A study variant or --set giving optim.iterations over an epochs base (or the reverse) changes the
+    schedule's length; both in one file is an error (test_invalid_experiments_name_the_field)."""
+    by_epochs = parse_experiment({"optim": {"epochs": 3}})
+    by_steps = with_overrides(by_epochs, {"optim.iterations": 4500})
+    assert (by_steps.optim.epochs, by_steps.optim.iterations) == (None, 4500)
+    other = with_overrides(by_steps, {"optim.lr": 0.1}).optim
+    assert (other.epochs, other.iterations) == (None, 4500)
+    back = with_overrides(by_steps, {"optim.epochs": 7}).optim
+    assert (back.epochs, back.iterations) == (7, None)

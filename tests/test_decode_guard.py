@@ -230,7 +230,7 @@ def test_the_guard_pickles_without_its_process():
 
 def test_build_dataset_takes_the_limit_from_the_config(tmp_path):
     from orchestrator.config import parse_experiment
-    from orchestrator.training.loop import build_dataset
+    from orchestrator.data.dataset import build_dataset
 
     on = build_dataset(parse_experiment({}), [], train=True)
     off = build_dataset(parse_experiment({"data": {"decode_timeout_s": 0}}), [], train=True)

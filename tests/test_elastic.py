@@ -13,8 +13,8 @@ import torch.distributed as dist
 from orchestrator.config import parse_experiment
 from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
 from orchestrator.training import loop
-from orchestrator.training.elastic import (EpochBatches, epoch_order, rank_batches, schedule_step, step_batch,
-                                           steps_left)
+from orchestrator.training.elastic import (EpochBatches, Schedule, epoch_clips, epoch_order, rank_batches, schedule,
+                                           schedule_step, step_batch, steps_left)
 
 
 @pytest.mark.parametrize("on_resize,world,expected", [
@@ -29,6 +29,29 @@ from orchestrator.training.elastic import (EpochBatches, epoch_order, rank_batch
 ])
 def test_the_resize_rule(on_resize, world, expected):
     assert tuple(step_batch(batch_size=4, max_workers=4, world=world, on_resize=on_resize)) == expected
+
+
+@pytest.mark.parametrize("epochs,iterations,on_resize,world,expected,clips", [
+    # 17 clips, batch 4 written for 2 workers: G = 8 at the max world, 2 whole steps an epoch
+    (3, None, "keep_global_batch", 2, Schedule(3, 6, 2, False), [17, 17, 17]),
+    (None, 5, "keep_global_batch", 2, Schedule(3, 5, 2, True), [17, 17, 8]),  # the third epoch: 1 step
+    (None, 5, "keep_global_batch", 1, Schedule(3, 5, 2, True), [17, 17, 8]),  # at any world size
+    (None, 5, "keep_worker_batch", 1, Schedule(3, 5, 2, True), [17, 17, 8]),  # 2 steps of 4 clips at world 1
+    (None, 4, "keep_global_batch", 2, Schedule(2, 4, 2, True), [17, 16]),  # the same 2 steps: 16 clips
+])
+def test_a_schedule_in_iterations_ends_in_the_epoch_that_holds_its_last_step(epochs, iterations, on_resize, world,
+                                                                             expected, clips):
+    sb = step_batch(batch_size=4, max_workers=2, world=world, on_resize=on_resize)
+    sched = schedule(epochs=epochs, iterations=iterations, num_clips=17, sb=sb)
+    assert sched == expected
+    assert [epoch_clips(e, sched=sched, num_clips=17, sb=sb) for e in range(sched.epochs)] == clips
+    # the clips trained, counted in steps of the max world, are the schedule's steps
+    assert sum(steps_left(c, 0, sb) * sb.global_clips for c in clips) == sched.steps * sb.max_world_clips
+    batches = EpochBatches(17, seed=0, sb=sb, rank=0)
+    batches.set_epoch(sched.epochs - 1, 0, clips[-1])
+    order = epoch_order(17, seed=0, epoch=sched.epochs - 1)
+    assert [i for batch in batches for _, i in batch] == [
+        i for batch in rank_batches(order[:clips[-1]], start=0, sb=sb, rank=0) for i in batch]
 
 
 def test_the_order_depends_on_seed_and_epoch_only():

@@ -332,6 +332,7 @@ def test_prepare_data_extracts_flow_for_a_csv_test_list(tmp_path, monkeypatch):
 
     from orchestrator.config import parse_experiment
     from orchestrator.data import flow
+    from orchestrator.plan import plan
     from orchestrator.training.prepare import prepare_data
     from tests.conftest import _write_text, write_layout
 
@@ -345,7 +346,7 @@ def test_prepare_data_extracts_flow_for_a_csv_test_list(tmp_path, monkeypatch):
                                      "test_annotations": str(test_csv), "flow_dir": str(tmp_path / "flow")},
                             "model": {"modality": "flow"}})
     monkeypatch.setattr(flow, "extract_flow", partial(flow.extract_flow, use_ray=False, progress=False))
-    prepare_data([cfg])
+    prepare_data(plan(cfg))
     for video_id in ("clips/a", "held/d", "held/e"):
         assert flow_path(tmp_path / "flow", video_id, cfg.data.flow_format).exists(), video_id
 
@@ -365,7 +366,7 @@ def test_ray_fan_out(videos, tmp_path, ray_session):
 
 
 def test_bench_flow_compares_every_format_on_the_same_fields():
-    from orchestrator.bench import bench_flow
+    from orchestrator.bench.cpu import bench_flow
 
     lines = []
     figures = bench_flow(videos=1, num_frames=16, height=48, width=64, clips=2, rounds=1, out=lines.append)

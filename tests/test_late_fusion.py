@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from models.late_fusion import FUSION_MODES, VideoScores, fuse_scores, load_scores, save_scores
+from orchestrator.late_fusion import FUSION_MODES, fuse_scores
+from orchestrator.runs import VideoScores, load_scores, save_scores
 from orchestrator.metrics import topk_accuracy
 
 

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader
 from orchestrator.config import input_spec, parse_experiment
 from orchestrator.errors import UserError
 from orchestrator.data.annotations import read_split
-from orchestrator.data.dataset import collate_skip_bad
+from orchestrator.data.dataset import build_dataset, collate_skip_bad
 from orchestrator.data.synth import SynthSpec, write_synthetic_ucf
 from orchestrator.training import loop
-from orchestrator.training.elastic import step_batch
-from orchestrator.training.loop import build_dataset, build_optimizer, lr_lambda, prepare_inputs, train_one_epoch
+from orchestrator.training.elastic import Schedule, step_batch
+from orchestrator.training.loop import build_optimizer, lr_lambda, prepare_inputs, train_one_epoch
 
 
 def config(**sections):
@@ -26,10 +26,15 @@ def config(**sections):
     return parse_experiment(raw)
 
 
-@pytest.mark.parametrize("step,factor", [(0, 0.25), (3, 1.0), (4, 1.0), (10, 0.5), (16, 0.0)])
-def test_warmup_then_cosine(step, factor):
-    # 4 steps per epoch: 1 warm-up epoch = 4 steps (0.25 .. 1.0), cosine to 0 at step 16
-    assert lr_lambda(config(), steps_per_epoch=4)(step) == pytest.approx(factor, abs=1e-6)
+@pytest.mark.parametrize("sched,step,factor", [
+    # 4 epochs of 4 steps: 1 warm-up epoch = 4 steps (0.25 .. 1.0), cosine to 0 at step 16
+    (Schedule(4, 16, 4, False), 0, 0.25), (Schedule(4, 16, 4, False), 3, 1.0), (Schedule(4, 16, 4, False), 4, 1.0),
+    (Schedule(4, 16, 4, False), 10, 0.5), (Schedule(4, 16, 4, False), 16, 0.0),
+    # optim.iterations 10 at 4 steps an epoch: the cosine ends at step 10, inside the third epoch
+    (Schedule(3, 10, 4, True), 7, 0.5), (Schedule(3, 10, 4, True), 10, 0.0),
+])
+def test_warmup_then_cosine(sched, step, factor):
+    assert lr_lambda(config(), sched)(step) == pytest.approx(factor, abs=1e-6)
 
 
 def test_rgbdiff_inputs_difference_within_segments():
@@ -197,7 +202,7 @@ def test_val_selects_and_the_test_list_is_scored_once_with_the_kept_weights(tiny
     assert np.allclose(rescored.video_scores, test.video_scores, atol=1e-5)
     assert history[-1]["test/video_top1"] == pytest.approx(float((test.video_scores.argmax(1) == test.labels).mean()))
     loop.write_run_outputs(w, tmp_path, test, history)
-    from models.late_fusion import load_scores
+    from orchestrator.runs import load_scores
     assert set(load_scores(tmp_path / "val_scores.npz").video_ids) == val_ids
     assert set(load_scores(tmp_path / "scores.npz").video_ids) == test_ids
 
@@ -220,6 +225,20 @@ def test_a_resumed_best_val_run_keeps_the_best_epoch_it_had(tiny_ucf, tmp_path):
     assert resumed.best["epoch"] == first.best["epoch"] and resumed.best["val_top1"] == first.best["val_top1"]
     assert all(torch.equal(v, first.best["model"][k]) for k, v in resumed.best["model"].items())
     assert np.array_equal(resumed.kept_val.video_scores, first.kept_val.video_scores)
+
+
+def test_a_run_given_in_iterations_stops_at_its_last_step(tiny_ucf):
+    """optim.iterations 6 on 8 training videos in steps of 2 clips: 2 epochs, the second stopping after its
+    second step, with the test list scored then; the epochs, the planned and the taken steps are reported."""
+    cfg = config(data={**tiny_ucf, "val": None}, optim={"batch_size": 2, "epochs": None, "iterations": 6})
+    w = loop.setup_worker(cfg, rank=0, world=1, device=torch.device("cpu"))
+    assert len(w.train_set) == 8 and w.schedule == Schedule(2, 6, 4, True)
+    first, test = loop.run_epoch(w, 0)
+    assert test is None and (first["train/steps"], first["train/epochs"], first["train/planned_steps"]) == (4, 2, 6)
+    last, test = loop.run_epoch(w, 1)
+    assert test is not None and last["train/steps"] == w.counters["steps"] == 6
+    # the last step's learning rate: step 5 of the cosine that ends at step 6
+    assert w.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * lr_lambda(cfg, w.schedule)(5))
 
 
 def test_training_drops_a_last_batch_of_one_clip(tiny_ucf):

@@ -317,6 +317,20 @@ def test_paired_bootstrap_cancels_what_both_get_right():
         stats.paired_bootstrap_diff(a, b[:, :50])
 
 
+def test_two_seeds_with_equal_gains_on_different_videos_keep_the_test_lists_interval():
+    """The quickstart's two_stream - rgb: both seeds gained exactly 18 of 40 videos, on different videos.
+    The seeds' spread is then 0; the bootstrap over videos used to give up the interaction's share of
+    its variance to the seeds' part all the same, and the interval was [45.0, 45.0]."""
+    rng = np.random.default_rng(1)
+    a, b = np.ones((2, 40), bool), np.ones((2, 40), bool)
+    for seed in (0, 1):
+        b[seed, rng.choice(40, 18, replace=False)] = False
+    got = stats.paired_bootstrap_diff(a, b, resamples=2000)
+    assert got.diff == pytest.approx(0.45)
+    plain = np.sort(stats._video_draws((a.astype(float) - b).mean(axis=0), 2000, 0, 500))  # the videos alone
+    assert got.low <= plain[50] and got.high >= plain[1949]
+
+
 # --- statistics: coverage in simulation ------------------------------------------------------------
 
 CLAIMS_SEEDS = len(yaml.safe_load((Path(__file__).parents[1] / "experiments" / "claims.yaml").read_text())
@@ -363,7 +377,7 @@ def test_the_difference_interval_covers_the_true_difference_at_least_90_percent(
 
 def video_scores(right: list[bool], ids: list[str]):
     """Two-class VideoScores, label 0 everywhere, right where `right` says."""
-    from models.late_fusion import VideoScores
+    from orchestrator.runs import VideoScores
 
     scores = np.array([[1.0, 0.0] if r else [0.0, 1.0] for r in right], dtype=np.float32)
     return VideoScores(np.array(ids), np.zeros(len(ids), np.int64), scores, ("a", "b"))
@@ -520,8 +534,7 @@ def test_report_command_compares_from_run_files_or_artifacts(study_store, tmp_pa
     """study.compare from the YAML; rgb's scores from its run folder, flow's from its MLflow artifact."""
     import mlflow
 
-    from models.late_fusion import save_scores
-    from orchestrator.training.results import run_output_dir
+    from orchestrator.runs import run_output_dir, save_scores
 
     rgb, flow = (next(r.run_id for r in study_store["rows"] if (r.variant, r.seed) == (v, 0)) for v in ("rgb", "flow"))
     ids = [f"v{i}" for i in range(20)]
@@ -568,3 +581,14 @@ def test_comparisons_become_parent_run_metrics_in_points():
     two = [one[0], Comparison("k8", "k3", "long", 3, 80, -0.02, -0.1, 0.06)]
     assert set(comparison_metrics(two)) >= {"compare/two_stream-rgb/ucf101/diff", "compare/k8-k3/long/holds"}
     assert comparison_metrics(two)["compare/k8-k3/long/holds"] == 0.0
+
+
+def test_a_fine_tuned_variant_shows_its_source_runs_own_accuracy():
+    """A source that did not learn its own task transfers nothing: the report puts the source runs' own
+    accuracy beside the fine-tuned variant's."""
+    results = [row("source", "big", s, top1, 1.0) for s, top1 in ((0, 0.98), (1, 1.0))]
+    results += [row("scratch", "small", s, 0.6, 1.0) for s in (0, 1)]
+    results += [row("pretrained", "small", s, 0.9, 1.0)._replace(source="source") for s in (0, 1)]
+    text = to_markdown(summarize(results), title="t")
+    assert "- pretrained (small) is fine-tuned from source, whose own runs scored 99.0 ± 1.4 % on big" in text
+    assert "scratch (small) is fine-tuned" not in text

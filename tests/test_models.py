@@ -1,8 +1,10 @@
 """One parametrized test over every registered model, at tiny sizes on CPU."""
+import inspect
+
 import pytest
 import torch
 
-from models import MODEL_INPUTS, MODELS, build_model
+from models import MODEL_INPUTS, MODELS, build_model, register_model
 from orchestrator.config import input_spec, parse_experiment
 
 
@@ -15,8 +17,8 @@ def tsn(segments: int, frames_per_segment: int) -> dict:
 
 
 # name -> (model section, data section or {modality: data section}) at tiny sizes: 32x32 crops.
-# Input shapes and the builders' time keywords come from `config.input_spec`, i.e. from what each
-# architecture declares where it is registered; every declared modality is tested. A model
+# Input shapes and the builders' time keywords come from `config.input_spec`, i.e. from each
+# architecture's row of models/contracts.py; every declared modality is tested. A model
 # registered without a row here fails `test_every_model_has_a_tiny_config`.
 TINY = {
     # single_frame: slow fusion needs its 10-frame clip (11 frames give 10 rgb differences; other
@@ -57,6 +59,20 @@ def tiny_spec(name: str, modality: str):
 
 def test_every_model_has_a_tiny_config():
     assert set(MODELS) == set(TINY)
+
+
+def test_every_declared_architecture_has_a_builder_and_no_builder_goes_undeclared():
+    assert set(MODELS) == set(MODEL_INPUTS)
+    with pytest.raises(ValueError, match="no input contract; add its row to models/contracts.py"):
+        register_model("undeclared")(lambda **kwargs: None)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_declared_time_keywords_are_the_builders_keywords(name):
+    contract = MODEL_INPUTS[name]
+    params = inspect.signature(MODELS[name]).parameters
+    for keyword in filter(None, (contract.segments_kw, contract.snippet_kw)):
+        assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY, keyword
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

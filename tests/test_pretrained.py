@@ -9,10 +9,12 @@ from torch import nn
 from models import build_model
 from models.backbones import resnet_features
 from models.pretrained import (
+    WeightsError,
     cross_modality_init,
     inflate_conv_weight,
     inflate_state_dict,
     load_checkpoint,
+    resolve_weights,
 )
 from orchestrator.errors import UserError
 
@@ -78,7 +80,7 @@ def test_inflate_state_dict_names_mismatched_layers():
     wrong = Tiny2d().state_dict()
     wrong["conv2.weight"] = torch.randn(7, 4, 3, 3)
     del wrong["bn1.running_mean"]
-    with pytest.raises(UserError, match=r"missing: bn1\.running_mean; shape mismatch: conv2\.weight"):
+    with pytest.raises(WeightsError, match=r"missing: bn1\.running_mean; shape mismatch: conv2\.weight"):
         inflate_state_dict(wrong, Tiny3d(), skip=())
 
 
@@ -104,9 +106,9 @@ def test_load_2d_weights_into_a_flow_backbone(tmp_path):
     torch.testing.assert_close(net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     torch.testing.assert_close(net.bn1.running_var, source.bn1.running_var)
 
-    with pytest.raises(UserError, match=r"shape mismatch: conv1\.weight \(64, 3, 7, 7\) vs \(32, 3, 7, 7\).*width"):
+    with pytest.raises(WeightsError, match=r"shape mismatch: conv1\.weight \(64, 3, 7, 7\) vs \(32, 3, 7, 7\).*width"):
         resnet_features("resnet18", width=0.5, weights=path)
-    with pytest.raises(UserError, match="no such weights file"):
+    with pytest.raises(WeightsError, match="no such weights file"):
         resnet_features("resnet18", weights=tmp_path / "missing.pth")
 
 
@@ -128,18 +130,35 @@ def test_load_checkpoint_round_trip_and_new_head(tmp_path):
     torch.testing.assert_close(fewer_classes.streams.rgb.conv1.conv.weight, source.streams.rgb.conv1.conv.weight)
 
     torch.save(source.state_dict(), tmp_path / "bare.pt")  # a bare state dict loads too
-    with pytest.raises(UserError, match="fc.weight"):
+    with pytest.raises(WeightsError, match="fc.weight"):
         load_checkpoint(fewer_classes, tmp_path / "bare.pt", skip_head=False)
+
+
+def test_a_head_of_as_many_other_classes_is_not_kept(tmp_path):
+    """A source of 4 classes fine-tuned on a target of 4 others: its head would map them arbitrarily.
+    The checkpoint's class names (actionlab's model.pt keeps them) decide, not the count."""
+    torch.manual_seed(0)
+    source = build_model("i3d", num_classes=4, modality="rgb", width=0.125)
+    path = tmp_path / "model.pt"
+    torch.save({"model": source.state_dict(), "class_names": ["Band", "Pillar", "Dot", "Ring"]}, path)
+    target = build_model("i3d", num_classes=4, modality="rgb", width=0.125)
+    fresh_head = target.streams.rgb.fc.weight.clone()
+    head = ["streams.rgb.fc.bias", "streams.rgb.fc.weight"]
+    assert load_checkpoint(target, path, class_names=["TopHalf", "BottomHalf", "LeftHalf", "RightHalf"]) == head
+    torch.testing.assert_close(target.streams.rgb.fc.weight, fresh_head)
+    torch.testing.assert_close(target.streams.rgb.conv1.conv.weight, source.streams.rgb.conv1.conv.weight)
+    assert load_checkpoint(target, path, class_names=["Band", "Pillar", "Dot", "Ring"]) == []  # its own classes
+    torch.testing.assert_close(target.streams.rgb.fc.weight, source.streams.rgb.fc.weight)
 
 
 def test_load_checkpoint_of_another_architecture_names_layers(tmp_path):
     path = tmp_path / "t3d.pt"
     torch.save({"model": build_model("t3d", num_classes=5, width=0.125, block_config=(1, 1, 1, 1)).state_dict()}, path)
     wider = build_model("t3d", num_classes=5, width=0.25, block_config=(1, 1, 1, 1))
-    with pytest.raises(UserError, match=r"shape mismatch: features\.conv0\.weight.*in all.*width"):
+    with pytest.raises(WeightsError, match=r"shape mismatch: features\.conv0\.weight.*in all.*width"):
         load_checkpoint(wider, path)
     other = build_model("i3d", num_classes=5, width=0.125)
-    with pytest.raises(UserError, match=r"missing: streams\.rgb\.conv1\.conv\.weight.*unexpected: features\."):
+    with pytest.raises(WeightsError, match=r"missing: streams\.rgb\.conv1\.conv\.weight.*unexpected: features\."):
         load_checkpoint(other, path)
 
 
@@ -160,7 +179,7 @@ def test_i3d_inflates_torchvision_googlenet(tmp_path):
     assert rgb.transform_input and not flow.transform_input
     assert rgb.fc.weight.shape == (5, 1024)
 
-    with pytest.raises(UserError, match="width"):
+    with pytest.raises(WeightsError, match="width"):
         build_model("i3d", num_classes=5, width=0.5, pretrained=str(path))
 
 
@@ -197,25 +216,21 @@ def cache_file(cache: Path, weights) -> Path:
 
 
 def test_torchvision_weights_come_from_the_cache_and_offline_name_the_file_and_folder(offline_torch_cache):
-    from models.pretrained import resolve_weights
-
     name = "ResNet18_Weights.IMAGENET1K_V1"
     cached = cache_file(offline_torch_cache, torchvision.models.get_weight(name))
-    with pytest.raises(UserError, match=f"{cached.name} is not in the torch cache and could not be downloaded "
+    with pytest.raises(WeightsError, match=f"{cached.name} is not in the torch cache and could not be downloaded "
                                         rf"\(.*offline.*\).* put it in {offline_torch_cache}"):
         resolve_weights(name)
     cached.parent.mkdir(exist_ok=True)
     cached.write_bytes(b"x")
     assert resolve_weights(name) == cached
-    with pytest.raises(UserError, match="no such weights file"):
+    with pytest.raises(WeightsError, match="no such weights file"):
         resolve_weights(offline_torch_cache / "missing.pth")
 
 
 def test_imagenet_resolves_to_the_networks_imagenet1k_v1_through_torchvisions_download(tmp_path, monkeypatch):
     """Online: torchvision's own loader fetches the file into the cache (faked here: no network)."""
     import torchvision.models._api as tv_api
-
-    from models.pretrained import resolve_weights
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     fetched = []
@@ -245,12 +260,13 @@ def test_pretrained_imagenet_loads_into_each_architectures_2d_network(offline_to
     tsn = build_model("tsn", num_classes=3, num_segments=2, pretrained="imagenet", backbone="resnet18")
     assert torch.equal(tsn.state_dict()["backbone.conv1.weight"], resnet["conv1.weight"])
     build_model("i3d", num_classes=3, modality="flow", pretrained="imagenet")  # inflated without a mismatch
-    with pytest.raises(UserError, match="no 2D network that ImageNet weights exist for"):
+    with pytest.raises(WeightsError, match="no 2D network that ImageNet weights exist for"):
         build_model("c3d", num_classes=3, pretrained="imagenet")
 
 
 def test_preflight_names_the_missing_imagenet_file(offline_torch_cache, tmp_path):
     from orchestrator.config import parse_experiment
+    from orchestrator.plan import plan
     from orchestrator.preflight import preflight
 
     cfg = parse_experiment({"data": {"synth": True, "root": str(tmp_path / "d" / "UCF101"),
@@ -259,4 +275,19 @@ def test_preflight_names_the_missing_imagenet_file(offline_torch_cache, tmp_path
     assert cfg.model.pretrained == "imagenet"
     with pytest.raises(UserError, match=r"model.pretrained: imagenet \(resnet18: .*resnet18-\w+.pth "
                                         f"is not in the torch cache.*{offline_torch_cache}"):
-        preflight(cfg)
+        preflight(plan(cfg))
+
+
+def test_the_cli_prints_a_weights_error_as_it_prints_a_user_error(monkeypatch, capsys, tmp_path):
+    """The zoo raises its own error (it imports nothing from the orchestrator); the user reads one line."""
+    from orchestrator import cli
+
+    monkeypatch.chdir(tmp_path)  # no missing.pth here
+    def run(args):
+        resolve_weights("missing.pth")
+
+    monkeypatch.setattr("orchestrator.commands.schema.run", run)
+    assert cli.main(["schema"]) == 2
+    assert capsys.readouterr().err == ("actionlab schema: error: missing.pth: no such weights file; give a local "
+                                       "checkpoint path, `imagenet`, or a torchvision weights name such as "
+                                       "ResNet50_Weights.IMAGENET1K_V2\n")

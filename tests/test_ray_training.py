@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import psutil
 import pytest
 
 from ray_fixtures import tiny_experiment, write_tiny_benchmark
@@ -27,7 +26,16 @@ def tiny_data(tmp_path_factory) -> Path:
 def kill_workers_after_first_report(tracking_uri: str, experiment: str, killed: list,
                                    timeout_s: float = 240) -> threading.Thread:
     """Once the controller has logged the first epoch to MLflow (so its checkpoint is registered),
-    SIGKILL every Ray Train worker process: the whole worker group dies mid-run."""
+    SIGKILL the Ray Train workers of this test's run: the whole worker group dies mid-run. The pids
+    are those Ray's state API reports for this driver's job in this test's Ray cluster, so another
+    job's workers on the same machine are never touched."""
+    import ray
+    from ray.util.state import list_actors
+
+    # this test's cluster and job: with no address the state API looks for a cluster and refuses when
+    # the machine runs two
+    context = ray.get_runtime_context()
+    address, job_id = context.gcs_address, context.get_job_id()
 
     def first_epoch_logged() -> bool:
         client = mlflow.MlflowClient(tracking_uri)
@@ -43,10 +51,11 @@ def kill_workers_after_first_report(tracking_uri: str, experiment: str, killed: 
             except Exception:  # the store is being created or is busy: look again
                 ready = False
             if ready:
-                for proc in psutil.process_iter(["cmdline"]):
-                    if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                        proc.kill()
-                        killed.append(proc.pid)
+                workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"),
+                                                                ("state", "=", "ALIVE"), ("job_id", "=", job_id)])
+                for actor in workers:
+                    os.kill(actor.pid, signal.SIGKILL)
+                    killed.append(actor.pid)
                 return
             time.sleep(0.1)
 
@@ -85,12 +94,13 @@ def test_two_worker_run_resumes_after_worker_group_is_killed(ray_session, tiny_d
 def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_path, capfd):
     from orchestrator.progress import console
     from orchestrator.report import results_from_mlflow
-    from orchestrator.training.tune import run_sweep
+    from orchestrator.plan import plan
+    from orchestrator.study import run_sweep
 
     cfg = tiny_experiment(tiny_data, tmp_path, sweep={"parameters": {"model.options.consensus": {"grid": ["avg", "max"]}}})
     capfd.readouterr()
     with console(cfg.scaling.storage_path, "sweep"):  # as `actionlab sweep` runs it
-        results, outcomes = run_sweep(cfg)
+        results, outcomes = run_sweep(plan(cfg))
     assert len(results) == 2 and not results.errors
     assert sorted((o.label, o.status) for o in outcomes) == [("consensus=avg", "finished"), ("consensus=max", "finished")]
 
@@ -125,7 +135,9 @@ def test_sweep_logs_one_nested_child_run_per_trial(ray_session, tiny_data, tmp_p
 def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
     """ASHA stops trials mid-run; their MLflow runs must still end, KILLED with the reason, and the
     Ray Train workers they held must be freed for the next trials (else the sweep hangs)."""
-    from orchestrator.training.tune import STOPPED_EARLY, run_sweep
+    from orchestrator.plan import plan
+    from orchestrator.study import run_sweep
+    from orchestrator.training.tune import STOPPED_EARLY
 
     epochs = 4  # ASHA rungs at epochs 1 and 2: a trial stopped at the first has 2 epochs left to skip
     # val: null, so that the trials' val scores (the test list's 8 videos, after training on 16) tell lr 0.05
@@ -133,7 +145,7 @@ def test_asha_sweep_leaves_no_run_running(ray_session, tiny_data, tmp_path):
     cfg = tiny_experiment(tiny_data, tmp_path, optim={"epochs": epochs}, data={"val": None}, sweep={
         "parameters": {"optim.lr": {"grid": [0.05, 1e-5, 2e-5, 3e-5]}}, "scheduler": "asha",
         "max_concurrent_trials": 1})
-    results, outcomes = run_sweep(cfg)
+    results, outcomes = run_sweep(plan(cfg))
     assert len(results) == 4 and not results.errors
     assert min(r.metrics["epoch"] for r in results) < epochs - 1, "ASHA stopped at least one trial early"
 
@@ -177,7 +189,8 @@ def test_asha_refuses_a_cluster_without_the_state_api(monkeypatch):
 def tiny_study(ray_session, tiny_data, tmp_path_factory):
     """One study (rgb, flow, rgb fine-tuned from rgb, their late fusion), shared by the study test and
     the UI test. Returns (cfg, run_study's outcome, the folder holding its store and report)."""
-    from orchestrator.training.tune import run_study
+    from orchestrator.plan import plan
+    from orchestrator.study import run_study
 
     tmp_path = tmp_path_factory.mktemp("study")
     cfg = tiny_experiment(tiny_data, tmp_path, study={
@@ -185,11 +198,12 @@ def tiny_study(ray_session, tiny_data, tmp_path_factory):
                      "rgb_pretrained": {"model.modality": "rgb", "model.init_checkpoint": "variant:rgb"}},
         "late_fusion": {"two_stream": {"streams": ["rgb", "flow"], "weight": "auto"}},
         "compare": [["two_stream", "rgb"], ["rgb_pretrained", "rgb"]]})
-    return cfg, run_study(cfg, out_dir=tmp_path / "report"), tmp_path
+    return cfg, run_study(plan(cfg), out_dir=tmp_path / "report"), tmp_path
 
 
 def test_study_trains_variants_then_fuses_their_scores_offline(tiny_study):
-    from models.late_fusion import fuse_scores, load_scores
+    from orchestrator.late_fusion import fuse_scores
+    from orchestrator.runs import load_scores
     from orchestrator.data.annotations import read_run_splits
     from orchestrator.metrics import topk_accuracy
 
@@ -358,7 +372,7 @@ def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, 
     from orchestrator.data.dataset import collate_skip_bad
     from orchestrator.data.ray_loader import RayDataLoader
     from orchestrator.training.elastic import EpochBatches, epoch_order, step_batch
-    from orchestrator.training.loop import build_dataset
+    from orchestrator.data.dataset import build_dataset
 
     cfg = tiny_experiment(tiny_data, tmp_path, model={"architecture": "two_stream", "modality": "rgb+flow"})
     records = read_split("ucf101", root=cfg.data.root, annotations=cfg.data.annotations, subset="train").records
@@ -390,7 +404,7 @@ def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, 
 
 
 def test_bench_input_measures_every_source_and_loader(ray_session):
-    from orchestrator.bench import INPUT_SAMPLERS, bench_input
+    from orchestrator.bench.cpu import INPUT_SAMPLERS, bench_input
 
     lines = []
     figures = bench_input(videos=1, num_frames=70, clips=2, rounds=1, workers=1, out=lines.append)

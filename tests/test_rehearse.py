@@ -116,9 +116,9 @@ def test_an_out_folder_holding_other_data_is_refused_and_left_alone(tmp_path):
 def test_every_recipes_evaluation_batch_is_bounded_in_host_bytes(recipe):
     """A loader batch holds EVAL_LOADER_BATCH_BYTES at most, or one whole video when a video is larger:
     I3D's batches of 32 two-view 64 x 224 x 224 videos were 616 MB, 11.6 GB for one rehearsed rank."""
-    from orchestrator.config import expand_study
+    from orchestrator.plan import plan
     from orchestrator.training.loop import EVAL_LOADER_BATCH_BYTES, view_bytes, views_per_test_video
 
-    for variant in expand_study(load_experiment(recipe)).values():
+    for variant in plan(load_experiment(recipe)).runs.values():
         video = views_per_test_video(variant.config) * view_bytes(variant.config)
         assert input_bytes(variant.config)["last epoch"] <= max(EVAL_LOADER_BATCH_BYTES, video)

@@ -13,7 +13,7 @@ import pytest
 import orchestrator.data.synth as synth
 from orchestrator.cli import main
 from orchestrator.data.flow import compute_flow
-from orchestrator.config import expand_study
+from orchestrator.plan import plan
 from orchestrator.data.sampling import make_sampler, tsn_test_indices
 from orchestrator.data.synth import (
     APPEARANCES,
@@ -284,7 +284,9 @@ def test_accuracy_bounds_and_readme(datasets):
      ({"partial_action": True, "action_fraction": (0.0, 0.5)}, "action_fraction"),
      ({"partial_action": True, "action_fraction": (0.5, 1.5)}, "action_fraction"),
      ({"partial_action": True, "action_fraction": (0.03, 0.1)}, "action_fraction"),  # under 2 of 32 frames
-     ({"codec": "vp9"}, "codec")],
+     ({"codec": "vp9"}, "codec"),
+     ({"train_groups": -1}, "train_groups"),
+     ({"train_groups": 5}, "train_groups")],  # 6 groups: a split tests 2, so 4 can train
 )
 def test_invalid_spec_names_the_field_and_writes_nothing(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=field):
@@ -331,13 +333,53 @@ def test_preset_fields_are_overridden_by_explicit_ones():
         spec_from_options({"preset": "colour", "shape_colours": ["Red", "Blue"]})
 
 
-def test_source_is_larger_than_small_and_shares_its_cue_kind():
-    source, small = spec_from_options({"preset": "source"}), spec_from_options({"preset": "small"})
-    assert len(class_names(source)) * source.groups * source.clips_per_group == 288
-    train, _ = synth.split_lines(small, 1)
-    assert len(train) == 12 * len(class_names(small)) == 48
-    assert set(small.motions) <= set(source.motions)  # same directions and speeds: flow transfers
-    assert not set(small.appearances) & set(source.appearances)  # colours to transfer to, not reuse
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_train_groups_keeps_the_first_training_groups_and_every_test_video(split):
+    spec = SynthSpec(groups=9, clips_per_group=2, train_groups=2)
+    train, test = synth.split_lines(spec, split)
+    all_train, all_test = synth.split_lines(dataclasses.replace(spec, train_groups=0), split)
+    assert test == all_test  # the test list is the whole fold's
+    kept = [g for g in range(1, 10) if g not in fold_groups(9, split)][:2]
+    assert train == [line for line in all_train if int(TRAIN_LINE.match(line)[2]) in kept]
+    assert len(train) == 2 * 2 * len(class_names(spec))  # 2 groups x 2 clips per class
+    assert "the first 2 other groups train" in readme_text(spec)
+
+
+def test_pretraining_presets_share_primitives_not_classes_and_the_control_shares_neither():
+    """shape_small: few labelled videos per class; shape_source: other patterns in the same colours and size;
+    colour_source: as many training videos of plain discs in other colours."""
+    source, small, control = (spec_from_options({"preset": name})
+                              for name in ("shape_source", "shape_small", "colour_source"))
+    train, test = synth.split_lines(small, 1)
+    assert (len(train), len(test)) == (6 * 4, 9 * 4)  # per class: 2 groups x 3 clips train, 3 groups x 3 test
+    assert all(synth.is_shape_spec(s) for s in (source, small)) and not synth.is_shape_spec(control)
+    assert not set(source.appearances) & set(small.appearances)  # no class of the target is in the source
+    shared = ("shape_colours", "object_size", "motions", "num_frames", "height", "width")
+    assert all(getattr(source, f) == getattr(small, f) for f in shared)  # the primitives are the same
+    assert not set(control.appearances) & set(small.shape_colours)  # neither red nor green
+    assert control.object_size == small.object_size and control.motions == small.motions
+    source_train, control_train = (synth.split_lines(s, 1)[0] for s in (source, control))
+    assert len(source_train) == len(control_train) == 192  # equal pretraining data (144 once data.val takes a group)
+    assert accuracy_bounds(small)["appearance_only"] == 1.0  # one motion: single RGB frames can reach 100 %
+
+
+def test_pretraining_claim_changes_only_the_initial_weights():
+    """experiments/claims.yaml's small_pretrained, small_unrelated and small_scratch train the same
+    recipe on the same shape_small lists; only the source they start from differs, and both sources
+    are trained with one recipe on as many videos."""
+    variants = plan(load_experiment(Path(__file__).parents[1] / "experiments" / "claims.yaml")).runs
+    scratch, related, unrelated, shapes, colours = (
+        variants[f"{name}/seed0"].config
+        for name in ("small_scratch", "small_pretrained", "small_unrelated", "shape_source", "colour_source"))
+    assert (related.model.init_checkpoint, unrelated.model.init_checkpoint) == ("variant:shape_source",
+                                                                                "variant:colour_source")
+    for cfg in (related, unrelated):
+        assert cfg.model.model_copy(update={"init_checkpoint": None}) == scratch.model
+        assert cfg.data == scratch.data and cfg.optim == scratch.optim
+    assert spec_from_options(scratch.data.synth) == spec_from_options({"preset": "shape_small"})
+    assert shapes.optim == colours.optim and shapes.model == colours.model
+    assert shapes.data.model_copy(update={k: getattr(colours.data, k) for k in ("root", "annotations", "synth")}) \
+        == colours.data
 
 
 # --- shapes ---------------------------------------------------------------------------------------
@@ -372,22 +414,28 @@ def disc_patch(frame: np.ndarray, side: int) -> np.ndarray:
     return (window[..., 0] - window[..., 1]).ravel()
 
 
-def test_shapes_survive_h264_chroma_subsampling(tmp_path):
-    """The shape preset's patterns are in chroma only, which yuv420p halves: a nearest-centroid template on
-    decoded single frames still separates them (measured 100 %, gap 65 std), the disc's mean colour does not."""
+def decoded_disc_features(spec: SynthSpec, folder: Path, videos_per_class: int):
+    """Per H.264-decoded single frame: the disc_patch, the disc's mean colour and the class index
+    (its appearance's), `videos_per_class` videos of every appearance, 8 frames each."""
     decord = pytest.importorskip("decord")
-    spec = dataclasses.replace(spec_from_options({"preset": "shape"}), num_frames=8)
+    spec = dataclasses.replace(spec, num_frames=8)
     patches, mean_colours, labels = [], [], []
     for label, shape in enumerate(spec.appearances):
-        for group in range(1, 25):
-            frames = render_video(spec, shape + spec.motions[group % 2], group, 1)
-            path = write_video(tmp_path / "v.avi", frames, crf=18, deterministic=True)
+        for group in range(1, videos_per_class + 1):
+            frames = render_video(spec, shape + spec.motions[group % len(spec.motions)], group, 1)
+            path = write_video(folder / "v.avi", frames, crf=18, deterministic=True)
             frame = decord.VideoReader(str(path)).get_batch([group % 8]).asnumpy()[0]
             patches.append(disc_patch(frame, spec.object_size + 4))
             on_disc = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) > (BACKGROUND_LUMA + OBJECT_LUMA) / 2
             mean_colours.append(frame[on_disc].mean(0))
             labels.append(label)
-    patches, mean_colours, labels = np.array(patches), np.array(mean_colours), np.array(labels)
+    return np.array(patches), np.array(mean_colours), np.array(labels)
+
+
+def test_shapes_survive_h264_chroma_subsampling(tmp_path):
+    """The shape preset's patterns are in chroma only, which yuv420p halves: a nearest-centroid template on
+    decoded single frames still separates them (measured 100 %, gap 65 std), the disc's mean colour does not."""
+    patches, mean_colours, labels = decoded_disc_features(spec_from_options({"preset": "shape"}), tmp_path, 24)
     train = np.arange(len(labels)) % 2 == 0  # centroids from half the videos, scored on the other half
     assert held_out_centroid_accuracy(patches, labels, train) == 1.0
     direction = patches[train & (labels == 0)].mean(0) - patches[train & (labels == 1)].mean(0)
@@ -397,9 +445,24 @@ def test_shapes_survive_h264_chroma_subsampling(tmp_path):
     assert held_out_centroid_accuracy(mean_colours, labels, train) <= 0.75  # measured 0.46; chance is 0.5
 
 
+@pytest.mark.parametrize("preset", ["shape_small", "shape_source"])
+def test_pretraining_patterns_survive_h264(tmp_path, preset):
+    """The source's and the target's cue is the same kind: on decoded single frames a template of the
+    disc separates every pattern of either (measured 100 %)."""
+    patches, _, labels = decoded_disc_features(spec_from_options({"preset": preset}), tmp_path, 8)
+    assert held_out_centroid_accuracy(patches, labels, np.arange(len(labels)) % 2 == 0) == 1.0
+
+
+def test_shape_small_is_told_apart_by_layout_not_colour(tmp_path):
+    """The target's 4 halves have the same mean colour: a model must learn where the colours lie."""
+    _, mean_colours, labels = decoded_disc_features(spec_from_options({"preset": "shape_small"}), tmp_path, 8)
+    train = np.arange(len(labels)) % 2 == 0
+    assert held_out_centroid_accuracy(mean_colours, labels, train) <= 0.5  # measured 0.31; chance is 0.25
+
+
 def held_out_centroid_accuracy(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> float:
     """Accuracy on ~train of a nearest-class-mean classifier fitted on train."""
-    centroids = np.stack([features[train & (labels == k)].mean(0) for k in (0, 1)])
+    centroids = np.stack([features[train & (labels == k)].mean(0) for k in range(labels.max() + 1)])
     predicted = np.argmin(((features[~train][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     return float((predicted == labels[~train]).mean())
 
@@ -466,7 +529,7 @@ def test_k_claim_tests_both_variants_on_the_same_snippets():
     """experiments/claims.yaml's long_k8 vs long_k3 differ in training-time K only: as parsed, both are
     tested on README_TEST_SNIPPETS snippets (TSN tests on 25 whatever K), at the same evenly spaced
     positions up to one field of rounding, so both flow ceilings are 100 %."""
-    variants = expand_study(load_experiment(Path(__file__).parents[1] / "experiments" / "claims.yaml"))
+    variants = plan(load_experiment(Path(__file__).parents[1] / "experiments" / "claims.yaml")).runs
     k3, k8 = (variants[f"{name}/seed0"].config for name in ("long_k3", "long_k8"))
     assert (k3.data.num_segments, k8.data.num_segments) == (3, 8)
     assert k3.model == k8.model and k3.optim == k8.optim
@@ -529,9 +592,10 @@ def test_mpeg4_videos_are_xvid_avi_that_decord_reads_back(datasets, tmp_path):
 def test_cli_preset_with_overrides(tmp_path, capsys):
     """`actionlab data synth --preset`: given options override the preset's, even a seed of 0."""
     out = tmp_path / "out"
-    assert main(["data", "synth", "--out", str(out), "--preset", "source", "--seed", "0", "--motions", "Up", "Down",
-                 "--groups", "3", "--clips-per-group", "1"]) == 0
+    assert main(["data", "synth", "--out", str(out), "--preset", "colour_source", "--seed", "0", "--motions", "Up",
+                 "Down", "--groups", "3", "--clips-per-group", "1"]) == 0
     spec = json.loads((out / "spec.json").read_text())
-    assert spec["appearances"] == ["Red", "Green", "Blue", "Yellow"] and spec["motions"] == ["Up", "Down"]
+    assert spec["appearances"] == ["Blue", "Yellow", "Magenta", "Cyan", "Orange", "Purple"]
+    assert spec["motions"] == ["Up", "Down"] and spec["object_size"] == 24  # the preset's, where not given
     assert spec["seed"] == 0 and spec["groups"] == 3
-    assert "chance 12%" in capsys.readouterr().out
+    assert "chance 8%" in capsys.readouterr().out

@@ -335,13 +335,46 @@ def test_dataset_inputs_and_description_as_the_ui_reads_them(store):
     assert len(digest) == 16 and digest != tracking.list_digest(["a/v1\tGreen", "a/v2\tGreen"])
 
 
-def test_system_metrics_are_sampled_while_the_block_runs(store):
+@pytest.fixture
+def monitor_calls(monkeypatch):
+    """Waits for MLflow's system-metrics monitor to have sampled or published `n` times for a run, with a
+    deadline: a test then waits on what the monitor did, not on the clock, and a busy machine only slows it."""
+    import collections
+    import threading
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    counts, changed = collections.Counter(), threading.Condition()
+
+    def counted(method: str):
+        original = getattr(SystemMetricsMonitor, method)
+
+        def call(self, *args):
+            result = original(self, *args)
+            with changed:
+                counts[self._run_id, method] += 1
+                changed.notify_all()
+            return result
+
+        monkeypatch.setattr(SystemMetricsMonitor, method, call)
+
+    counted("collect_metrics")  # one sample of every metric
+    counted("publish_metrics")  # one step logged
+
+    def wait(run_id: str, method: str, n: int, timeout_s: float = 60) -> bool:
+        with changed:
+            return changed.wait_for(lambda: counts[run_id, method] >= n, timeout=timeout_s)
+
+    return wait
+
+
+def test_system_metrics_are_sampled_while_the_block_runs(store, monitor_calls):
     client = mlflow.MlflowClient(store)
     run_id, short, quiet = (new_run(store, "system") for _ in range(3))
     with tracking.system_metrics(store, run_id, interval_s=0.2, node_id="node1"):
-        time.sleep(1.0)
-    with tracking.system_metrics(store, short, interval_s=30):  # ends before its first interval
-        pass
+        assert monitor_calls(run_id, "publish_metrics", 3)  # three intervals' samples logged
+    with tracking.system_metrics(store, short, interval_s=30):  # ends before its first interval,
+        assert monitor_calls(short, "collect_metrics", 1)  # once it has its first sample
     with tracking.system_metrics(store, quiet, interval_s=0):
         pass
     metrics = client.get_run(run_id).data.metrics

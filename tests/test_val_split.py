@@ -1,15 +1,17 @@
 """The validation list carved from a training list (orchestrator/data/val_split.py, annotations.read_run_splits)
-and the late-fusion rule chosen on it (models.late_fusion.choose_fusion)."""
+and the late-fusion rule chosen on it (orchestrator.late_fusion.choose_fusion)."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.late_fusion import VideoScores, choose_fusion, fuse_scores
 from orchestrator.config import parse_experiment
 from orchestrator.data.annotations import VideoRecord, read_run_splits
 from orchestrator.data.val_split import carve_val, hmdb_source, record_group, resolve_by
 from orchestrator.errors import UserError
+from orchestrator.late_fusion import choose_fusion, fuse_scores
+from orchestrator.plan import plan
+from orchestrator.runs import VideoScores
 
 
 class Val:  # what read_run_splits reads of data.val
@@ -204,10 +206,29 @@ def test_kinetics_validates_on_its_val_rows_and_tests_on_its_labelled_test_rows(
         read_run_splits("kinetics", root=root, annotations=tmp_path / "k.csv", val=Val())
 
 
+def test_kinetics_clips_of_one_youtube_video_are_one_group(tmp_path, caplog):
+    """A Kinetics clip's group is its YouTube video: by 'group' carves whole videos, and with the official
+    lists (by 'list') clips of a video the train list also has are named in a warning."""
+    import logging
+
+    root = tmp_path / "k400"
+    header = "label,youtube_id,time_start,time_end,split"
+    rows = [("a", "y1", 0, "train"), ("a", "y1", 20, "train"), ("a", "y2", 0, "train"), ("b", "y3", 0, "train"),
+            ("b", "y4", 0, "train"), ("b", "y4", 20, "train"), ("a", "y2", 40, "val"), ("b", "y5", 0, "test")]
+    for label, yid, start, subset in rows:
+        _touch(root / subset / label / f"{yid}_{start:06d}_{start + 10:06d}.mp4")
+    (tmp_path / "k.csv").write_text("\n".join([header] + [f"{lab},{y},{t},{t + 10},{s}" for lab, y, t, s in rows]) + "\n")
+    carved = read_run_splits("kinetics", root=root, annotations=tmp_path / "k.csv", val=Val(by="group", fraction=0.5))
+    assert {r.group for r in carved.train.records}.isdisjoint({r.group for r in carved.val.records})
+    with caplog.at_level(logging.WARNING, logger="actionlab.data"):
+        read_run_splits("kinetics", root=root, annotations=tmp_path / "k.csv", val=Val())
+    assert "1 clip(s) of the val list come from YouTube videos the train list also has" in caplog.text
+    assert "y2_000040_000050.mp4" in caplog.text and "test list" not in caplog.text
+
+
 @pytest.mark.parametrize("raw,message", [
     ({"optim": {"keep": "best_val"}, "data": {"val": None}}, "optim.keep 'best_val' needs data.val"),
     ({"data": {"val": {"by": "list"}}}, "only kinetics has an official val list"),
-    ({"data": {"dataset": "kinetics", "val": {"by": "group"}}}, "kinetics lists no groups"),
     ({"data": {"val": {"fraction": 1.0}}}, "data.val.fraction: must be < 1"),
     ({"data": {"val": None}, "study": {"variants": {"rgb": {}, "flow": {"model.modality": "flow"}},
                                        "late_fusion": {"both": {"streams": ["rgb", "flow"], "weight": "auto"}}}},
@@ -215,7 +236,7 @@ def test_kinetics_validates_on_its_val_rows_and_tests_on_its_labelled_test_rows(
 ])
 def test_selection_settings_that_would_select_on_test_are_refused(raw, message):
     with pytest.raises(UserError, match=message):
-        parse_experiment(raw)
+        plan(parse_experiment(raw))
 
 
 # --- the fusion rule chosen on val ---------------------------------------------------------------

@@ -18,17 +18,18 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.progress import console
     from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
-    from orchestrator.training.tune import run_study
+    from orchestrator.plan import plan
+    from orchestrator.study import run_study
 
     cfg = load_config(args)
     if not cfg.study:
         raise UserError(f"{args.experiment}: has no 'study:' section; add variants (see experiments/quickstart.yaml), "
                         "or use `actionlab train`")
-    runs = preflight(cfg)
+    planned = preflight(plan(cfg))  # every run, checked before anything starts
     with console(cfg.scaling.storage_path, "ablate", verbose=args.verbose) as rows, connect_ray(args.address):
         with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
-            prepare_data(list(runs.values()))
-        outcome = run_study(cfg, resume=args.resume, out_dir=args.out)
+            prepare_data(planned)
+        outcome = run_study(planned, resume=args.resume, out_dir=args.out)
     print(outcome["markdown"])
     print(f"table: {outcome['paths']['markdown']}  chart: {outcome['paths']['plot']}")
     print(f"MLflow parent run {outcome['parent_run_id']}; `actionlab ui` to browse, "

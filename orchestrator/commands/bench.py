@@ -1,6 +1,8 @@
-"""`actionlab bench decode|train|input|flow|gpu`: throughput figures measured side by side in one run."""
+"""`actionlab bench decode|train|input|flow|gpu`: throughput figures measured side by side in one run
+(the benchmarks themselves: orchestrator/bench/)."""
 import argparse
-from pathlib import Path
+
+from orchestrator.bench import gpu  # its options; it imports no torch until it runs
 
 HELP = ("Benchmarks: video decoding (dataset vs raw decord vs naive PyAV), the Ray Train step overhead, the "
         "input pipeline (raw vs prepared videos, DataLoader vs Ray Data), the flow cache formats, and one GPU's "
@@ -34,40 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flow.add_argument("--videos", type=int, default=4)
     flow.add_argument("--frames", type=int, default=60)
     flow.add_argument("--rounds", type=int, default=3)
-    gpu = sub.add_parser("gpu", help="what a lent GPU machine runs, in under 8 minutes: facts, the training loop "
-                                     "and DDP on the GPU, training clips/s and TFLOP/s of the papers' models per "
-                                     "precision, the real loader end to end, RAFT-small pairs/s (a smoke run "
-                                     "without CUDA); each section in its own process, killed at its budget")
-    add_gpu_arguments(gpu)
-
-
-def add_gpu_arguments(parser: argparse.ArgumentParser) -> None:
-    """`bench gpu`'s options; `python -m orchestrator.bench_gpu` takes the same (its docstring lists the
-    sections and their default budgets; not imported here: it imports torch)."""
-    parser.add_argument("--smoke", action="store_true", help="the tiny version (always, without CUDA)")
-    parser.add_argument("--only", default=None, help="sections to run, comma-separated (default: all of them)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds in all, split over the sections in proportion to their default budgets "
-                             "(under 8 minutes in all); a section is killed at its share, and its rows that would "
-                             "start too close to it are skipped")
-    parser.add_argument("--section-budget", action="append", metavar="NAME=SECONDS",
-                        help="one section's seconds, taken out of --budget-s first (repeatable)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the GPU's dense bf16 TFLOP/s, for the peak column (default: from its name)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run the sections in this process, one after another, none killed (what each "
-                             "child process runs; for debugging)")
-    parser.add_argument("--rows-file", type=Path, default=None,
-                        help="with --in-process: also append each table row there as a JSON line")
+    gpu_parser = sub.add_parser("gpu", help="what a lent GPU machine runs, in under 8 minutes: facts, the training "
+                                            "loop and DDP on the GPU, clips/s and TFLOP/s of the loop's step on the "
+                                            "papers' models per precision, the real loader end to end, RAFT-small "
+                                            "pairs/s (a smoke run without CUDA); each section in its own process, "
+                                            "killed at its budget")
+    gpu.add_arguments(gpu_parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator import bench
-
     if args.what == "gpu":
-        from orchestrator import bench_gpu
+        return gpu.run_from_args(args)
+    from orchestrator.bench import cpu as bench
 
-        return bench_gpu.run_from_args(args)
     if args.what == "decode":
         bench.bench_decode(videos=args.videos, num_frames=args.frames, num_segments=args.segments, rounds=args.rounds)
     elif args.what == "input":

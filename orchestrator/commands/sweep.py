@@ -17,17 +17,18 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.progress import console
     from orchestrator.preflight import preflight
     from orchestrator.training.prepare import prepare_data
-    from orchestrator.training.tune import run_sweep
+    from orchestrator.plan import plan
+    from orchestrator.study import run_sweep
 
     cfg = load_config(args)
     if not cfg.sweep:
         raise UserError(f"{args.experiment}: has no 'sweep:' section; add one (see "
                         "experiments/sweep_fusion_segments.yaml), or use `actionlab train`")
-    runs = preflight(cfg)
+    planned = preflight(plan(cfg))  # every run, checked before anything starts
     with console(cfg.scaling.storage_path, "sweep", verbose=args.verbose) as rows, connect_ray(args.address):
         with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
-            prepare_data(list(runs.values()))
-        results, _ = run_sweep(cfg, resume=args.resume)
+            prepare_data(planned)
+        results, _ = run_sweep(planned, resume=args.resume)
     frame = results.get_dataframe()
     columns = [c for c in frame.columns if c.startswith("config/") or c in (cfg.sweep.metric, "epoch")]
     print(frame[columns].sort_values(cfg.sweep.metric, ascending=cfg.sweep.mode == "min").to_string(index=False))

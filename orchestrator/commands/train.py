@@ -12,17 +12,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator import tracking
+    from orchestrator.plan import plan
     from orchestrator.preflight import preflight
     from orchestrator.progress import console, train_rows
     from orchestrator.training.driver import train_run
     from orchestrator.training.prepare import prepare_data
 
-    cfg = load_config(args).model_copy(update={"sweep": None, "study": None})  # the base run alone
-    preflight(cfg)
+    planned = preflight(plan(load_config(args), kind="train"))  # the base run alone
+    cfg = planned.runs[planned.config.name].config
     with console(cfg.scaling.storage_path, "train", verbose=args.verbose) as rows, connect_ray(args.address):
         tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
         with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
-            prepare_data([cfg])
+            prepare_data(planned)
         with train_rows(rows, cfg.name, cfg.optim.epochs) as report_epochs:
             outcome = train_run(cfg, callbacks=[report_epochs])
     print(f"MLflow run {outcome.run_id} ({cfg.experiment_name})")

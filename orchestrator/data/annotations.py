@@ -25,12 +25,15 @@ data prepare` or `data synth` has not finished writing (`require_finished`).
 import csv
 import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from orchestrator.data.paths import file_kind, listed_path, resolved
 from orchestrator.errors import UserError
+
+logger = logging.getLogger("actionlab.data")
 
 SPLIT_NUMBERS = (1, 2, 3)  # UCF-101 and HMDB-51 both ship three official train/test splits
 OUTPUT_MANIFEST = "manifest.json"  # beside a root `data prepare` or `data synth` writes: who, and whether done
@@ -413,7 +416,9 @@ def read_kinetics(root: Path, annotations: Path, split: int, subset: str) -> Spl
                                         f"video file not found (listed in {csv_file.name} line {number}; "
                                         f"also looked in {root / subset} and {root})"))
             continue
-        _add(out, listed, root, listed_path(root, names, where), index_of.get(label_name, -1), csv_file, number)
+        # the YouTube video is the group: its other clips share the footage (`shared_sources`)
+        _add(out, listed, root, listed_path(root, names, where), index_of.get(label_name, -1), csv_file, number,
+             group=youtube_id)
     return _finish(out, listed)
 
 
@@ -573,9 +578,21 @@ def read_run_splits(dataset: str, *, root: str | Path, annotations: str | Path, 
         scored.problems.extend(_cross_list_conflicts([("train list", train), ("val list", test),
                                                       ("test list", scored)]))
         require_consistent(scored)
+        for name, held in (("val list", test), ("test list", scored)):
+            if shared := shared_sources(train, held):
+                logger.warning("%s: %d clip(s) of the %s come from YouTube videos the train list also has clips of "
+                               "(e.g. %s): the official lists as they are, the same footage on both sides",
+                               annotations, len(shared), name, shared[0].path)
         return RunSplits(train, test, scored)
     kept, held = carve_val(train.records, by=by, fraction=val.fraction, seed=val.seed)
     return RunSplits(Split(kept, train.class_names, train.problems), Split(held, train.class_names, []), test)
+
+
+def shared_sources(train: Split, held: Split) -> list[VideoRecord]:
+    """The records of `held` whose group (a Kinetics clip's YouTube video, a csv row's `group`) the
+    training list also holds: the same footage on both sides of a split."""
+    seen = {r.group for r in train.records if r.group}
+    return [r for r in held.records if r.group and r.group in seen]
 
 
 def _relabel(split: Split, class_names: list[str], origin: Path) -> Split:

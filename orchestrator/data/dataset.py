@@ -1,4 +1,5 @@
-"""A torch Dataset of video clips decoded with decord, and the collate function that skips bad ones.
+"""A torch Dataset of video clips decoded with decord, the collate function that skips bad ones, and
+`build_dataset`: a run's Dataset, its sampler laid out by the run's input spec (orchestrator/inputs.py).
 
 Data flow of one item (V views, T frames each, as the sampler decides):
 
@@ -43,7 +44,7 @@ every run.
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.decode_guard import DecodeGuard, DecordVideo
 from orchestrator.data.sampling import native_frame_indices, resampled_num_frames
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:  # read as plain attributes: the training loop imports no pydantic
+    from orchestrator.config import ExperimentConfig
 
 MODALITIES = ("rgb", "flow")
 
@@ -224,3 +228,34 @@ def collate_skip_bad(batch: list[dict | None]) -> dict:
         "index": torch.tensor([item["index"] for item in good], dtype=torch.int64),
         "num_skipped": len(batch) - len(good),
     }
+
+
+def data_modalities(model_modality: str) -> tuple[str, ...]:
+    """What the Dataset decodes for a model modality (RGB-difference is computed from RGB frames)."""
+    return {"rgb": ("rgb",), "rgbdiff": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}[model_modality]
+
+
+def build_dataset(cfg: "ExperimentConfig", records: Sequence[VideoRecord], *, train: bool) -> VideoDataset:
+    """A run's Dataset of `records`, training or test views.
+
+    The sampler reads the run's time layout, K segments x L frames (one group of `clip_len` for a
+    dense clip), from `orchestrator.inputs.input_spec`: the derivation the model's input shapes and
+    time keywords come from, so the clips read are the clips the model was built for. The rest of
+    the data section picks the views, crop, flip, flow cache, frame rate and decoding limit.
+    """
+    from orchestrator.data.sampling import make_sampler
+    from orchestrator.data.transforms import ClipTransform
+    from orchestrator.inputs import input_spec
+
+    d, layout = cfg.data, input_spec(cfg).layout
+    if d.sampler == "tsn":
+        groups = dict(num_segments=layout.segments, frames_per_segment=layout.frames_per_segment)
+    else:  # dense: one group, the whole clip
+        groups = dict(clip_len=layout.frames_per_segment, stride=d.stride, loop_short=d.loop_short)
+    sampler = make_sampler(kind=d.sampler, train=train, num_clips=1 if train else d.test_clips, **groups)
+    transform = ClipTransform(train=train, short_side=d.short_side, crop_size=d.crop_size,
+                              crop=d.train_crop if train else d.test_crop, flip=train and d.flip)
+    modalities = data_modalities(cfg.model.modality)
+    flow_dir = d.resolved_flow_dir() if "flow" in modalities else None
+    return VideoDataset(records, sampler=sampler, transform=transform, modalities=modalities,
+                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None, fps=d.fps)

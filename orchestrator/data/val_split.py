@@ -9,7 +9,9 @@
     across every class);
   - HMDB-51's file names start with the source video they were cut from
     (`April_09_brush_hair_u_nm_np1_ba_goo_{0,1,2}` are three clips of `April_09`: `hmdb_source`);
-  - a csv list names its groups in a `group` column.
+  - a csv list names its groups in a `group` column;
+  - a Kinetics clip's group is its YouTube video (`<youtube_id>_<start>_<end>`); with its official
+    lists (by 'list') clips of a video the train list also holds are named in a warning.
   Groups that span classes (UCF-101's) are held out from one pool, `fraction` of them; a group of one
   class (an HMDB-51 source video, mostly) is held out within its class, `fraction` of that class's
   groups (none of a class with one group), so every class keeps training videos.

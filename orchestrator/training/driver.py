@@ -5,7 +5,7 @@
                     ->  per-epoch metrics logged live by the controller callback
                     ->  test metrics, confusion matrix, learning curves, per-video scores, model
 
-Sweeps and studies (orchestrator/training/tune.py) call `train_run` from each Tune trial.
+Sweeps and studies (orchestrator/study.py, through training/tune.py) call `train_run` from each Tune trial.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.config import DataConfig, ExperimentConfig
-from orchestrator.training.results import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE, RunOutcome,
-                                           init_weights, run_output_dir)
+from orchestrator.runs import HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE, load_scores, run_output_dir
+from orchestrator.training.results import RunOutcome, init_weights
 
 RUN_ID_FILE = "mlflow_run_id"  # in <storage_path>/<Ray Train run>/: the MLflow run its restarts log to
 
@@ -184,11 +184,10 @@ def _unfinished_run(uri: str, experiment: str, resume_key: str) -> str | None:
 
 
 def _log_outcome(cfg: ExperimentConfig, uri: str, run_id: str) -> RunOutcome:
-    """Test metrics and artifacts from the files rank 0 wrote in the last epoch (results.run_output_dir)."""
+    """Test metrics and artifacts from the files rank 0 wrote in the last epoch (runs.run_output_dir)."""
     import mlflow
     import numpy as np
 
-    from models.late_fusion import load_scores
     from orchestrator import metrics as M
     from orchestrator import plots
 

@@ -8,6 +8,8 @@
     rank_batches(order, start, sb, rank)    this rank's micro-batches from clip `start` of the order on
     EpochBatches                            the same as a DataLoader batch_sampler / RayDataLoader source
     schedule_step(...)                      where the LR schedule stands at a clip of an epoch
+    schedule(...) -> Schedule               the run's epochs and steps: optim.epochs, or optim.iterations
+                                            over the list it trains on (`epoch_clips` ends the last epoch)
 
 The rule (`scaling.on_resize`), with b = optim.batch_size and W = the max world size (what the recipe's
 optimiser settings are written for):
@@ -97,18 +99,20 @@ class EpochBatches:
     def __init__(self, num_clips: int, *, seed: int, sb: StepBatch, rank: int):
         self.num_clips, self.seed, self.sb, self.rank = num_clips, seed, sb, rank
         self.epoch = self.start = 0
+        self.stop = num_clips
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
+        """`stop`: train on the order's clips before it only (`epoch_clips`); default all."""
+        self.epoch, self.start, self.stop = epoch, start, self.num_clips if stop is None else stop
 
     def __iter__(self):
-        order = epoch_order(self.num_clips, seed=self.seed, epoch=self.epoch)
+        order = epoch_order(self.num_clips, seed=self.seed, epoch=self.epoch)[:self.stop]
         epoch = self.epoch
         return iter([[(epoch, i) for i in batch] for batch in rank_batches(order, start=self.start, sb=self.sb,
                                                                             rank=self.rank)])
 
     def __len__(self) -> int:
-        return steps_left(self.num_clips, self.start, self.sb) * self.sb.accumulate
+        return steps_left(self.stop, self.start, self.sb) * self.sb.accumulate
 
 
 def schedule_step(*, epoch: int, position: int, num_clips: int, sb: StepBatch) -> float:
@@ -116,3 +120,28 @@ def schedule_step(*, epoch: int, position: int, num_clips: int, sb: StepBatch) -
     (`loop.lr_lambda`, with steps_per_epoch = num_clips // sb.max_world_clips)."""
     per_epoch = num_clips // sb.max_world_clips
     return epoch * per_epoch + min(position / sb.max_world_clips, per_epoch)
+
+
+class Schedule(NamedTuple):
+    """How long a run trains, in steps of the max world (`schedule`)."""
+    epochs: int  # epochs it trains; with optim.iterations the last may stop early (`epoch_clips`)
+    steps: int  # optimiser steps in all: the LR schedule's length (loop.lr_lambda)
+    steps_per_epoch: int  # whole steps in an epoch: floor(N / G)
+    by_iterations: bool  # the length was given as optim.iterations
+
+
+def schedule(*, epochs: int | None, iterations: int | None, num_clips: int, sb: StepBatch) -> Schedule:
+    """The run's length from optim.epochs, or from optim.iterations and the list it trains on (`num_clips`
+    clips, after data.val's carve): ceil(iterations / steps per epoch) epochs."""
+    per_epoch = num_clips // sb.max_world_clips
+    if iterations is None:
+        return Schedule(epochs, epochs * per_epoch, per_epoch, False)
+    return Schedule(math.ceil(iterations / max(per_epoch, 1)), iterations, per_epoch, True)
+
+
+def epoch_clips(epoch: int, *, sched: Schedule, num_clips: int, sb: StepBatch) -> int:
+    """Clips of `epoch`'s order the run trains on: all, but the last epoch of a run given in iterations
+    stops after the schedule's last step (counted in clips of the max world, so at any world size)."""
+    if not sched.by_iterations:
+        return num_clips
+    return min(num_clips, max(0, sched.steps - epoch * sched.steps_per_epoch) * sb.max_world_clips)

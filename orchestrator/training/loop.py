@@ -38,11 +38,14 @@ from einops import rearrange
 from torch.utils.data import BatchSampler, DataLoader
 
 from orchestrator import tracking
+from orchestrator.data.dataset import build_dataset
 from orchestrator.errors import UserError
-from orchestrator.inputs import clip_layout, input_spec
-from orchestrator.training.elastic import EpochBatches, StepBatch, schedule_step, step_batch
+from orchestrator.inputs import input_spec
+from orchestrator.runs import (HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE, VideoScores, run_output_dir,
+                               save_scores)
+from orchestrator.training.elastic import (EpochBatches, Schedule, StepBatch, epoch_clips, schedule, schedule_step,
+                                           step_batch)
 from orchestrator.training.precision import PRECISION_NAMES, autocast_dtype, to_channels_last
-from orchestrator.training.results import HISTORY_FILE, MODEL_FILE, SCORES_FILE, VAL_SCORES_FILE
 
 if TYPE_CHECKING:  # the loop imports no pydantic: `actionlab bench gpu` runs it on machines without
     from orchestrator.config import ExperimentConfig
@@ -55,28 +58,6 @@ EVAL_LOADER_BATCH_BYTES = 128 * 2**20
 STATE_FILE = "state.pt"  # model/optimiser/scaler/progress/RNG/history: everything to resume, nothing else
 
 logger = logging.getLogger("actionlab.train")
-
-
-def data_modalities(model_modality: str) -> tuple[str, ...]:
-    """What the Dataset decodes for a model modality (RGB-difference is computed from RGB frames)."""
-    return {"rgb": ("rgb",), "rgbdiff": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}[model_modality]
-
-
-def build_dataset(cfg: ExperimentConfig, records, *, train: bool):
-    from orchestrator.data.dataset import VideoDataset
-    from orchestrator.data.sampling import make_sampler
-    from orchestrator.data.transforms import ClipTransform
-
-    d = cfg.data
-    sampler = make_sampler(kind=d.sampler, train=train, clip_len=d.clip_len, stride=d.stride,
-                           num_segments=d.num_segments, frames_per_segment=d.frames_per_segment,
-                           num_clips=1 if train else d.test_clips, loop_short=d.loop_short)
-    transform = ClipTransform(train=train, short_side=d.short_side, crop_size=d.crop_size,
-                              crop=d.train_crop if train else d.test_crop, flip=train and d.flip)
-    modalities = data_modalities(cfg.model.modality)
-    flow_dir = d.resolved_flow_dir() if "flow" in modalities else None
-    return VideoDataset(records, sampler=sampler, transform=transform, modalities=modalities,
-                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None, fps=d.fps)
 
 
 def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[torch.Tensor | dict, int]:
@@ -93,7 +74,7 @@ def prepare_inputs(batch_inputs: dict, cfg: ExperimentConfig, device) -> tuple[t
         if device.type == "cuda" and cfg.optim.channels_last:
             clip = clip.contiguous(memory_format=torch.channels_last_3d)
         if cfg.model.modality == "rgbdiff":  # differences within each segment, never across two
-            out[modality] = normalize_clip(clip, "rgbdiff", num_segments=clip_layout(cfg.data).segments)
+            out[modality] = normalize_clip(clip, "rgbdiff", num_segments=input_spec(cfg).layout.segments)
         else:
             out[modality] = normalize_clip(clip, modality)
     return (out if cfg.model.modality == "rgb+flow" else next(iter(out.values()))), views
@@ -105,10 +86,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model  # DistributedDataParallel
 
 
-def lr_lambda(cfg: ExperimentConfig, steps_per_epoch: int):
-    """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the last step."""
-    warmup = max(1, int(cfg.optim.warmup_epochs * steps_per_epoch))
-    total = max(warmup + 1, cfg.optim.epochs * steps_per_epoch)
+def lr_lambda(cfg: ExperimentConfig, sched: Schedule):
+    """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the schedule's last step."""
+    warmup = max(1, int(cfg.optim.warmup_epochs * sched.steps_per_epoch))
+    total = max(warmup + 1, sched.steps)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -371,10 +352,16 @@ class Worker:
     def __post_init__(self):
         self.counters = self.counters or {"steps": 0, "restarts": 0, "resizes": 0, "lost_steps": 0}
 
+    @property
+    def schedule(self) -> Schedule:
+        """The run's epochs and steps (optim.epochs, or optim.iterations over this training list)."""
+        o = self.cfg.optim
+        return schedule(epochs=o.epochs, iterations=o.iterations, num_clips=len(self.train_set), sb=self.step)
+
     def lr_at(self, epoch: int, position: int) -> float:
         """The learning rate of the step that begins at clip `position` of `epoch` (warm-up, cosine,
         and the resize rule's factor)."""
-        factor = lr_lambda(self.cfg, len(self.train_set) // self.step.max_world_clips)
+        factor = lr_lambda(self.cfg, self.schedule)
         at = schedule_step(epoch=epoch, position=position, num_clips=len(self.train_set), sb=self.step)
         return self.cfg.optim.lr * self.step.lr_factor * factor(at)
 
@@ -388,6 +375,31 @@ class Worker:
         return {"model": unwrap(self.model), "optimizer": self.optimizer, "scaler": self.scaler}
 
 
+def build_trainable(cfg: ExperimentConfig, *, num_classes: int, device: torch.device,
+                    init_weights: Path | None = None, class_names: list[str] | None = None, wrap_model=None):
+    """The model, optimiser and loss scaler one worker trains with (`setup_worker`'s; `actionlab bench`
+    builds its own through here too, so that it times what runs train). `class_names`: the run's, in label
+    order (a checkpoint's head is kept only where they are its own). Returns (model, optimizer, scaler)."""
+    from models import build_model
+
+    model = build_model(cfg.model.architecture, num_classes=num_classes, **input_spec(cfg).builder_kwargs)
+    if init_weights:  # the "pretraining" ablation: weights of an earlier run
+        from models.pretrained import load_checkpoint
+
+        load_checkpoint(model, init_weights, skip_head=True, class_names=class_names)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape per run: let cuDNN time its algorithms once
+        if cfg.optim.channels_last:
+            to_channels_last(model)
+    model = wrap_model(model) if wrap_model else model.to(device)
+    if cfg.optim.compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(model, cfg)
+    # loss scaling only for fp16: bf16 has fp32's exponent range
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
+    return model, optimizer, scaler
+
+
 def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.device, cpus: float = 1,
                  init_weights: Path | None = None, wrap_model=None) -> Worker:
     """Data, model, optimiser and schedule for one worker of `world`.
@@ -398,7 +410,6 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
         wrap_model: puts the model on the device for data-parallel training
             (`ray.train.torch.prepare_model`); default: `.to(device)`.
     """
-    from models import build_model
     from orchestrator.data.annotations import read_run_splits
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
@@ -427,22 +438,9 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
                         f"{sb.global_clips // cfg.optim.batch_size} workers) but the training list holds "
                         f"{len(train_set)} videos: lower optim.batch_size or scaling.num_workers")
 
-    model = build_model(cfg.model.architecture, num_classes=len(train_split.class_names),
-                        **input_spec(cfg).builder_kwargs)
-    if init_weights:  # the "pretraining" ablation: weights of an earlier run
-        from models.pretrained import load_checkpoint
-
-        load_checkpoint(model, init_weights, skip_head=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one input shape per run: let cuDNN time its algorithms once
-        if cfg.optim.channels_last:
-            to_channels_last(model)
-    model = wrap_model(model) if wrap_model else model.to(device)
-    if cfg.optim.compile:
-        model = torch.compile(model)
-    optimizer = build_optimizer(model, cfg)
-    # loss scaling only for fp16: bf16 has fp32's exponent range
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.optim.precision, device) == torch.float16)
+    model, optimizer, scaler = build_trainable(cfg, num_classes=len(train_split.class_names), device=device,
+                                               init_weights=init_weights, class_names=train_split.class_names,
+                                               wrap_model=wrap_model)
     return Worker(cfg, rank, world, device, model, optimizer, scaler, sb, train_set, batches, train_loader,
                   num_workers, splits, val_set, test_set, unlisted)
 
@@ -468,7 +466,8 @@ def run_epoch(w: Worker, epoch: int, *, start: Progress | None = None,
     """
     cfg = w.cfg
     position, carried = (start.position, start.carried) if start is not None else (0, None)
-    w.train_batches.set_epoch(epoch, position)
+    sched = w.schedule
+    w.train_batches.set_epoch(epoch, position, epoch_clips(epoch, sched=sched, num_clips=len(w.train_set), sb=w.step))
 
     def step_done(at: int, sums: dict) -> None:
         w.counters["steps"] += 1
@@ -483,7 +482,7 @@ def run_epoch(w: Worker, epoch: int, *, start: Progress | None = None,
     if carried:  # what the ranks before a mid-epoch restart trained
         stats = {k: v + carried.get(k, 0) for k, v in stats.items()}
     result = None
-    if epoch == cfg.optim.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
+    if epoch == sched.epochs - 1 or (epoch + 1) % cfg.optim.eval_every == 0:
         # the bare module: DDP's forward would broadcast buffers, a collective that hangs when one
         # rank has no test batch
         result = evaluate(unwrap(w.model), w.selection_set, cfg, w.device, rank=w.rank, world=w.world,
@@ -494,12 +493,14 @@ def run_epoch(w: Worker, epoch: int, *, start: Progress | None = None,
             w.kept_val = result
     metrics = epoch_metrics(stats, result, epoch=epoch, lr=w.optimizer.param_groups[0]["lr"], world=w.world)
     metrics.update({"data/unlisted_train_videos": w.unlisted["train"], "data/unlisted_test_videos": w.unlisted["test"],
-                    "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)]})  # "auto" resolved
+                    "precision": PRECISION_NAMES[autocast_dtype(cfg.optim.precision, w.device)],  # "auto" resolved
+                    # the schedule (optim.iterations resolves here) and the optimiser steps the run has taken
+                    "train/epochs": sched.epochs, "train/planned_steps": sched.steps, "train/steps": w.counters["steps"]})
     skipped = (metrics["data/skipped_videos"], metrics.get("data/skipped_val_videos", 0))
     if w.rank == 0 and any(skipped):
         logger.warning("epoch %d: skipped %d training and %d validation videos that could not be read (each named "
                        "in a warning above; `actionlab data check` lists them all)", epoch, *skipped)
-    if epoch < cfg.optim.epochs - 1:
+    if epoch < sched.epochs - 1:
         return metrics, None
     test = final_test(w, result)
     if test is not None:
@@ -578,8 +579,6 @@ def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, histo
     """Rank 0, last epoch: the kept weights, per-video test scores (and val scores, with data.val)
     with the class names, and the history, each written under a temporary name and renamed, so a
     reader never sees half a file."""
-    from models.late_fusion import save_scores
-
     out_dir.mkdir(parents=True, exist_ok=True)
     names = tuple(w.splits.test.class_names)
 
@@ -598,9 +597,7 @@ def write_run_outputs(w: Worker, out_dir: Path, result: EvalResult | None, histo
 
 
 def video_scores(split, result: EvalResult, class_names: tuple[str, ...]):
-    """An evaluation of `split`'s records as `models.late_fusion.VideoScores` (what scores.npz holds)."""
-    from models.late_fusion import VideoScores
-
+    """An evaluation of `split`'s records as `runs.VideoScores` (what scores.npz holds)."""
     ids = np.array([split.records[i].video_id for i in result.indices])
     return VideoScores(ids, result.labels.astype(np.int64), result.video_scores, tuple(class_names))
 
@@ -645,7 +642,6 @@ def _train_epochs(w: Worker, run_id: str, start: Progress, history: list[dict], 
     import ray.train
 
     from orchestrator.training.elastic import steps_left
-    from orchestrator.training.results import run_output_dir
 
     cfg, every = w.cfg, w.cfg.scaling.checkpoint_every_steps
     marker = Path(cfg.scaling.storage_path) / "progress" / f"{run_id}.steps"  # how far the run got
@@ -671,14 +667,15 @@ def _train_epochs(w: Worker, run_id: str, start: Progress, history: list[dict], 
         if metrics["report"] == "checkpoint":  # mid-epoch: it counts only once the controller committed it
             ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
-    for epoch in range(start.epoch, cfg.optim.epochs):
+    epochs = w.schedule.epochs
+    for epoch in range(start.epoch, epochs):
         begun = start if epoch == start.epoch else None
 
         def after_step(position: int, sums: dict) -> None:
             if w.rank == 0:
                 _publish_text(marker, str(w.counters["steps"]))
             notice = ray.train.get_preemption_info()  # a collective: every rank asks after every step
-            due = every and w.counters["steps"] % every == 0 and steps_left(len(w.train_set), position, w.step)
+            due = every and w.counters["steps"] % every == 0 and steps_left(w.train_batches.stop, position, w.step)
             if (notice is None or notified[0]) and not due:
                 return
             carried = _sum_across_workers(sums, w.device, w.world)
@@ -691,7 +688,7 @@ def _train_epochs(w: Worker, run_id: str, start: Progress, history: list[dict], 
 
         metrics, result = run_epoch(w, epoch, start=begun, after_step=after_step)
         history.append({**metrics, "resumed_from_step": resumed, "scaling/num_nodes": num_nodes})
-        report({**metrics, "report": "epoch"}, Progress(epoch + 1), outputs=result, last=epoch == cfg.optim.epochs - 1)
+        report({**metrics, "report": "epoch"}, Progress(epoch + 1), outputs=result, last=epoch == epochs - 1)
 
 
 def _wait_for_preemption(notice, grace_s: float, *, rank: int) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.config import ExperimentConfig
+from orchestrator.data.dataset import data_modalities
 from orchestrator.errors import UserError
-from orchestrator.training.loop import data_modalities
+from orchestrator.plan import Plan
 
 
-def prepare_data(configs: list[ExperimentConfig]) -> None:
-    """Generate synthetic data where asked and missing; extract flow once per distinct cache.
+def prepare_data(plan: Plan) -> None:
+    """Generate synthetic data where the plan's runs ask for it and it is missing; extract flow once
+    per distinct cache.
 
     Flow extraction fans out as Ray tasks (one per video) over every core of the cluster and
     skips videos already cached, so a second call costs almost nothing.
@@ -18,6 +19,7 @@ def prepare_data(configs: list[ExperimentConfig]) -> None:
     from orchestrator.data.flow import extract_flow
     from orchestrator.data.synth import spec_from_options
 
+    configs = [run.config for run in plan.runs.values()]
     for cfg in configs:
         if cfg.data.synth is not False and not Path(cfg.data.root).exists():
             _synthesize(Path(cfg.data.root), spec_from_options(cfg.data.synth))

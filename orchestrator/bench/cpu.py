@@ -3,14 +3,15 @@
 decode: clips/s of the Dataset path (decord `get_batch` on the sampled indices, plus the
         Dataset's bookkeeping) vs raw `decord.VideoReader.get_batch` on the same indices vs a
         naive PyAV seek-and-decode of the same indices.
-train:  per-step time of one Ray Train worker vs a plain PyTorch loop, same model, same
-        in-memory batches, same `train_one_epoch` code, after a warm-up epoch.
+train:  per-step time of one Ray Train worker vs a plain PyTorch loop: the same `loop.train_one_epoch`
+        (its own `train_step`) on the same model, built by `loop.build_trainable` as a run builds it,
+        over the same synthetic batches, after a warm-up epoch.
 flow:   the flow cache formats (npy, jpg q95, png) on the same fields: bytes per field and TSN
         clips read per second.
 input:  the input pipeline on Kinetics-sized footage: clips/s per core from raw files, prepared
         h264, JPEG frames and JPEG flow; the DataLoader's scaling with processes; Ray Data tasks
         against the DataLoader on the same cores; cores one GPU needs.
-gpu:    orchestrator/bench_gpu.py (runs on a GPU machine with torch alone).
+gpu:    orchestrator/bench/gpu.py (runs on a GPU machine with torch alone).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from orchestrator.bench.synthetic import bench_frames
 
 
 def _timed(fn, items) -> float:
@@ -53,16 +56,6 @@ def bench_decode(*, videos: int = 6, num_frames: int = 150, height: int = 240, w
     out("  (.avi: the dataset decodes in order up to the last sampled frame, because decord's get_batch "
         "returns wrong frames from B-frame AVI; its raw get_batch figure is speed only)")
     return figures
-
-
-def bench_frames(num_frames: int, height: int, width: int) -> np.ndarray:
-    """Smooth moving gradients plus noise: compresses like real footage, not like flat colour."""
-    rng = np.random.default_rng(0)
-    t = np.arange(num_frames)[:, None, None]
-    base = (np.arange(width)[None, None, :] + 3 * t + np.arange(height)[None, :, None]) % 256
-    frames = np.repeat(base[..., None], 3, axis=3).astype(np.int16)
-    frames += rng.integers(-12, 12, size=frames.shape, dtype=np.int16)
-    return np.clip(frames, 0, 255).astype(np.uint8)
 
 
 def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: int, num_segments: int,
@@ -136,60 +129,44 @@ def bench_flow(*, videos: int = 4, num_frames: int = 60, height: int = 240, widt
     return figures
 
 
-class _MemoryClips:
-    """An in-memory dataset of fixed uint8 clips shaped like VideoDataset items (no decoding)."""
-
-    def __init__(self, n: int, shape: tuple, num_classes: int):
-        g = np.random.default_rng(0)
-        self.clips = [g.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
-        self.labels = g.integers(0, num_classes, size=n)
-
-    def __len__(self):
-        return len(self.clips)
-
-    def __getitem__(self, i):
-        import torch
-
-        return {"inputs": {"rgb": torch.from_numpy(self.clips[i])}, "label": int(self.labels[i]), "index": i}
-
-
-def _bench_config(architecture: str, width: float, batch_size: int):
+def _bench_run(architecture: str, width: float, batch_size: int):
+    """The one run an experiment of this model launches, planned as `actionlab train` plans it."""
     from orchestrator.config import parse_experiment
+    from orchestrator.plan import plan
 
     model = {"architecture": architecture, "width": width, "options": {"backbone": "resnet18"}}
-    return parse_experiment({"model": model, "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}},
-                            source="bench")
+    cfg = parse_experiment({"model": model, "optim": {"batch_size": batch_size, "epochs": 2, "grad_clip": 0.0}},
+                           source="bench")
+    (run,) = plan(cfg, kind="train").runs.values()
+    return run
 
 
-def _step_seconds(cfg, steps: int, threads: int, device) -> float:
-    """Seconds per step of `train_one_epoch` over in-memory batches, after one warm-up epoch."""
+def _step_seconds(run, steps: int, threads: int, device) -> float:
+    """Seconds per step of `loop.train_one_epoch` over synthetic clips, after one warm-up epoch; in a
+    Ray Train worker (a process group is up) the model is wrapped as the driver's workers wrap it."""
     import torch
     from torch.utils.data import DataLoader
 
-    from models import build_model
-    from orchestrator.config import input_spec
+    from orchestrator.bench.synthetic import SyntheticClips
     from orchestrator.data.dataset import collate_skip_bad
     from orchestrator.training.elastic import step_batch
-    from orchestrator.training.loop import build_optimizer, lr_lambda, train_one_epoch
+    from orchestrator.training.loop import build_trainable, train_one_epoch
 
     torch.set_num_threads(threads)
-    spec = input_spec(cfg)
-    shape = (1, *spec.shapes["rgb"])  # one view (V, C, T, H, W), as the Dataset yields it
-    loader = DataLoader(_MemoryClips(steps * cfg.optim.batch_size, shape, 10), batch_size=cfg.optim.batch_size,
+    cfg = run.config
+    batch = cfg.optim.batch_size
+    loader = DataLoader(SyntheticClips(run.inputs, 10, steps * batch), batch_size=batch,
                         collate_fn=collate_skip_bad)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.architecture, num_classes=10, **spec.builder_kwargs).to(device)
+    wrap = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         import ray.train.torch
 
-        model = ray.train.torch.prepare_model(model)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    sb = step_batch(batch_size=cfg.optim.batch_size, max_workers=1, world=1, on_resize="keep_global_batch")
-    factor = lr_lambda(cfg, len(loader))
-    for _ in range(2):  # a warm-up epoch, then the timed one
-        stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, sb=sb,
-                                lr_at=lambda clip: cfg.optim.lr * factor(clip / sb.global_clips))
+        wrap = ray.train.torch.prepare_model
+    torch.manual_seed(0)
+    model, optimizer, scaler = build_trainable(cfg, num_classes=10, device=device, wrap_model=wrap)
+    sb = step_batch(batch_size=batch, max_workers=1, world=1, on_resize="keep_global_batch")
+    for _ in range(2):  # a warm-up epoch, then the timed one; the config's lr throughout (no schedule: same cost)
+        stats = train_one_epoch(model, loader, optimizer, scaler, cfg, device, sb=sb, lr_at=lambda clip: cfg.optim.lr)
     return stats["seconds"] / steps
 
 
@@ -197,7 +174,7 @@ def _ray_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    seconds = _step_seconds(config["cfg"], config["steps"], config["threads"], ray.train.torch.get_device())
+    seconds = _step_seconds(config["run"], config["steps"], config["threads"], ray.train.torch.get_device())
     with tempfile.TemporaryDirectory() as tmp:  # Train V2 hands metrics back with a checkpoint
         Path(tmp, "step_s.txt").write_text(repr(seconds))
         ray.train.report({"step_s": seconds}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -211,13 +188,13 @@ def bench_train(*, architecture: str = "tsn", width: float = 0.25, batch_size: i
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = _bench_config(architecture, width, batch_size)
-    plain = _step_seconds(cfg, steps, threads, torch.device("cpu"))
+    run = _bench_run(architecture, width, batch_size)
+    plain = _step_seconds(run, steps, threads, torch.device("cpu"))
     out(f"plain PyTorch: {plain * 1000:.1f} ms/step")
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
-    trainer = TorchTrainer(_ray_worker, train_loop_config={"cfg": cfg, "steps": steps, "threads": threads},
+    trainer = TorchTrainer(_ray_worker, train_loop_config={"run": run, "steps": steps, "threads": threads},
                            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
                            run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="actionlab-bench-")))
     result = trainer.fit()

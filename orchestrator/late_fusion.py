@@ -1,8 +1,8 @@
 """Offline late fusion of two streams' saved per-video scores.
 
 Two-stream networks (and TSN, ActionVLAD, ...) train each modality separately and fuse the
-class scores at test time. Saving every stream's per-video scores once means the fusion weight
-can be swept afterwards with no retraining and no second pass over the videos.
+class scores at test time. Saving every stream's per-video scores once (orchestrator/runs.py)
+means the fusion weight can be swept afterwards with no retraining and no second pass over the videos.
 
 Simonyan & Zisserman, "Two-Stream Convolutional Networks for Action Recognition in Videos",
 NeurIPS 2014 (score averaging); Wang et al., TSN, ECCV 2016 (weighted fusion, RGB : flow = 1 : 1.5).
@@ -12,28 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from orchestrator.runs import SCORES_FILE, VAL_SCORES_FILE, VideoScores, load_scores
+
 FUSION_MODES = ("softmax", "logits")
-
-
-class VideoScores(NamedTuple):
-    video_ids: np.ndarray  # (N,) str
-    labels: np.ndarray  # (N,) int64
-    scores: np.ndarray  # (N, K) float32: per-video logits, averaged over the test views
-    class_names: tuple[str, ...] = ()  # (K,) the label names, in label order
-
-
-def save_scores(path: str | Path, scores: VideoScores) -> None:
-    """Write `scores` to an .npz file (plain arrays, loadable without pickle)."""
-    np.savez(path, video_ids=np.asarray(scores.video_ids, dtype=str),
-             labels=np.asarray(scores.labels, dtype=np.int64),
-             scores=np.asarray(scores.scores, dtype=np.float32), class_names=np.asarray(scores.class_names, dtype=str))
-
-
-def load_scores(path: str | Path) -> VideoScores:
-    """Read a file written by `save_scores`."""
-    with np.load(path, allow_pickle=False) as data:
-        names = tuple(data["class_names"].tolist()) if "class_names" in data else ()  # older files have none
-        return VideoScores(data["video_ids"], data["labels"], data["scores"], names)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -127,3 +108,31 @@ def choose_fusion(a_val: VideoScores, b_val: VideoScores, *, weights=WEIGHT_GRID
                 best = (key, float(weight), mode, top1)
     _, weight, mode, top1 = best
     return FusionChoice(weight, mode, top1, _top1(a_val), _top1(b_val))
+
+
+class Fused(NamedTuple):
+    """Two runs' test scores fused late (`fuse_run_outputs`)."""
+    scores: VideoScores  # of the test list
+    weight: float  # the first stream's share
+    mode: str  # softmax | logits
+    choice: FusionChoice | None  # made on the val scores; None without them
+
+
+def fuse_run_outputs(spec, folders: list[Path], *, name: str) -> Fused:
+    """Fuse two runs' test scores (their `SCORES_FILE`s in `folders`) by `spec`
+    (`orchestrator.config.LateFusion`); a weight or mode `auto` is chosen on their val scores.
+
+    The fused val score is recorded whatever the rule, whenever both runs wrote `VAL_SCORES_FILE`.
+    """
+    scores = [load_scores(folder / SCORES_FILE) for folder in folders]
+    val = [load_scores(f / VAL_SCORES_FILE) for f in folders] if all(
+        (f / VAL_SCORES_FILE).is_file() for f in folders) else None
+    mode, choice = spec.resolved_mode, None
+    if val is not None:
+        choice = choose_fusion(*val, weights=WEIGHT_GRID if spec.weight == "auto" else (spec.weight,),
+                               modes=FUSION_MODES if mode == "auto" else (mode,))
+    elif "auto" in (spec.weight, mode):
+        raise RuntimeError(f"study.late_fusion.{name}: weight/mode auto needs both streams' "
+                           f"{VAL_SCORES_FILE} (their runs had no data.val)")
+    weight, mode = (choice.weight, choice.mode) if choice else (spec.weight, mode)
+    return Fused(fuse_scores(*scores, weight=weight, mode=mode), weight, mode, choice)
