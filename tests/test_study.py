@@ -178,3 +178,14 @@ def test_a_study_runs_its_stages_in_order_then_fuses_and_reports(tmp_path):
     assert ("two_stream †", "100.0 ± 0.0") in rows and ("rgb †", "50.0 ± 0.0") in rows  # †: selected on test
     assert "two_stream − rgb: +50.0 points" in result["markdown"]
     assert (tmp_path / "report" / "comparison.md").read_text() == result["markdown"]
+
+
+def test_asha_is_refused_beside_a_second_ray_instance(monkeypatch):
+    """Ray Train's cleanup of an ASHA-stopped trial finds no cluster when two run on the machine, and the
+    sweep waits for ever (seen: `.ci/run` beside another study); refuse with the fix instead."""
+    from orchestrator.training import tune
+
+    monkeypatch.setattr(tune, "local_ray_instances", lambda: ["/tmp/ray/session_a", "/tmp/ray/session_b"])
+    with pytest.raises(UserError, match=r"t.yaml: sweep.scheduler 'asha': 2 Ray instances run on this machine "
+                                        r"\(/tmp/ray/session_a, /tmp/ray/session_b\).*or use sweep.scheduler 'fifo'"):
+        tune.require_state_api("t.yaml: sweep.scheduler 'asha'")

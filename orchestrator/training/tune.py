@@ -11,6 +11,7 @@ also chains the stages, fuses and reports). A trial the scheduler stops ends KIL
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -149,6 +150,14 @@ def require_state_api(what: str) -> None:
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
 
+    # Ray Train's placement-group cleaner (Ray 2.60) asks the state API without an address, so with a
+    # second Ray instance on this node it fails ("Found multiple active Ray instances") and the stopped
+    # trial's workers are never freed: the sweep would hang
+    if len(servers := local_ray_instances()) > 1:
+        raise UserError(f"{what}: {len(servers)} Ray instances run on this machine ({', '.join(servers)}); Ray Train "
+                        "frees an ASHA-stopped trial's workers only when it finds one, so later trials would wait for "
+                        "ever: stop the other one, run this sweep on it (--address <its address>), or use "
+                        "sweep.scheduler 'fifo'")
     # this session's cluster: with no address the state API looks for one and refuses when it finds two
     address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     try:
@@ -157,6 +166,19 @@ def require_state_api(what: str) -> None:
         raise UserError(f"{what} needs Ray's state API, which this Ray cluster does not serve ({err.__class__.__name__}):"
                         " start Ray with its dashboard (`ray start --head` and `ray.init()` do by default; not"
                         " include_dashboard=False), or use sweep.scheduler 'fifo'") from None
+
+
+def local_ray_instances() -> list[str]:
+    """The session folder of every Ray instance running on this machine (its gcs_server processes)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "gcs_server" and proc.status() != psutil.STATUS_ZOMBIE:
+                logs = next((a.split("=", 1)[1] for a in proc.info["cmdline"] or [] if a.startswith("--log_dir=")), "")
+                found.append(str(Path(logs).parent) if logs else f"pid {proc.pid}")
+    return found
 
 
 def trial_outcomes(results, stopped: set[str]) -> list[TrialOutcome]:
