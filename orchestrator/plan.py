@@ -76,6 +76,9 @@ def plan(cfg: ExperimentConfig, *, kind: str | None = None) -> Plan:
     base = cfg.model_copy(update={"sweep": None, "study": None})  # a run is one run; the parent has the rest
     if kind == "study":
         return _study_plan(cfg, base, where)
+    if source_variant(base) is not None:  # only a study trains the variant it would start from
+        raise UserError(f"{where}: model.init_checkpoint: {base.model.init_checkpoint} names a study variant, but "
+                        f"this {kind} runs no study; give a model.pt path or mlflow:<run_id>")
     if kind == "sweep":
         runs = {}
         for dotted, value in sweep_points(cfg):

@@ -75,6 +75,14 @@ def test_a_plan_that_cannot_run_is_refused(tmp_path, study, message):
     assert message in str(err.value)
 
 
+def test_a_variant_to_start_from_outside_a_study_is_refused(tmp_path):
+    """Refused when planned, before Ray starts or data is written (`actionlab train` once generated the
+    data and failed on a worker: "variant:rgb is not a file")."""
+    with pytest.raises(UserError, match="t.yaml: model.init_checkpoint: variant:rgb names a study variant, but this "
+                                        "train runs no study"):
+        plan(experiment(tmp_path, model={"init_checkpoint": "variant:rgb"}))
+
+
 def fake_train(cfg, *, log: str, fail: str = "", kind: str, variant: str, parent_run_id: str, extra_tags: dict,
                **_) -> RunOutcome:
     """`driver.train_run`'s signature; writes down what it was asked to train (it runs in a Ray worker)."""

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.training.prepare import prepare_data
 
     planned = preflight(plan(load_config(args), kind="train"))  # the base run alone
-    cfg = planned.runs[planned.config.name].config
+    (cfg,) = (run.config for run in planned.runs.values())
     with console(cfg.scaling.storage_path, "train", verbose=args.verbose) as rows, connect_ray(args.address):
         tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
         with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
