@@ -151,6 +151,15 @@ class DataConfig(_Section):
     # At most an hour (570x the slowest): longer is a hang, and past 2**31 ms (~25 days) the wait
     # itself overflows (OverflowError for every video).
     decode_timeout_s: Annotated[float, Field(ge=0, le=3600)] | None = 60.0
+    # the library that decodes video files (orchestrator/data/decoders.py): decord | torchcodec (an optional
+    # extra, `pip install -e ".[torchcodec]"`, with FFmpeg's shared libraries) | pyav (in order from the first
+    # frame: exact on any container, slow on late frames). `actionlab bench input` puts them side by side
+    decoder: Literal["decord", "torchcodec", "pyav"] = "decord"
+    # where frame folders' JPEGs are decoded and clips resized, cropped and flipped: cpu (the loader
+    # processes) | cuda (the training GPU: loader processes only read bytes and draw the crop; nvJPEG decodes
+    # each batch at once; orchestrator/data/device_decode.py). Video files are decoded on the CPU either way.
+    # cuda needs GPU workers: refused without them, never ignored
+    decode_device: Literal["cpu", "cuda"] = "cpu"
 
     def resolved_flow_dir(self) -> Path:
         if self.flow_dir:
@@ -417,6 +426,9 @@ class ExperimentConfig(_Section):
         if self.sweep and self.sweep.scheduler == "asha" and self.optim.iterations:
             raise ValueError("sweep.scheduler 'asha' stops trials at epoch rungs up to optim.epochs, which "
                              "optim.iterations leaves to run time: give optim.epochs, or use scheduler 'fifo'")
+        if d.decode_device == "cuda" and self.scaling.use_gpu is False:
+            raise ValueError("data.decode_device 'cuda' decodes on the training GPUs, but scaling.use_gpu is false: "
+                             "set data.decode_device: cpu, or scaling.use_gpu: auto")
         if self.optim.keep == "best_val" and not d.val:
             raise ValueError("optim.keep 'best_val' needs data.val (selecting on the test list would report a "
                              "tuned test score); set data.val or keep: last")

@@ -152,6 +152,11 @@ def _check_files(cfg: ExperimentConfig, spec: InputSpec) -> None:
             if getattr(d, name) and not Path(getattr(d, name)).exists():
                 raise UserError(f"data.{name}: {getattr(d, name)} does not exist; fix the path, or "
                                 "set data.synth: true to generate the synthetic benchmark there")
+    if d.decoder == "torchcodec":
+        from orchestrator.data.decoders import torchcodec_problem
+
+        if problem := torchcodec_problem():
+            raise UserError(problem)
     if m.pretrained:  # loaded into a real (CPU) model: fetches torchvision's weights, checks they fit
         import torch
 

@@ -128,6 +128,7 @@ def plan_rehearsal(cfg, *, workers: int, steps: int, width: float, out: Path,
         "data.flow_dir": (None, "beside the generated videos"),
         "scaling.num_workers": (workers, "gloo DDP processes on this machine"),
         "scaling.use_gpu": (False, "CPU processes"),
+        "data.decode_device": ("cpu", "no GPU to decode on: JPEGs decoded and clips cropped in the loader processes"),
         "scaling.storage_path": (str(out / "runs"), "run outputs under --out"),
     }
     changes: dict[str, Change] = {}

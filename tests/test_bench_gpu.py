@@ -135,7 +135,8 @@ def test_smoke_run_streams_every_section_without_ray_mlflow_pydantic(tmp_path):
     assert [line.split()[:3] for line in train[:2]] == [["train", "TSN-R50", "3x3x32x32"]] * 2  # bf16, then + cl
     assert sum("clips/s" in line for line in train) == len(CASES) * 3  # compile: skipped on CPU
     loader = [line for line in sections["loader"] if line.startswith("loader ")]
-    assert len(loader) == len(gpu_sections.LOADER_CASES) and all("%" in line for line in loader)
+    assert len(loader) == len(gpu_sections.LOADER_CASES) * len(gpu_sections.LOADER_DECODES)
+    assert all("%" in line and "clips/s" in line for line in loader)
     (flow,) = [line for line in sections["flow"] if line.startswith("flow ")]
     assert "pairs/s" in flow and "random init" in flow
     assert not any("error" in line or " BAD" in line for line in loop_rows + train + loader + [flow])
@@ -143,8 +144,13 @@ def test_smoke_run_streams_every_section_without_ray_mlflow_pydantic(tmp_path):
     summary = sections["summary"]
     assert [line.split()[:2] for line in summary[:len(SECTION_NAMES)]] == [[name, "done"] for name in SECTION_NAMES]
     assert any(line.startswith("channels_last (") and "tsn " in line and "i3d " in line for line in summary)
+    assert any(line.startswith("loader, decode cpu -> cuda: TSN-R50 ") and "I3D rgb " in line
+               and "not measured" not in line for line in summary)
     rows = [BenchRow(**json.loads(line)) for line in (out / gpu.ROWS_FILE).read_text().splitlines()]
     assert [gpu_sections.format_row(r) for r in rows] == loop_rows + train + loader + [flow]
+    assert [(r.what, r.decode) for r in rows if r.section == "loader"] == [  # decode on the CPU, then the device
+        ("TSN-R50", "cpu"), ("TSN-R50", "cuda"), ("I3D rgb", "cpu"), ("I3D rgb", "cuda")]
+    assert all(r.cores > 0 for r in rows if r.section == "loader")
 
 
 def test_without_pydantic_or_wheels_the_sections_that_train_say_why_and_the_rest_run(tmp_path):
@@ -251,7 +257,49 @@ def test_train_and_loader_rows_train_with_the_loop_s_own_step(monkeypatch, tmp_p
     folders = gpu_sections.write_prepared_videos(tmp_path, SMOKE)
     row = gpu_sections.bench_loader(PLANNED, tsn, SMOKE, torch.device("cpu"), folders=folders, batch=2)
     assert row.rate > 0 and 0 <= row.wait_share <= 1 and "error" not in row.note
+    assert row.decode == "cpu" and row.cores > 0
     assert set(calls) == {("bf16", True, 2)} and len(calls) >= 2 * SMOKE.loader_workers
+
+
+def test_the_gpu_decode_loader_row_runs_the_deferred_path_on_cpu(monkeypatch, tmp_path, one_thread):
+    """data.decode_device cuda, on the CPU device: the run's Dataset hands over JPEG bytes (defer) and
+    make_loader's DeviceDecoding decodes every batch the loop trains on."""
+    from orchestrator.data import device_decode
+
+    decoded = []
+    real_decode = device_decode.decode_batch
+
+    def counted(batch, transform, device):
+        decoded.append(len(batch["params"]))
+        return real_decode(batch, transform, device)
+
+    monkeypatch.setattr(device_decode, "decode_batch", counted)
+    folders = gpu_sections.write_prepared_videos(tmp_path, SMOKE)
+    row = gpu_sections.bench_loader(PLANNED, CASES[0], SMOKE, torch.device("cpu"), folders=folders, batch=2,
+                                    decode_device="cuda")
+    assert row.rate > 0 and 0 <= row.wait_share <= 1 and row.cores > 0 and "error" not in row.note
+    assert row.decode == "cuda" and "decoded on cpu" in row.note
+    assert len(decoded) >= 2 * SMOKE.warmup_steps and set(decoded) == {2}
+
+
+def test_tree_cpu_seconds_counts_children_running_and_reaped():
+    """CPU burnt by a child process shows in this process's tree while it runs and after it is reaped."""
+    burn = ("import sys, time\nend = time.process_time() + 0.5\nwhile time.process_time() < end:\n    pass\n"
+            "print('burnt', flush=True)\nsys.stdin.read()\n")
+    before = gpu_sections.tree_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "burnt\n"
+    running = gpu_sections.tree_cpu_seconds()
+    child.stdin.close()
+    child.wait(timeout=30)
+    reaped = gpu_sections.tree_cpu_seconds()
+    assert before is not None and running - before >= 0.4 and reaped - before >= 0.4
+    assert gpu_sections.tree_cpu_seconds(child.pid) is None  # gone
+
+
+def test_tree_cpu_seconds_is_none_without_proc(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_sections, "PROC", tmp_path / "absent")
+    assert gpu_sections.tree_cpu_seconds() is None
 
 
 def test_probe_and_out_of_memory_retries_run_the_cuda_path(monkeypatch, one_thread):
@@ -284,7 +332,8 @@ def test_rows_past_the_budget_are_skipped():
     returned = gpu_sections.measure_rows(SMOKE, torch.device("cpu"), parse=PLANNED, budget_s=0,
                                          emit=rows.append)
     assert returned == rows  # each row handed over as it is decided, in run order
-    assert len(rows) == len(CASES) * len(gpu_sections.MODES) + len(gpu_sections.LOADER_CASES) + 1
+    loader_rows = len(gpu_sections.LOADER_CASES) * len(gpu_sections.LOADER_DECODES)
+    assert len(rows) == len(CASES) * len(gpu_sections.MODES) + loader_rows + 1
     compile_rows = [r for r in rows if r.mode == "bf16+cl+compile"]
     assert rows[-len(CASES):] == compile_rows
     assert all("compile is timed on CUDA only" in r.note for r in compile_rows)
@@ -303,17 +352,19 @@ def test_a_failing_row_is_reported_and_the_rest_go_on(monkeypatch):
     monkeypatch.setattr(gpu_sections, "bench_raft", lambda scale, device, tmp: flow_row)
     rows = gpu_sections.measure_rows(SMOKE, torch.device("cpu"), parse=PLANNED, sections=("loader", "flow"),
                                      emit=lambda row: None)
-    assert [r.note for r in rows[:-1]] == ["error: RuntimeError: no frames"] * len(gpu_sections.LOADER_CASES)
+    loader_rows = len(gpu_sections.LOADER_CASES) * len(gpu_sections.LOADER_DECODES)
+    assert [r.note for r in rows[:-1]] == ["error: RuntimeError: no frames"] * loader_rows
+    assert [r.decode for r in rows[:-1]] == list(gpu_sections.LOADER_DECODES) * len(gpu_sections.LOADER_CASES)
     assert all(r.failed for r in rows[:-1])
     assert rows[-1] == flow_row
 
 
 @pytest.mark.parametrize("sections,total_s,fixed,expected", [
     (SECTION_NAMES, None, {}, {s.name: s.budget_s for s in gpu.SECTIONS}),  # the defaults
-    (("train", "flow"), None, {}, {"train": 180.0, "flow": 30.0}),
-    (("train", "flow"), 420.0, {}, {"train": 360.0, "flow": 60.0}),  # a total, split as the defaults are
+    (("train", "flow"), None, {}, {"train": 150.0, "flow": 30.0}),
+    (("train", "flow"), 360.0, {}, {"train": 300.0, "flow": 60.0}),  # a total, split as the defaults are
     (("train", "flow"), 300.0, {"flow": 60.0}, {"train": 240.0, "flow": 60.0}),  # a fixed one first
-    (("train",), None, {"flow": 5.0}, {"train": 180.0}),  # a section not run is ignored
+    (("train",), None, {"flow": 5.0}, {"train": 150.0}),  # a section not run is ignored
 ])
 def test_section_budgets(sections, total_s, fixed, expected):
     assert section_budgets(sections, total_s=total_s, fixed=fixed) == pytest.approx(expected)
@@ -371,15 +422,24 @@ def test_targets_are_reported_beside_the_rows_that_answer_them():
         BenchRow("train", "TSN-R50", "3x3x224x224", "bf16", rate=900.0),
         BenchRow("train", "TSN-R50", "3x3x224x224", "bf16+cl", rate=1100.0),
         BenchRow("train", "I3D rgb", "3x64x224x224", "bf16", peak_share=0.35),
-        BenchRow("loader", "TSN-R50", "3x3x224x224", "bf16+cl", rate=800.0, wait_share=0.25),
+        BenchRow("loader", "TSN-R50", "3x3x224x224", "bf16+cl", decode="cpu", rate=800.0, wait_share=0.25, cores=15.0),
+        BenchRow("loader", "TSN-R50", "3x3x224x224", "bf16+cl", decode="cuda", rate=1200.0, wait_share=0.04,
+                 cores=3.2),
+        BenchRow("loader", "I3D rgb", "3x64x224x224", "bf16+cl", decode="cpu", rate=60.0, wait_share=0.5),
+        BenchRow("loader", "I3D rgb", "3x64x224x224", "bf16+cl", decode="cuda", note="skipped (time budget)"),
     ]
     lines = gpu_sections.target_lines(rows)
     assert lines == [
         "TSN-R50 bf16 loop step >= 1000 clips/s: 1100 (TSN-R50 bf16+cl, met)",
         "I3D >= 40% of bf16 peak: 35% (I3D rgb bf16, missed)",
-        "data wait <= 10%: 25% (TSN-R50 bf16+cl, missed)",
+        "data wait <= 10%: 25% (TSN-R50 bf16+cl decode cpu, missed)",
+        "data wait <= 10%: 4% (TSN-R50 bf16+cl decode cuda, met)",
+        "data wait <= 10%: 50% (I3D rgb bf16+cl decode cpu, missed)",
         "RAFT-small >= 100 pairs/s: not measured",
     ]
+    assert gpu_sections.loader_decode_line(rows) == (
+        "loader, decode cpu -> cuda: TSN-R50 800 clips/s, wait 25%, 15.0 cores -> 1200 clips/s, wait 4%, 3.2 cores; "
+        "I3D rgb 60 clips/s, wait 50%, - cores -> not measured")
 
 
 def test_actionlab_bench_gpu_command(capsys):

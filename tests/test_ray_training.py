@@ -404,13 +404,23 @@ def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, 
 
 
 def test_bench_input_measures_every_source_and_loader(ray_session):
-    from orchestrator.bench.cpu import INPUT_SAMPLERS, bench_input
+    from orchestrator.bench.cpu import (BYTES_ONLY, DECODER_COLUMNS, FLOW_SAMPLER, INPUT_SAMPLERS, PILLOW,
+                                        VIDEO_SOURCES, bench_input)
+    from orchestrator.data.decoders import DECODERS, torchcodec_problem
 
     lines = []
     figures = bench_input(videos=1, num_frames=70, clips=2, rounds=1, workers=1, out=lines.append)
-    sources = ("raw", "prepared h264", "prepared frames")
-    assert set(figures["per_core"]) == {(s, n) for s in sources for n in INPUT_SAMPLERS} | {("flow jpg", "tsn K=3 x L=5")}
+    others = [d for d in DECODERS if d != "decord" and (d != "torchcodec" or torchcodec_problem() is None)]
+    assert set(figures["per_core"]) == ({(s, "decord", n) for s in VIDEO_SOURCES for n in INPUT_SAMPLERS}
+                                        | {(s, d, n) for s in VIDEO_SOURCES for d in others for n in DECODER_COLUMNS}
+                                        | {("prepared frames", r, n) for r in (PILLOW, BYTES_ONLY)
+                                           for n in INPUT_SAMPLERS}
+                                        | {("flow jpg", PILLOW, FLOW_SAMPLER[0])})
     assert all(rate > 0 for rate in figures["per_core"].values())
+    assert set(figures["torchcodec/decord"]) == ({(s, n) for s in VIDEO_SOURCES for n in DECODER_COLUMNS}
+                                                 if "torchcodec" in others else set())
+    cpu_ms = figures["frames_cpu_ms"]
+    assert all(cpu_ms[(BYTES_ONLY, n)] < cpu_ms[(PILLOW, n)] for n in INPUT_SAMPLERS)  # no pixels decoded
     assert set(figures["dataloader"]) == {0, 1} and figures["ray_data"] > 0
     assert any("needs" in line and "prepared h264" in line for line in lines)
 

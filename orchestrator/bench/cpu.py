@@ -1,16 +1,20 @@
 """Throughput benchmarks, measured side by side in one run (never asserted in tests).
 
-decode: clips/s of the Dataset path (decord `get_batch` on the sampled indices, plus the
-        Dataset's bookkeeping) vs raw `decord.VideoReader.get_batch` on the same indices vs a
-        naive PyAV seek-and-decode of the same indices.
+decode: clips/s of the Dataset path with each back-end side by side (`data.decoder`: decord,
+        torchcodec where it can run here, pyav; orchestrator/data/decoders.py), on .mp4 and .avi,
+        vs raw `decord.VideoReader.get_batch` on the same indices vs a naive PyAV seek-and-decode of
+        the same indices; torchcodec / decord per container.
 train:  per-step time of one Ray Train worker vs a plain PyTorch loop: the same `loop.train_one_epoch`
         (its own `train_step`) on the same model, built by `loop.build_trainable` as a run builds it,
         over the same synthetic batches, after a warm-up epoch.
 flow:   the flow cache formats (npy, jpg q95, png) on the same fields: bytes per field and TSN
         clips read per second.
-input:  the input pipeline on Kinetics-sized footage: clips/s per core from raw files, prepared
-        h264, JPEG frames and JPEG flow; the DataLoader's scaling with processes; Ray Data tasks
-        against the DataLoader on the same cores; cores one GPU needs.
+input:  the input pipeline on Kinetics-sized footage, one table of clips/s per core: raw mp4 and
+        prepared h264 read by each back-end, JPEG frames decoded with Pillow or read as bytes only
+        (`data.decode_device: cuda`: the loader's share when the GPU decodes), JPEG flow; by sampler
+        (TSN K=3 and K=8, dense 32x2, I3D's dense 64x1); torchcodec / decord; the loader's CPU ms per
+        clip with and without the pixel decode; the DataLoader's scaling with processes; Ray Data
+        tasks against the DataLoader on the same cores; cores one GPU needs.
 gpu:    orchestrator/bench/gpu.py (runs on a GPU machine with torch alone).
 """
 from __future__ import annotations
@@ -33,33 +37,56 @@ def _timed(fn, items) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def _decoders(out) -> tuple[str, ...]:
+    """The back-ends that can decode here, in DECODERS' order; torchcodec's problem printed when it cannot."""
+    from orchestrator.data.decoders import DECODERS, torchcodec_problem
+
+    problem = torchcodec_problem()
+    if problem is not None:
+        out(f"torchcodec not measured: {problem}")
+    return tuple(d for d in DECODERS if d != "torchcodec" or problem is None)
+
+
 def bench_decode(*, videos: int = 6, num_frames: int = 150, height: int = 240, width: int = 320,
                  num_segments: int = 8, rounds: int = 3, out=print) -> dict:
     """UCF-101-sized H.264 videos (320x240, 150 frames), TSN test sampling (K segment centres),
-    in .mp4 and in .avi (UCF-101's and HMDB-51's container).
+    in .mp4 and in .avi (UCF-101's and HMDB-51's container): the Dataset path with each back-end
+    (`data.decoder`: decord, torchcodec where it can run, pyav) beside raw decord `get_batch` and a
+    naive PyAV seek-and-decode of the same indices.
 
-    Returns {container: {'dataset', 'decord', 'pyav', 'dataset/decord', 'dataset/pyav'}}, clips/s
-    as the median over rounds.
+    Returns {container: {'dataset': {decoder: clips/s}, 'decord', 'pyav', 'dataset/decord',
+    'dataset/pyav', 'torchcodec/decord'}}: clips/s as the median over rounds; 'decord' and 'pyav' are
+    the raw references, the ratios are the decord Dataset path's against them, and torchcodec's Dataset
+    path against decord's ('torchcodec/decord' None where torchcodec cannot run here).
     """
+    decoders = _decoders(out)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         frames = bench_frames(num_frames, height, width)
         for container in ("mp4", "avi"):
-            figures[container] = _bench_container(Path(tmp), container, frames, videos=videos,
+            figures[container] = _bench_container(Path(tmp), container, frames, videos=videos, decoders=decoders,
                                                   num_segments=num_segments, rounds=rounds, out=out)
     out(f"\ndecode, {videos} videos {width}x{height} x {num_frames} frames, TSN K={num_segments} centres, "
-        f"median of {rounds} rounds:")
+        f"median of {rounds} rounds, clips/s:")
+    out(f"  {'':<6}" + "".join(f"{'dataset ' + d:>20}" for d in decoders)
+        + f"{'raw decord.get_batch':>22}{'naive PyAV seek':>17}")
     for container, f in figures.items():
-        out(f"  .{container}: dataset path {f['dataset']:7.1f} clips/s | raw decord.get_batch {f['decord']:7.1f} "
-            f"(ratio {f['dataset/decord']:.2f}, target >= 0.9) | naive PyAV seek {f['pyav']:7.1f} "
-            f"(ratio {f['dataset/pyav']:.2f}, target >= 2)")
-    out("  (.avi: the dataset decodes in order up to the last sampled frame, because decord's get_batch "
-        "returns wrong frames from B-frame AVI; its raw get_batch figure is speed only)")
+        out(f"  .{container:<5}" + "".join(f"{f['dataset'][d]:>20.1f}" for d in decoders)
+            + f"{f['decord']:>22.1f}{f['pyav']:>17.1f}")
+    for container, f in figures.items():
+        ratio = (f"torchcodec / decord {f['torchcodec/decord']:.2f}"
+                 if f["torchcodec/decord"] is not None else "torchcodec / decord not measured")
+        out(f"  .{container}: dataset decord / raw get_batch {f['dataset/decord']:.2f} (target >= 0.9) | "
+            f"dataset decord / naive PyAV {f['dataset/pyav']:.2f} (target >= 2) | {ratio}")
+    out("  (.avi carries no timestamps to seek by: every back-end decodes it in order up to the last sampled frame, "
+        "decord with its own next(), torchcodec and pyav both through PyAV (orchestrator/data/decoders.py), so "
+        "their .avi figures are the same decoder; decord's raw get_batch returns wrong frames from B-frame AVI, "
+        "its figure there is speed only)")
     return figures
 
 
-def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: int, num_segments: int,
-                     rounds: int, out) -> dict:
+def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: int, decoders: tuple[str, ...],
+                     num_segments: int, rounds: int, out) -> dict:
     import decord
 
     from orchestrator.data.annotations import VideoRecord
@@ -70,7 +97,6 @@ def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: i
     sampler = make_sampler(kind="tsn", train=False, num_segments=num_segments)
     records = [VideoRecord(write_video(tmp / f"v{i}.{container}", np.roll(frames, i, axis=2)), 0, f"v{i}")
                for i in range(videos)]
-    dataset = VideoDataset(records, sampler=sampler)
     indices = [sampler(len(decord.VideoReader(str(r.path))), None).ravel().tolist() for r in records]
 
     def raw_decord(i):
@@ -79,17 +105,22 @@ def _bench_container(tmp: Path, container: str, frames: np.ndarray, *, videos: i
     def naive_pyav(i):
         read_frames_pyav(records[i].path, indices[i])
 
-    results = {"dataset": [], "decord": [], "pyav": []}
+    methods = {f"dataset {d}": VideoDataset(records, sampler=sampler, decoder=d).__getitem__ for d in decoders}
+    methods |= {"raw decord": raw_decord, "naive pyav": naive_pyav}
+    for fn in methods.values():  # untimed: each back-end's first video loads its libraries
+        fn(0)
+    results = {name: [] for name in methods}
     items = list(range(videos))
     for r in range(rounds):  # interleaved, so drifts in machine load hit every method alike
-        results["dataset"].append(_timed(dataset.__getitem__, items))
-        results["decord"].append(_timed(raw_decord, items))
-        results["pyav"].append(_timed(naive_pyav, items))
+        for name, fn in methods.items():
+            results[name].append(_timed(fn, items))
         out(f".{container} round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} clips/s" for k, v in results.items()))
-    figures = {k: statistics.median(v) for k, v in results.items()}
-    figures["dataset/decord"] = figures["dataset"] / figures["decord"]
-    figures["dataset/pyav"] = figures["dataset"] / figures["pyav"]
-    return figures
+    median = {name: statistics.median(v) for name, v in results.items()}
+    dataset = {d: median[f"dataset {d}"] for d in decoders}
+    return {"dataset": dataset, "decord": median["raw decord"], "pyav": median["naive pyav"],
+            "dataset/decord": dataset["decord"] / median["raw decord"],
+            "dataset/pyav": dataset["decord"] / median["naive pyav"],
+            "torchcodec/decord": dataset["torchcodec"] / dataset["decord"] if "torchcodec" in dataset else None}
 
 
 def bench_flow(*, videos: int = 4, num_frames: int = 60, height: int = 240, width: int = 320, clips: int = 20,
@@ -250,13 +281,20 @@ INPUT_SAMPLERS = {  # name: make_sampler keywords (training sampling)
     "tsn K=3": dict(kind="tsn", num_segments=3),
     "tsn K=8": dict(kind="tsn", num_segments=8),
     "dense 32x2": dict(kind="dense", clip_len=32, stride=2),
+    "dense 64x1": dict(kind="dense", clip_len=64, stride=1),  # I3D's training clip (Carreira & Zisserman 2017)
 }
+FLOW_SAMPLER = ("tsn K=3 x L=5", dict(kind="tsn", num_segments=3, frames_per_segment=5))
+VIDEO_SOURCES = ("raw mp4", "prepared h264")
+PILLOW, BYTES_ONLY = "Pillow", "bytes only (decode_device cuda)"  # the readers of a frame folder (and of flow: Pillow)
+# torchcodec and pyav are timed on these columns only, on half decord's clips: on every column, with as many
+# clips, they would double `actionlab bench input`'s time on 2 cores
+DECODER_COLUMNS = ("tsn K=3", "dense 64x1")
 
 
 def _input_sources(tmp: Path, videos: int, num_frames: int, out) -> dict:
     """Raw Kinetics-sized videos (x264's default keyframe interval), their `data prepare` copies
     (h264 and JPEG frames, default parameters) and their Farneback flow as JPEG fields.
-    Returns {source: [VideoRecord]} plus 'flow_dir'."""
+    Returns {source: [VideoRecord]} ('raw mp4', 'prepared h264', 'prepared frames') plus 'flow_dir'."""
     from orchestrator.data.annotations import VideoRecord
     from orchestrator.data.flow import extract_flow
     from orchestrator.data.prepare import PrepareParams, prepare_video
@@ -264,7 +302,7 @@ def _input_sources(tmp: Path, videos: int, num_frames: int, out) -> dict:
 
     raw = [VideoRecord(write_video(tmp / "raw" / f"v{i}.mp4", footage_frames(i, num_frames=num_frames), fps=30,
                                    crf=16), 0, f"v{i}") for i in range(videos)]
-    sources = {"raw": raw}
+    sources = {"raw mp4": raw}
     for fmt in ("h264", "frames"):
         params = PrepareParams(format=fmt)
         sources[f"prepared {fmt}"] = [
@@ -274,15 +312,18 @@ def _input_sources(tmp: Path, videos: int, num_frames: int, out) -> dict:
     extract_flow(raw, flow_dir=tmp / "flow", fmt="jpg", use_ray=False, progress=False)
     sizes = {name: sum(f.stat().st_size for r in recs for f in ([r.path] if r.path.is_file() else r.path.iterdir()))
              for name, recs in sources.items()}
-    seconds = num_frames / 30
-    out(f"{videos} videos 340x256, {num_frames} frames at 30 fps: raw {sizes['raw'] * 8 / videos / seconds / 1e6:.2f} "
-        f"Mbit/s (keyframe every 250); prepared h264 {sizes['prepared h264'] / sizes['raw']:.2f}x the bytes, "
-        f"frames {sizes['prepared frames'] / sizes['raw']:.1f}x")
+    seconds, raw_bytes = num_frames / 30, sizes["raw mp4"]
+    out(f"{videos} videos 340x256, {num_frames} frames at 30 fps: raw {raw_bytes * 8 / videos / seconds / 1e6:.2f} "
+        f"Mbit/s (keyframe every 250); prepared h264 {sizes['prepared h264'] / raw_bytes:.2f}x the bytes, "
+        f"frames {sizes['prepared frames'] / raw_bytes:.1f}x")
     return {**sources, "flow_dir": tmp / "flow"}
 
 
-def _dataset(records, sampler_kw: dict, *, modality: str = "rgb", flow_dir=None, repeat: int = 1):
-    """The training dataset path (sampler, decord or JPEG reads, multi-scale crop to 224, flip)."""
+def _dataset(records, sampler_kw: dict, *, modality: str = "rgb", flow_dir=None, repeat: int = 1,
+             decoder: str = "decord", defer: bool = False):
+    """The training dataset path (sampler, `decoder`'s or Pillow's reads under the default decode time
+    limit, multi-scale crop to 224, flip); with `defer`, what `data.decode_device: cuda` leaves the
+    loader (a frame folder's JPEG bytes and the drawn crop, no pixels)."""
     from orchestrator.config import DataConfig
     from orchestrator.data.dataset import VideoDataset
     from orchestrator.data.sampling import make_sampler
@@ -290,7 +331,53 @@ def _dataset(records, sampler_kw: dict, *, modality: str = "rgb", flow_dir=None,
 
     return VideoDataset(list(records) * repeat, sampler=make_sampler(train=True, **sampler_kw),
                         transform=ClipTransform(train=True, short_side=256, crop_size=224, crop="multiscale", flip=True),
-                        modalities=(modality,), flow_dir=flow_dir, decode_timeout_s=DataConfig().decode_timeout_s)
+                        modalities=(modality,), flow_dir=flow_dir, decode_timeout_s=DataConfig().decode_timeout_s,
+                        decoder=decoder, defer=defer)
+
+
+def _input_cases(sources: dict, flow_dir: Path, decoders: tuple[str, ...], repeat: int) -> dict:
+    """{(source, reader, sampler): VideoDataset of `repeat` x the source's videos}: each back-end on the
+    video sources (torchcodec and pyav on DECODER_COLUMNS only, repeat // 2), the frame folders decoded
+    with Pillow and as bytes only, the flow cache. Back-end-major: the decode child serves one back-end
+    at a time and restarts at each change."""
+    cases = {}
+    for decoder in decoders:
+        for source in VIDEO_SOURCES:
+            for name, kw in INPUT_SAMPLERS.items():
+                if decoder == "decord" or name in DECODER_COLUMNS:
+                    cases[(source, decoder, name)] = _dataset(sources[source], kw, decoder=decoder,
+                                                              repeat=repeat if decoder == "decord" else -(-repeat // 2))
+    for reader, defer in ((PILLOW, False), (BYTES_ONLY, True)):
+        for name, kw in INPUT_SAMPLERS.items():
+            cases[("prepared frames", reader, name)] = _dataset(sources["prepared frames"], kw, repeat=repeat,
+                                                                defer=defer)
+    name, kw = FLOW_SAMPLER
+    cases[("flow jpg", PILLOW, name)] = _dataset(sources["raw mp4"], kw, modality="flow", flow_dir=flow_dir,
+                                                 repeat=repeat)
+    return cases
+
+
+def _per_core(cases: dict, rounds: int) -> tuple[dict, dict]:
+    """Clips/s of each case's items read one after another in this process (one thread), and this
+    process's CPU ms per clip (all of a frame folder's or the flow cache's work; not a video's decode,
+    which runs in the decode child). Medians over `rounds` rounds of every case, interleaved so that
+    drifts in machine load hit every case alike."""
+    rates, cpu_ms = {case: [] for case in cases}, {case: [] for case in cases}
+    for r in range(rounds):
+        reader = None
+        for case, dataset in cases.items():
+            dataset.set_epoch(r)
+            if case[1] != reader:  # a back-end's first video (re)starts the decode child: untimed
+                reader = case[1]
+                dataset[0]
+            wall, cpu = time.perf_counter(), time.process_time()
+            for i in range(len(dataset)):
+                dataset[i]
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            rates[case].append(len(dataset) / wall)
+            cpu_ms[case].append(1000 * cpu / len(dataset))
+    return ({case: statistics.median(v) for case, v in rates.items()},
+            {case: statistics.median(v) for case, v in cpu_ms.items()})
 
 
 def _loader_rate(loader, clips: int) -> float:
@@ -307,16 +394,21 @@ def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, roun
                 workers: int | None = None, model_rate: float = 1000.0, out=print) -> dict:
     """The input pipeline on Kinetics-sized videos, per core and across cores.
 
-    1. clips/s on one core (this process, one thread) of the training dataset path, for TSN K=3,
-       K=8 and dense 32x2 clips from raw files, prepared h264, JPEG frame folders, and TSN K=3 x
-       L=5 flow clips from the JPEG flow cache;
-    2. the DataLoader over prepared h264 (TSN K=3, batch 8) with 0..`workers` processes;
+    1. clips/s on one core (this process, one thread) of the training dataset path, for TSN K=3, K=8,
+       dense 32x2 and dense 64x1 (I3D) clips: from raw mp4 files and prepared h264 with each back-end
+       (`data.decoder`: decord on every column; torchcodec, where it can run, and pyav on
+       DECODER_COLUMNS), from JPEG frame folders decoded with Pillow and read as bytes only (what the
+       loader does with `data.decode_device: cuda`: the GPU decodes), and TSN K=3 x L=5 flow clips
+       from the JPEG flow cache; the CPU ms per clip of the two frame-folder readers;
+    2. the DataLoader over prepared h264 (decord, TSN K=3, batch 8) with 0..`workers` processes;
     3. Ray Data tasks on the same cores against the DataLoader with that many processes (in the
        running Ray session if there is one, else a local one with `workers` CPUs);
     4. the cores one GPU training at `model_rate` clips/s needs, from the per-core rates.
 
-    Returns {'per_core': {(source, sampler): clips/s}, 'dataloader': {processes: clips/s},
-    'ray_data', 'prepared/raw', 'ray_data/dataloader'}.
+    Returns {'per_core': {(source, reader, sampler): clips/s}, 'frames_cpu_ms': {(reader, sampler): ms
+    per clip}, 'torchcodec/decord': {(source, sampler): ratio} (empty where torchcodec cannot run),
+    'dataloader': {processes: clips/s}, 'ray_data', 'prepared/raw', 'ray_data/dataloader'}; a reader
+    is a back-end for the video sources, PILLOW or BYTES_ONLY for the frame folders, PILLOW for flow.
     """
     import os
 
@@ -329,21 +421,15 @@ def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, roun
 
     workers = workers or os.cpu_count()
     torch.set_num_threads(1)
+    decoders = _decoders(out)
     figures: dict = {"per_core": {}, "dataloader": {}}
     with tempfile.TemporaryDirectory() as tmp:
         sources = _input_sources(Path(tmp), videos, num_frames, out)
         flow_dir = sources.pop("flow_dir")
-        cases = {(source, name): _dataset(recs, kw, repeat=-(-clips // videos))
-                 for source, recs in sources.items() for name, kw in INPUT_SAMPLERS.items()}
-        cases[("flow jpg", "tsn K=3 x L=5")] = _dataset(sources["raw"], dict(kind="tsn", num_segments=3,
-                                                                             frames_per_segment=5),
-                                                        modality="flow", flow_dir=flow_dir, repeat=-(-clips // videos))
-        rates = {case: [] for case in cases}
-        for r in range(rounds):  # interleaved, so drifts in machine load hit every case alike
-            for case, dataset in cases.items():
-                dataset.set_epoch(r)
-                rates[case].append(_timed(dataset.__getitem__, range(len(dataset))))
-        figures["per_core"] = {case: statistics.median(v) for case, v in rates.items()}
+        figures["per_core"], cpu_ms = _per_core(_input_cases(sources, flow_dir, decoders, -(-clips // videos)),
+                                                rounds)
+        figures["frames_cpu_ms"] = {(reader, name): ms for (source, reader, name), ms in cpu_ms.items()
+                                    if source == "prepared frames"}
 
         prepared = _dataset(sources["prepared h264"], INPUT_SAMPLERS["tsn K=3"], repeat=-(-8 * clips // videos))
         keys = range(len(prepared))
@@ -366,23 +452,50 @@ def bench_input(*, videos: int = 4, num_frames: int = 300, clips: int = 24, roun
 
 
 def _print_input(figures: dict, *, videos: int, workers: int, model_rate: float, rounds: int, out) -> None:
-    per_core = figures["per_core"]
+    """The per-core table, then the ratios and scaling lines; adds 'torchcodec/decord', 'prepared/raw' and
+    'ray_data/dataloader' to `figures`."""
+    import torch
+
+    per_core, cpu_ms = figures["per_core"], figures["frames_cpu_ms"]
     out(f"\ninput pipeline, training clips (multi-scale crop 224, flip), {videos} Kinetics-sized videos, "
         f"median of {rounds} rounds; clips/s on one core:")
-    names = [*INPUT_SAMPLERS, "tsn K=3 x L=5"]
-    out(f"  {'source':<16}" + "".join(f"{n:>15}" for n in names))
-    for source in dict.fromkeys(s for s, _ in per_core):
-        out(f"  {source:<16}" + "".join(f"{per_core[(source, n)]:>15.1f}" if (source, n) in per_core else f"{'':>15}"
-                                      for n in names))
-    raw, prepared = per_core[("raw", "tsn K=3")], per_core[("prepared h264", "tsn K=3")]
-    figures["prepared/raw"] = prepared / raw
-    out(f"  prepared h264 / raw, TSN K=3: {figures['prepared/raw']:.2f}x (target >= 3)")
+    columns = [*INPUT_SAMPLERS, FLOW_SAMPLER[0]]
+    out(f"  {'source, reader':<50}" + "".join(f"{n:>15}" for n in columns))
+    sources = (*VIDEO_SOURCES, "prepared frames", "flow jpg")
+    rows = sorted(dict.fromkeys((source, reader) for source, reader, _ in per_core), key=lambda r: sources.index(r[0]))
+    for row in rows:  # each source's readers in the order measured
+        cells = [per_core.get((*row, n)) for n in columns]
+        out(f"  {', '.join(row):<50}" + "".join(f"{'':>15}" if c is None else f"{c:>15.1f}" for c in cells))
+    out(f"  (torchcodec and pyav: {' and '.join(DECODER_COLUMNS)} only, half decord's clips; a video is decoded in "
+        "the decode child, as under data.decode_timeout_s; frames, bytes only: the JPEG files read and the crop "
+        "drawn, no pixels)")
+    measured = {source for source, reader, _ in per_core if reader == "torchcodec"}
+    figures["torchcodec/decord"] = {(source, n): per_core[(source, "torchcodec", n)] / per_core[(source, "decord", n)]
+                                    for source in VIDEO_SOURCES if source in measured for n in DECODER_COLUMNS}
+    if measured:
+        for n in DECODER_COLUMNS:
+            out(f"  torchcodec / decord, {n}: " + ", ".join(
+                f"{source} {figures['torchcodec/decord'][(source, n)]:.2f}x" for source in VIDEO_SOURCES))
+    else:
+        out("  torchcodec / decord: not measured (torchcodec cannot decode here; its line above says why)")
+    for n in ("tsn K=3", "dense 64x1"):
+        full, light = cpu_ms[(PILLOW, n)], cpu_ms[(BYTES_ONLY, n)]
+        out(f"  frames, {n}: loader CPU {full:.1f} ms/clip decoding with Pillow + crop on the CPU vs {light:.1f} "
+            f"ms/clip bytes only (decode_device cuda): {full / light:.1f}x less")
+    if not torch.cuda.is_available():
+        out("  GPU side (nvJPEG decode + crop on the GPU) unmeasured here: no GPU")
+    else:
+        out("  GPU side (nvJPEG decode + crop on the GPU): `actionlab bench gpu`'s loader rows (GPU decode)")
+    tsn3 = {row: per_core[(*row, "tsn K=3")] for row in rows if (*row, "tsn K=3") in per_core}  # {(source, reader)}
+    figures["prepared/raw"] = tsn3[("prepared h264", "decord")] / tsn3[("raw mp4", "decord")]
+    out(f"  prepared h264 / raw mp4, decord, TSN K=3: {figures['prepared/raw']:.2f}x (target >= 3)")
     loader = figures["dataloader"]
-    out("  DataLoader over prepared h264, TSN K=3, batch 8, clips/s by worker processes: "
+    out("  DataLoader over prepared h264 (decord), TSN K=3, batch 8, clips/s by worker processes: "
         + ", ".join(f"{n}: {rate:.1f}" for n, rate in loader.items()))
     figures["ray_data/dataloader"] = figures["ray_data"] / loader[workers]
     out(f"  Ray Data tasks on {workers} CPUs: {figures['ray_data']:.1f} clips/s = {figures['ray_data/dataloader']:.2f}x "
         f"the DataLoader with {workers} processes (target >= 0.9)")
-    for source in ("raw", "prepared h264", "prepared frames"):
-        out(f"  one GPU at {model_rate:,.0f} TSN K=3 clips/s needs {model_rate / per_core[(source, 'tsn K=3')]:.0f} "
-            f"cores decoding {source}")
+    for source, reader in (("raw mp4", "decord"), ("prepared h264", "decord"), ("prepared frames", PILLOW),
+                           ("prepared frames", BYTES_ONLY)):
+        out(f"  one GPU at {model_rate:,.0f} TSN K=3 clips/s needs {model_rate / tsn3[(source, reader)]:.1f} cores "
+            f"reading {source}, {reader}" + (" (the loader's side: the GPU decodes)" if reader == BYTES_ONLY else ""))

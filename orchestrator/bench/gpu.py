@@ -13,7 +13,8 @@ own step.
           stderr (warnings, tracebacks) -> the terminal's stderr and LOG_FILE
       summary (`summary_lines`): each section done / not run / TIMED OUT after N s / crashed (its last
           stderr line); from the rows file (`gpu_sections.rows_summary`): channels_last yes/no per
-          architecture from the train rows; the H200 targets
+          architecture from the train rows; per loader case, decode on the CPU beside decode on the
+          GPU (clips/s, data wait, cores busy); the H200 targets
 
 Files, with $OUT set (each line written and flushed as it comes, so that a run killed at the
 machine's limit keeps every line before it): $OUT/bench_gpu.txt (the section headers, rows and
@@ -33,18 +34,21 @@ minutes for start-up and kills). `--budget-s` splits another total over the sect
                as ray.train.torch.prepare_model wraps it, trained DDP_STEPS steps by loop.train_one_epoch
                under model.join(), without and with partial_bn (whose frozen norms once broke step 2);
                the loop's collectives: all_reduce, all_gather_object (a ShardScores), broadcast_object_list
-  loop    100  TSN-R50 (K=3 x 224) and I3D rgb (64 x 224), bf16 + channels_last: loop.train_one_epoch over
+  loop     90  TSN-R50 (K=3 x 224) and I3D rgb (64 x 224), bf16 + channels_last: loop.train_one_epoch over
                pinned uint8 batches in collate_skip_bad's format, score_shard, save_state / load_state;
                clips/s, TFLOP/s, peak GiB
-  train   180  clips/s and TFLOP/s of the loop's step (loop.train_step: normalise, autocast forward,
+  train   150  clips/s and TFLOP/s of the loop's step (loop.train_step: normalise, autocast forward,
                cross-entropy, backward, gradient clipping, SGD) on uint8 batches already on the GPU, for
                TSN-R50, I3D (each stream), C3D and R(2+1)D-18 at `model_summary.PAPER_SETTINGS`: bf16
                and bf16 + channels_last for every model first, then fp32, then bf16 + channels_last +
                torch.compile (optim.compile) while the budget lasts
-  loader   80  TSN-R50 and I3D rgb as a run trains them, bf16 + channels_last: data.build_dataset over
+  loader  120  TSN-R50 and I3D rgb as a run trains them, bf16 + channels_last: data.build_dataset over
                320x240 JPEG frame folders written on the spot (`actionlab data prepare`'s frames layout)
-               -> loop.make_loader (every core but one, persistent, pinned) -> loop.train_one_epoch;
-               data wait = the loop's own data_wait_s / its seconds
+               -> loop.make_loader (every core but one, persistent, pinned) -> loop.train_one_epoch; two
+               rows per model: data.decode_device cpu (the loader processes decode and crop), then cuda
+               (they read JPEG bytes; device_decode.DeviceDecoding decodes each batch with nvJPEG and
+               crops it on the GPU); clips/s, data wait = the loop's own data_wait_s / its seconds, and
+               CPU cores busy = CPU seconds of the process and its loader processes (/proc) / wall
   flow     30  RAFT-small through `flow.compute_flow` (the extraction path) on 320x240 frames:
                pairs/s, with random weights (none can be downloaded there; speed does not depend on them)
 
@@ -107,9 +111,10 @@ class Section(NamedTuple):
 SECTIONS = (  # run in this order: the cheap correctness checks first, the long tables last
     Section("facts", 30.0, "the machine, its packages, I3D's first layers NCDHW vs NDHWC"),
     Section("ddp", 30.0, "one-rank NCCL, DistributedDataParallel + join(), TSN partial_bn, the loop's collectives"),
-    Section("loop", 100.0, "orchestrator.training.loop on TSN-R50 and I3D rgb, bf16 + channels_last"),
-    Section("train", 180.0, "clips/s and TFLOP/s of the loop's step per model and precision"),
-    Section("loader", 80.0, "JPEG frames -> the run's Dataset and DataLoader -> train_one_epoch, bf16 + cl"),
+    Section("loop", 90.0, "orchestrator.training.loop on TSN-R50 and I3D rgb, bf16 + channels_last"),
+    Section("train", 150.0, "clips/s and TFLOP/s of the loop's step per model and precision"),
+    Section("loader", 120.0, "JPEG frames -> the run's Dataset and DataLoader -> train_one_epoch, bf16 + cl, "
+                             "decoded on the CPU, then on the GPU"),
     Section("flow", 30.0, "RAFT-small pairs/s through flow.compute_flow"),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)

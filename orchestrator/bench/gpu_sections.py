@@ -7,7 +7,9 @@ starts for it (that module's docstring describes the sections, their budgets and
         ddp     ddp_steps (loop.train_one_epoch under DDP + join), loop_collectives
         loop    bench_loop: train_one_epoch, score_shard, save_state / load_state
         train   measure_rows -> bench_train: loop.train_step, batch probed (probe_batch), timed (time_steps)
-        loader  measure_rows -> bench_loader: data.build_dataset -> loop.make_loader -> loop.train_one_epoch
+        loader  measure_rows -> bench_loader, per case with data.decode_device cpu then cuda: data.build_dataset
+                -> loop.make_loader (DeviceDecoding with cuda) -> loop.train_one_epoch; CPU cores busy over the
+                timed epoch from /proc (tree_cpu_seconds)
         flow    measure_rows -> bench_raft: flow.compute_flow with RAFT-small
       each row -> Output: stdout (the parent forwards it) and a JSON line in the rows file
     rows_summary(rows file)                   <- the parent's summary: channels_last per architecture, targets
@@ -78,7 +80,10 @@ CASES = (  # the distinct networks first: a budget cut drops I3D flow (I3D rgb's
     Case("R(2+1)D-18", "r2plus1d", "rgb"),
     Case("I3D flow", "i3d", "flow"),
 )
-LOADER_CASES = LOOP_CASES = (CASES[0], CASES[1])
+LOADER_CASES = LOOP_CASES = (CASES[0], CASES[1])  # TSN-R50, I3D rgb
+# data.decode_device of each loader row: JPEGs decoded (and clips cropped) by the loader processes, or by
+# the training GPU (nvJPEG) from the bytes the loader processes read
+LOADER_DECODES = ("cpu", "cuda")
 
 
 class Mode(NamedTuple):
@@ -121,7 +126,7 @@ class Scale(NamedTuple):
 
 FULL = Scale(smoke=False, width=1.0, crop_size=None, max_clip_len=None,
              batch=None, batch_start=8, batch_limit=256, loader_batch_limit=64,
-             warmup_steps=3, loop_steps=20, measure_s=2.0, loader_measure_s=8.0, loader_workers=None,
+             warmup_steps=3, loop_steps=20, measure_s=2.0, loader_measure_s=6.0, loader_workers=None,
              videos=12, video_frames=96, video_size=(240, 320), raft_pairs=64, raft_size=(240, 320))
 SMOKE = Scale(smoke=True, width=0.125, crop_size=32, max_clip_len=8,
               batch=2, batch_start=2, batch_limit=2, loader_batch_limit=2,
@@ -129,7 +134,7 @@ SMOKE = Scale(smoke=True, width=0.125, crop_size=32, max_clip_len=8,
               videos=3, video_frames=12, video_size=(48, 64), raft_pairs=2, raft_size=(128, 128))
 
 # Seconds a row is allowed to start with: less left in its section's budget and it is skipped.
-ROW_COST_S = {"train": 15.0, "compile": 75.0, "loader": 40.0, "flow": 10.0}
+ROW_COST_S = {"train": 15.0, "compile": 75.0, "loader": 30.0, "flow": 10.0}
 
 
 class BenchRow(NamedTuple):
@@ -137,12 +142,14 @@ class BenchRow(NamedTuple):
     what: str  # e.g. "TSN-R50"
     inputs: str  # C x T x H x W of one clip (flow: one frame pair)
     mode: str  # precision and layout, e.g. "bf16+cl"
+    decode: str = ""  # loader rows: data.decode_device, where the JPEGs are decoded (cpu | cuda)
     batch: int | None = None
     rate: float | None = None  # clips/s (flow: pairs/s)
     unit: str = "clips/s"
     tflops: float | None = None  # achieved TFLOP/s
     peak_share: float | None = None  # of the bf16 dense peak
     wait_share: float | None = None  # loader rows: time blocked on the next batch / total
+    cores: float | None = None  # loader rows: CPU seconds of this process and its loader processes / wall seconds
     memory_gib: float | None = None  # peak GPU memory allocated
     note: str = ""
 
@@ -242,13 +249,13 @@ def config_parser(section: str, run: SectionRun) -> Callable:
 
 
 def bench_config(parse: Callable, case: Case, scale: Scale, mode: Mode, *, batch: int | None = None,
-                 loader_workers: int = 0, options: dict | None = None):
+                 loader_workers: int = 0, decode_device: str = "cpu", options: dict | None = None):
     """The run of `case` at its paper's setting (cut down by a smoke scale), training in `mode`: an
     experiment file's dict parsed and planned as `actionlab train` does it (fields not named keep their
     defaults; `batch` None: optim.batch_size's default, for rows that choose their batch themselves).
     Returns (plan.RunSpec: its config and input spec, the paper's class count)."""
     setting = PAPER_SETTINGS[case.architecture]
-    data = {**setting.data, "loader_workers": loader_workers}
+    data = {**setting.data, "loader_workers": loader_workers, "decode_device": decode_device}
     if scale.crop_size:
         data["crop_size"] = scale.crop_size
     if "clip_len" in data and scale.max_clip_len:
@@ -446,20 +453,66 @@ def for_at_least(batches, *, steps: int, seconds: float):
             return
 
 
+PROC = Path("/proc")  # Linux's process table: the GPU image has no psutil
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by process `pid` (default: this one), every thread of it
+    and every process below it still running, plus what the children each of them reaped used (the
+    cutime and cstime of /proc/PID/stat): the difference of two readings is the tree's CPU in between,
+    loader processes that exit in between included. None where /proc cannot be read (not Linux).
+    """
+    pid = os.getpid() if pid is None else pid
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        entries = [entry for entry in os.listdir(PROC) if entry.isdigit()]
+    except (OSError, ValueError, AttributeError):
+        return None
+    parent, used = {}, {}
+    for entry in entries:
+        try:
+            text = (PROC / entry / "stat").read_text()
+        except OSError:  # it exited since the listing
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        parent[int(entry)] = int(fields[1])  # field 4, ppid
+        used[int(entry)] = sum(int(f) for f in fields[11:15])  # fields 14-17: utime stime cutime cstime
+    if pid not in used:
+        return None
+    children: dict[int, list[int]] = {}
+    for child, ppid in parent.items():
+        children.setdefault(ppid, []).append(child)
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += used[p]
+        todo.extend(children.get(p, []))
+    return total / ticks
+
+
 def bench_loader(parse: Callable, case: Case, scale: Scale, device: torch.device, *, folders: list[Path], batch: int,
-                 peak_tflops: float | None = None) -> BenchRow:
-    """clips/s and data-wait share of `case` trained as a run trains it: the run's Dataset
-    (`build_dataset`) and DataLoader (`loop.make_loader`, persistent processes) over JPEG frame folders,
-    into `loop.train_one_epoch` in bf16 + channels_last."""
+                 decode_device: str = "cpu", peak_tflops: float | None = None) -> BenchRow:
+    """clips/s, data-wait share and CPU cores busy of `case` trained as a run trains it: the run's
+    Dataset (`build_dataset`) and DataLoader (`loop.make_loader`, persistent processes) over JPEG frame
+    folders, into `loop.train_one_epoch` in bf16 + channels_last.
+
+    decode_device: data.decode_device. "cpu": the loader processes decode and crop; "cuda": they read
+    the JPEG files' bytes and draw the crop, and `make_loader`'s DeviceDecoding decodes and crops each
+    batch on `device` (nvJPEG on a GPU; on the CPU device of a smoke run, decode_jpeg on the CPU in this
+    process: the same code path, the CPU's figures).
+    """
     from orchestrator.data.annotations import VideoRecord
     from orchestrator.data.dataset import build_dataset
 
     workers = scale.loader_workers or default_loader_workers()
-    run, num_classes = bench_config(parse, case, scale, BF16_CL, batch=batch, loader_workers=workers)
+    run, num_classes = bench_config(parse, case, scale, BF16_CL, batch=batch, loader_workers=workers,
+                                    decode_device=decode_device)
     cfg, spec = run.config, run.inputs
     height, width = scale.video_size
-    row = BenchRow("loader", case.label, _shape(spec), BF16_CL.name, batch=batch,
-                   note=f"{workers} loader workers, {len(folders)} JPEG frame folders {width}x{height}")
+    where = {"cpu": "decoded by the loader workers",
+             "cuda": f"bytes only from the loader workers, decoded on {device.type}"}[decode_device]
+    row = BenchRow("loader", case.label, _shape(spec), BF16_CL.name, decode=decode_device, batch=batch,
+                   note=f"{workers} loader workers, {len(folders)} JPEG frame folders {width}x{height}, {where}")
     videos = [VideoRecord(folder, i % num_classes, folder.name) for i, folder in enumerate(folders)]
     steps_at_most = 100_000 // batch + 64
     dataset = build_dataset(cfg, [videos[i % len(videos)] for i in range(batch * steps_at_most)], train=True)
@@ -473,20 +526,24 @@ def bench_loader(parse: Callable, case: Case, scale: Scale, device: torch.device
     batches = iter(loader)
     try:
         # Each loader process builds whole batches: warm up over one round of them (the first fill of
-        # the queue), then time at least another round and at least loader_measure_s.
-        rounds = max(scale.warmup_steps, workers)
+        # the queue), then time at least another round and at least loader_measure_s. Decoding on the
+        # device, they only read bytes, far ahead of this process, which decodes: warm-up steps suffice.
+        rounds = max(scale.warmup_steps, workers) if decode_device == "cpu" else scale.warmup_steps
         loop.train_one_epoch(model, itertools.islice(batches, rounds), optimizer, scaler, cfg, device, sb=sb,
                              lr_at=_lr(cfg))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        cpu_s, start = tree_cpu_seconds(), time.perf_counter()
         stats = loop.train_one_epoch(model, for_at_least(batches, steps=rounds, seconds=scale.loader_measure_s),
                                      optimizer, scaler, cfg, device, sb=sb, lr_at=_lr(cfg))
+        wall_s, cpu_end = time.perf_counter() - start, tree_cpu_seconds()
     finally:
         del batches, loader  # ends the loader processes
     rate = stats["seen"] / stats["seconds"]
     tflops = rate * train_flops_per_clip(cfg, spec, num_classes) / 1e12
     note = row.note + (f"; {stats['skipped']} clips skipped" if stats["skipped"] else "")
     return row._replace(rate=rate, tflops=tflops, wait_share=stats["data_wait_s"] / stats["seconds"], note=note,
+                        cores=None if cpu_s is None or cpu_end is None else (cpu_end - cpu_s) / wall_s,
                         peak_share=tflops / peak_tflops if peak_tflops else None, memory_gib=_peak_gib(device))
 
 
@@ -541,7 +598,8 @@ def measure_rows(scale: Scale, device: torch.device, *, parse: Callable | None,
     `parse`: `experiment_parser`'s (train and loader rows need it).
 
     Run order: bf16 and bf16+cl of every model (bf16 sizes the batch of the others; the pair answers
-    channels_last), then fp32, the loader, RAFT, and the compile rows last. A row that would start
+    channels_last), then fp32, the loader (per case: JPEGs decoded by the loader processes, then on
+    the device), RAFT, and the compile rows last. A row that would start
     less than its ROW_COST_S before `budget_s` reads "skipped (time budget)"; an exception becomes
     its row's note.
 
@@ -576,11 +634,12 @@ def measure_rows(scale: Scale, device: torch.device, *, parse: Callable | None,
             bf16_batch[case] = row.batch
         return row
 
-    def loader(case: Case) -> BenchRow:
+    def loader(case: Case, decode_device: str) -> BenchRow:
         if not folders:
             folders.extend(write_prepared_videos(tmp / "videos", scale))
         batch = min(bf16_batch.get(case) or scale.batch_start, scale.loader_batch_limit)
-        return bench_loader(parse, case, scale, device, folders=folders, batch=batch, peak_tflops=peak_tflops)
+        return bench_loader(parse, case, scale, device, folders=folders, batch=batch, decode_device=decode_device,
+                            peak_tflops=peak_tflops)
 
     def placeholder(section: str, case: Case, mode: Mode) -> BenchRow:  # what a skipped or failed row shows
         try:
@@ -599,7 +658,9 @@ def measure_rows(scale: Scale, device: torch.device, *, parse: Callable | None,
                 attempt("train", placeholder("train", case, fp32), lambda: train(case, fp32))
         if "loader" in sections:
             for case in LOADER_CASES:
-                attempt("loader", placeholder("loader", case, BF16_CL), lambda: loader(case))
+                for decode_device in LOADER_DECODES:
+                    attempt("loader", placeholder("loader", case, BF16_CL)._replace(decode=decode_device),
+                            lambda: loader(case, decode_device))
         if "flow" in sections:
             blank = BenchRow("flow", "RAFT-small", "2 x 3x{}x{}".format(*scale.raft_size), "fp32", unit="pairs/s")
             attempt("flow", blank, lambda: bench_raft(scale, device, tmp=tmp))
@@ -625,16 +686,16 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
-TABLE_HEADER = (f"{'section':<7} {'model':<11} {'input CxTxHxW':<15} {'mode':<16} {'batch':>5} {'throughput':>15} "
-                f"{'TFLOP/s':>8} {'peak':>5} {'wait':>5} {'GiB':>6}  note")
+TABLE_HEADER = (f"{'section':<7} {'model':<11} {'input CxTxHxW':<15} {'mode':<16} {'decode':<6} {'batch':>5} "
+                f"{'throughput':>15} {'TFLOP/s':>8} {'peak':>5} {'wait':>5} {'cores':>5} {'GiB':>6}  note")
 
 
 def format_row(r: BenchRow) -> str:
     """One line of the table, under TABLE_HEADER."""
     rate = f"{r.rate:.1f} {r.unit}" if r.rate is not None else "-"
-    return (f"{r.section:<7} {r.what:<11} {r.inputs:<15} {r.mode:<16} {_cell(r.batch, 'd'):>5} {rate:>15} "
-            f"{_cell(r.tflops, '.1f'):>8} {_percent(r.peak_share):>5} {_percent(r.wait_share):>5} "
-            f"{_cell(r.memory_gib, '.1f'):>6}  {r.note}").rstrip()
+    return (f"{r.section:<7} {r.what:<11} {r.inputs:<15} {r.mode:<16} {r.decode or '-':<6} {_cell(r.batch, 'd'):>5} "
+            f"{rate:>15} {_cell(r.tflops, '.1f'):>8} {_percent(r.peak_share):>5} {_percent(r.wait_share):>5} "
+            f"{_cell(r.cores, '.1f'):>5} {_cell(r.memory_gib, '.1f'):>6}  {r.note}").rstrip()
 
 
 def table_legend(section: str, scale: Scale, peak_tflops: float | None) -> list[str]:
@@ -652,7 +713,11 @@ def table_legend(section: str, scale: Scale, peak_tflops: float | None) -> list[
         ],
         "loader": ["loader: JPEG frame folders -> data.build_dataset -> loop.make_loader -> loop.train_one_epoch, "
                    f"bf16+cl; batch: bf16's train batch, at most {scale.loader_batch_limit}; wait: the loop's "
-                   "data_wait_s / its seconds"],
+                   "data_wait_s / its seconds",
+                   "decode: data.decode_device, cpu (the loader processes decode and crop) or cuda (they read the "
+                   "JPEG bytes, the training process decodes and crops each batch on its device"
+                   + (": the CPU here, no CUDA)" if scale.smoke else ")") + "; cores: CPU seconds of the "
+                   "training process and its loader processes over the timed epoch / its wall seconds (/proc)"],
         "flow": ["flow: RAFT-small through flow.compute_flow on frame pairs, random weights"],
         "loop": ["loop: orchestrator.training.loop.train_one_epoch over pinned uint8 batches (collate_skip_bad's "
                  "dicts), then score_shard and a save_state / load_state round trip; warm-up: the first epoch's "
@@ -683,7 +748,8 @@ def target_lines(rows: list[BenchRow]) -> list[str]:
         value = getattr(row, metric)
         shown = f"{100 * value:.0f}%" if metric.endswith("share") else f"{value:.0f}"
         met = value <= threshold if at_most else value >= threshold
-        return f"{text}: {shown} ({row.what} {row.mode}, {'met' if met else 'missed'})"
+        decode = f" decode {row.decode}" if row.decode else ""
+        return f"{text}: {shown} ({row.what} {row.mode}{decode}, {'met' if met else 'missed'})"
 
     tsn = _best(rows, lambda r: r.section == "train" and r.what == "TSN-R50" and r.mode.startswith("bf16"), "rate")
     i3d = _best(rows, lambda r: r.section == "train" and r.what.startswith("I3D") and r.mode.startswith("bf16"),
@@ -694,6 +760,19 @@ def target_lines(rows: list[BenchRow]) -> list[str]:
              verdict("I3D >= 40% of bf16 peak", i3d, "peak_share", 0.40)]
             + [verdict("data wait <= 10%", r, "wait_share", 0.10, at_most=True) for r in loaders]
             + [verdict("RAFT-small >= 100 pairs/s", raft, "rate", 100.0)])
+
+
+def loader_decode_line(rows: list[BenchRow]) -> str:
+    """Per loader case, the row with data.decode_device cpu beside the one with cuda: clips/s, data wait
+    and CPU cores busy."""
+    by = {(r.what, r.decode): r for r in rows if r.section == "loader" and r.rate is not None}
+    cases = []
+    for what in dict.fromkeys(what for what, _ in by):
+        pair = [by.get((what, decode)) for decode in LOADER_DECODES]
+        cases.append(f"{what} " + " -> ".join(
+            "not measured" if r is None else
+            f"{r.rate:.0f} clips/s, wait {_percent(r.wait_share)}, {_cell(r.cores, '.1f')} cores" for r in pair))
+    return f"loader, decode {' -> '.join(LOADER_DECODES)}: " + ("; ".join(cases) or "not measured")
 
 
 def channels_last_line(rows: list[BenchRow]) -> str:
@@ -714,11 +793,14 @@ def channels_last_line(rows: list[BenchRow]) -> str:
 
 
 def rows_summary(rows_file: Path, *, smoke: bool) -> list[str]:
-    """channels_last per architecture (train rows) and, on a GPU, the targets beside their rows."""
+    """channels_last per architecture (train rows), decode cpu beside cuda per loader case (loader rows)
+    and, on a GPU, the targets beside their rows."""
     rows = read_rows(rows_file)
     lines = []
     if any(r.section == "train" for r in rows):
         lines.append(channels_last_line(rows) + (" [smoke: CPU figures, no verdict]" if smoke else ""))
+    if any(r.section == "loader" for r in rows):
+        lines.append(loader_decode_line(rows) + (" [smoke: decoded on the CPU]" if smoke else ""))
     if not smoke:
         lines.append("targets (reported, not asserted): " + "; ".join(target_lines(rows)))
     return lines

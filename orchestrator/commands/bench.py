@@ -4,14 +4,15 @@ import argparse
 
 from orchestrator.bench import gpu  # its options; it imports no torch until it runs
 
-HELP = ("Benchmarks: video decoding (dataset vs raw decord vs naive PyAV), the Ray Train step overhead, the "
-        "input pipeline (raw vs prepared videos, DataLoader vs Ray Data), the flow cache formats, and one GPU's "
-        "training, loader and RAFT throughput.")
+HELP = ("Benchmarks: video decoding (the dataset path per data.decoder vs raw decord vs naive PyAV), the Ray Train "
+        "step overhead, the input pipeline (raw vs prepared videos per decoder, frames decoded vs bytes only, "
+        "DataLoader vs Ray Data), the flow cache formats, and one GPU's training, loader and RAFT throughput.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
-    decode = sub.add_parser("decode", help="clips/s: dataset path vs raw decord.get_batch vs naive PyAV seek")
+    decode = sub.add_parser("decode", help="clips/s: the dataset path with each data.decoder (decord, torchcodec, "
+                                           "pyav) vs raw decord.get_batch vs naive PyAV seek, .mp4 and .avi")
     decode.add_argument("--videos", type=int, default=6)
     decode.add_argument("--frames", type=int, default=150, help="frames per video (UCF-101 averages ~180)")
     decode.add_argument("--segments", type=int, default=8, help="TSN segments sampled per clip")
@@ -23,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--steps", type=int, default=30)
     train.add_argument("--threads", type=int, default=1, help="torch threads in both loops")
-    inputs = sub.add_parser("input", help="input pipeline clips/s: raw vs prepared videos vs frames vs flow, per core; "
-                                          "DataLoader 0..N workers; Ray Data vs DataLoader; cores per GPU")
+    inputs = sub.add_parser("input", help="input pipeline clips/s per core: raw vs prepared videos by data.decoder, "
+                                          "frames decoded vs bytes only (decode_device cuda), flow; DataLoader 0..N "
+                                          "workers; Ray Data vs DataLoader; cores per GPU")
     inputs.add_argument("--videos", type=int, default=4)
     inputs.add_argument("--frames", type=int, default=300, help="frames per video (Kinetics: 10 s at 30 fps)")
     inputs.add_argument("--clips", type=int, default=24, help="clips per case and round (one core)")

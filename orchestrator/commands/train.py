@@ -15,12 +15,13 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.plan import plan
     from orchestrator.preflight import preflight
     from orchestrator.progress import console, train_rows
-    from orchestrator.training.driver import train_run
+    from orchestrator.training.driver import check_decode_device, train_run
     from orchestrator.training.prepare import prepare_data
 
     planned = preflight(plan(load_config(args), kind="train"))  # the base run alone
     (cfg,) = (run.config for run in planned.runs.values())
     with console(cfg.scaling.storage_path, "train", verbose=args.verbose) as rows, connect_ray(args.address):
+        check_decode_device(cfg)
         tracking.reap_stale_runs(cfg.tracking.tracking_uri, cfg.experiment_name)
         with rows.uncaptured():  # our own data preparation, on screen; Ray's output in the log
             prepare_data(planned)

@@ -1,4 +1,4 @@
-"""A torch Dataset of video clips decoded with decord, the collate function that skips bad ones, and
+"""A torch Dataset of video clips (decoded with `data.decoder`'s back-end), the collate function that skips bad ones, and
 `build_dataset`: a run's Dataset, its sampler laid out by the run's input spec (orchestrator/inputs.py).
 
 Data flow of one item (V views, T frames each, as the sampler decides):
@@ -12,12 +12,17 @@ Data flow of one item (V views, T frames each, as the sampler decides):
     batch = {'inputs': {modality: uint8 (B, V, C, T, H, W)}, 'label': int64 (B,),
              'index': int64 (B,), 'num_skipped': int}
 
-RGB frames are read with decord: `get_batch` on exactly the sampled frames, except in AVI files,
-where decord's seeking is wrong and frames are decoded in order up to the last one sampled. A
-record whose path is a folder holds one JPEG per frame (`actionlab data prepare --format
-frames`): only the sampled frames' images are opened.
+RGB frames are read with the `decoder` back-end (orchestrator/data/decoders.py; decord by default):
+exactly the sampled frames, except in AVI files, where seeking is wrong (no timestamps) and frames are
+decoded in order up to the last one sampled. A record whose path is a folder holds one JPEG per frame
+(`actionlab data prepare --format frames`): only the sampled frames' images are opened.
 
-With `decode_timeout_s`, decord runs in a child process that is killed when one video takes longer
+With `defer` (`data.decode_device: cuda`) an item carries, per modality, a `PendingClip` (the sampled
+frames' JPEG bytes, or decoded frames of a video file or the flow cache) and the transform's drawn
+`ClipParams` instead of pixels; `device_decode.DeviceDecoding` decodes and transforms the batch on the
+GPU (orchestrator/data/device_decode.py).
+
+With `decode_timeout_s`, the back-end runs in a child process that is killed when one video takes longer
 (decord can loop forever on a file that lists more frames than decode; see
 orchestrator/data/decode_guard.py): that video is skipped like a bad one and the next starts a
 fresh child. The sampler and the transform still run here, so items are the same with or without.
@@ -51,7 +56,9 @@ import torch
 from einops import rearrange
 
 from orchestrator.data.annotations import VideoRecord
-from orchestrator.data.decode_guard import DecodeGuard, DecordVideo
+from orchestrator.data.decode_guard import DecodeGuard
+from orchestrator.data.decoders import open_video
+from orchestrator.data.device_decode import PendingClip
 from orchestrator.data.sampling import native_frame_indices, resampled_num_frames
 from orchestrator.errors import UserError
 
@@ -116,12 +123,15 @@ class VideoDataset(torch.utils.data.Dataset):
             (`data.decode_timeout_s`); None decodes in this process, without a limit.
         fps: sample each video as if resampled to this many frames a second (`data.fps`); None
             samples the file's own frames.
+        decoder: the video back-end (`data.decoder`): decord, torchcodec or pyav.
+        defer: leave JPEG decoding and the transform to the training device (`data.decode_device:
+            cuda`): items hold PendingClips and the drawn ClipParams (needs a ClipTransform).
     """
 
     def __init__(self, records: Sequence[VideoRecord], *, sampler: Callable[[int, np.random.Generator], np.ndarray],
                  transform: Callable | None = None, modalities: tuple[str, ...] = ("rgb",),
                  flow_dir: Path | None = None, seed: int = 0, decode_timeout_s: float | None = None,
-                 fps: float | None = None):
+                 fps: float | None = None, decoder: str = "decord", defer: bool = False):
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
@@ -129,6 +139,8 @@ class VideoDataset(torch.utils.data.Dataset):
             raise ValueError("the 'flow' modality needs flow_dir (the folder written by `actionlab flow`)")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0 or None, got {fps!r}")
+        if defer and not hasattr(transform, "draw"):
+            raise ValueError("defer needs a ClipTransform (its parameters are drawn here, applied on the device)")
         self.records = list(records)
         self.sampler = sampler
         self.transform = transform
@@ -136,7 +148,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.flow_dir = None if flow_dir is None else Path(flow_dir)
         self.seed = seed
         self.epoch = 0
-        self.decode_guard = DecodeGuard(decode_timeout_s) if decode_timeout_s else None
+        self.decoder, self.defer = decoder, defer
+        self.decode_guard = DecodeGuard(decode_timeout_s, decoder) if decode_timeout_s else None
         self.fps = fps
 
     def set_epoch(self, epoch: int) -> None:
@@ -148,8 +161,9 @@ class VideoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _read(self, record: VideoRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """{modality: uint8 (V, T, H, W, C)} of one sampled clip; raises on a bad video."""
+    def _read(self, record: VideoRecord, rng: np.random.Generator) -> dict[str, np.ndarray | PendingClip]:
+        """{modality: uint8 (V, T, H, W, C)} of one sampled clip, or with `defer` {modality: PendingClip};
+        raises on a bad video."""
         reader, rgb_frames = None, None
         if "rgb" in self.modalities or self.fps:  # with fps: the file's frame rate, from its header
             if record.path.is_dir():  # a JPEG frame folder (`actionlab data prepare --format frames`)
@@ -159,7 +173,8 @@ class VideoDataset(torch.utils.data.Dataset):
             elif not record.path.is_file():
                 raise FileNotFoundError("missing file")
             else:
-                reader = self.decode_guard.open(record.path) if self.decode_guard else DecordVideo(record.path)
+                reader = (self.decode_guard.open(record.path) if self.decode_guard
+                          else open_video(record.path, self.decoder))
                 rgb_frames = len(reader)
             num_frames = rgb_frames
         if "flow" in self.modalities:
@@ -169,6 +184,8 @@ class VideoDataset(torch.utils.data.Dataset):
             if rgb_frames is not None and num_frames >= rgb_frames:  # field i needs frames i and i + 1
                 raise ValueError(f"{num_frames} flow fields but only {rgb_frames} frames (stale flow cache?)")
         indices = np.asarray(self._sample(num_frames, reader, rng), dtype=np.int64)  # (V, T)
+        if self.defer:
+            return self._pending(record, reader, indices)
         inputs = {}
         if "rgb" in self.modalities and reader is None:
             inputs["rgb"] = _read_frame_folder(record.path, indices)
@@ -177,6 +194,26 @@ class VideoDataset(torch.utils.data.Dataset):
             inputs["rgb"] = reader.read(indices, sequential=sequential)  # (V, T, H, W, 3)
         if "flow" in self.modalities:
             inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
+        return inputs
+
+    def _pending(self, record: VideoRecord, reader, indices: np.ndarray) -> dict[str, PendingClip]:
+        """The distinct sampled frames of each modality, as JPEG bytes (a frame folder's RGB) or decoded
+        uint8 (U, H, W, C) (a video file's RGB, flow), and where the (V, T) slots find them."""
+        from orchestrator.data.flow import load_flow
+        from orchestrator.data.video_io import read_frame_bytes
+
+        unique, inverse = np.unique(indices, return_inverse=True)  # (U,), (V * T,)
+        inverse = torch.from_numpy(inverse.reshape(indices.shape))
+        inputs = {}
+        if "rgb" in self.modalities and reader is None:
+            files, size = read_frame_bytes(record.path, unique)
+            inputs["rgb"] = PendingClip([torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files],
+                                        inverse, size)
+        elif "rgb" in self.modalities:
+            sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
+            inputs["rgb"] = PendingClip.of(reader.read(unique[None], sequential=sequential)[0], inverse)
+        if "flow" in self.modalities:
+            inputs["flow"] = PendingClip.of(load_flow(self.flow_dir, record.video_id, unique), inverse)
         return inputs
 
     def _sample(self, num_frames: int, reader, rng: np.random.Generator) -> np.ndarray:
@@ -201,6 +238,9 @@ class VideoDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         try:
             arrays = self._read(record, rng)
+            if self.defer:  # the parameters from the frame sizes, drawn as the CPU path draws them
+                return {"inputs": arrays, "params": self.transform.draw([clip.size for clip in arrays.values()], rng),
+                        "label": record.label, "index": index}
         except _bad_video_errors() as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             logger.warning("skipping %s: %s", record.path, reason)
@@ -218,12 +258,16 @@ def collate_skip_bad(batch: list[dict | None]) -> dict:
 
     Returns:
         {'inputs': {modality: (B, V, C, T, H, W)}, 'label': int64 (B,), 'index': int64 (B,),
-        'num_skipped': int}. If every item was bad, B = 0 and 'inputs' is empty.
+        'num_skipped': int}. If every item was bad, B = 0 and 'inputs' is empty. Deferred items
+        (`defer`) keep 'inputs' as {modality: [PendingClip] * B} and add 'params': [ClipParams] * B.
     """
     good = [item for item in batch if item is not None]
     modalities = good[0]["inputs"].keys() if good else ()
+    deferred = bool(good) and "params" in good[0]
+    collate = list if deferred else torch.stack
     return {
-        "inputs": {m: torch.stack([item["inputs"][m] for item in good]) for m in modalities},
+        "inputs": {m: collate([item["inputs"][m] for item in good]) for m in modalities},
+        **({"params": [item["params"] for item in good]} if deferred else {}),
         "label": torch.tensor([item["label"] for item in good], dtype=torch.int64),
         "index": torch.tensor([item["index"] for item in good], dtype=torch.int64),
         "num_skipped": len(batch) - len(good),
@@ -258,4 +302,5 @@ def build_dataset(cfg: "ExperimentConfig", records: Sequence[VideoRecord], *, tr
     modalities = data_modalities(cfg.model.modality)
     flow_dir = d.resolved_flow_dir() if "flow" in modalities else None
     return VideoDataset(records, sampler=sampler, transform=transform, modalities=modalities,
-                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None, fps=d.fps)
+                        flow_dir=flow_dir, seed=cfg.seed, decode_timeout_s=d.decode_timeout_s or None, fps=d.fps,
+                        decoder=d.decoder, defer=d.decode_device == "cuda")

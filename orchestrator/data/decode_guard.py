@@ -1,5 +1,5 @@
-"""Reading a video's RGB frames with decord, in this process or in a child process that a time
-limit can kill.
+"""Reading a video's RGB frames (with `data.decoder`'s back-end, orchestrator/data/decoders.py) in a
+child process that a time limit can kill.
 
 decord can loop forever in its C++ code: when a container lists more frames than decode (an mp4
 whose edit list hides more than 128 of the samples its `moov` lists, dmlc/decord#373),
@@ -9,33 +9,35 @@ reads items (a DataLoader worker, or the main process with 0 workers) hands deco
 long-lived child and waits at most `timeout_s` per video:
 
     parent (VideoDataset._read)                        child (`serve`)
-    DecodeGuard.open(path) --- ("open", path) ------>  decord.VideoReader(path)
+    DecodeGuard.open(path) --- ("open", path) ------>  decoders.open_video(path, decoder)
                            <-- ("ok", (num_frames, fps))
     sampler(num_frames, rng)     (all randomness stays in the parent: items are the same either way)
     GuardedVideo.read(indices (V, T), sequential)
-                           --- ("read", ...) ------->  read_rgb -> uint8 (V, T, H, W, 3)
+                           --- ("read", ...) ------->  video.read -> uint8 (V, T, H, W, 3)
                            <-- ("ok", shape) --------  frames written into a shared buffer
     copy the frames out of the buffer
 
 `GuardedVideo.read_every_frame()` asks instead for every frame that decodes, decoded in order with
-PyAV (`decode_every_frame`): `actionlab flow` compares their number with `len()` and refuses a
+PyAV (`decoders.decode_every_frame`): `actionlab flow` compares their number with `len()` and refuses a
 video on which they differ, since decord hands back copies of neighbouring frames for frames that
 do not decode (150 of the 200 in the file tests/test_decode_guard.py builds).
 
 Past the limit the parent SIGKILLs the child and raises DecodeTimeout (a TimeoutError, so an
 OSError); if the child dies mid-video (a crash in decord) it raises DecodeCrash (a RuntimeError).
 VideoDataset logs either and skips that video like any unreadable one; the next video starts a
-fresh child.
+fresh child. torchcodec and PyAV run under the same limit: they too are native code a signal cannot stop.
 
 Messages are small pickles over a socket pair; frames travel through a memfd both processes map
 (a 1.8 MB clip took 8 ms pickled through the socket here, 0.1 ms written and copied out). The
 child is a fresh interpreter (`subprocess`, not `fork`: forking a process that holds Ray's, CUDA's
-or OpenMP's threads is unsafe) that imports only numpy and decord (~0.2 s, ~35 MB); it dies with
+or OpenMP's threads is unsafe) that imports only numpy and its back-end before its first video (decord
+~0.2 s and ~35 MB; torchcodec imports torch: ~1.5 s, ~0.3 GB); a guard of another back-end restarts it; it dies with
 the thread that started it (PR_SET_PDEATHSIG on Linux) or when its socket closes, and
 `close_decode_process()` or interpreter exit kills and reaps it.
 """
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import pickle
@@ -51,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.data.decoders import DECODERS, decode_every_frame, decoder_module, open_video
+
 # the folder holding the `orchestrator` package, so that the child imports this very module
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # `python -c` puts the folder it runs in first on sys.path (as ''): a decord.py or numpy.py there would
@@ -58,8 +62,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # (-P does that from Python 3.11 only; -I also drops PYTHONPATH and user site-packages, where decord may be).
 _CHILD_MAIN = ("import sys; sys.path[:] = [sys.argv[4], *(p for p in sys.path if p not in ('', '.'))]; "
                "from orchestrator.data.decode_guard import serve; "
-               "serve(int(sys.argv[1]), int(sys.argv[2]), parent_pid=int(sys.argv[3]))")
-START_TIMEOUT_S = 60.0  # a fresh child takes ~0.2 s to import numpy and decord; a limit only for a broken setup
+               "serve(int(sys.argv[1]), int(sys.argv[2]), parent_pid=int(sys.argv[3]), decoder=sys.argv[5])")
+START_TIMEOUT_S = 60.0  # a fresh child takes ~0.2 s to import decord (~1.5 s torchcodec); a limit only for a broken setup
 
 
 class DecodeTimeout(TimeoutError):
@@ -74,68 +78,10 @@ class DecodeProcessError(Exception):
     """The child could not start: a broken setup, not a bad video (never caught as one)."""
 
 
-def read_rgb(reader, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-    """Frames at `indices` (V, T) of a decord VideoReader, uint8 (V, T, H, W, 3).
-
-    Each distinct frame is decoded once: by `get_batch` on exactly those frames, or, if
-    `sequential`, by decoding every frame up to the last one wanted and keeping the wanted ones.
-    """
-    unique, inverse = np.unique(indices, return_inverse=True)  # (U,) sorted distinct indices
-    if sequential:
-        wanted, kept = set(unique.tolist()), []
-        for index in range(int(unique[-1]) + 1):
-            try:
-                frame = reader.next()
-            except StopIteration:
-                raise IndexError(f"frame {index} is past the last frame that decodes") from None
-            if index in wanted:
-                kept.append(frame.asnumpy())
-        frames = np.stack(kept)  # (U, H, W, 3)
-    else:
-        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
-    return frames[inverse.reshape(indices.shape)]
-
-
-def decode_every_frame(path: str | Path) -> np.ndarray:
-    """Every frame of a video that decodes, in order, uint8 RGB (T, H, W, 3), decoded with PyAV.
-
-    Only frames the decoder produced: where decord fills a frame that does not decode with a copy of
-    a neighbour, and counts the frames an edit list hides, these are fewer than decord's `len()`.
-    """
-    import av
-
-    with av.open(str(path)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    if not frames:
-        raise ValueError("no video frame decodes")
-    return np.stack(frames)
-
-
-class DecordVideo:
-    """A video decoded in this process: `len()` frames, `fps` (the stream's average frame rate, as its
-    header states it), `read(indices (V, T), sequential=)`, `read_every_frame()`."""
-
-    def __init__(self, path: str | Path):
-        import decord
-
-        self._path = str(path)
-        self._reader = decord.VideoReader(self._path, num_threads=1)
-        self.fps = float(self._reader.get_avg_fps())  # 0 or nan where the stream states none
-
-    def __len__(self) -> int:
-        return len(self._reader)
-
-    def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-        return read_rgb(self._reader, indices, sequential=sequential)
-
-    def read_every_frame(self) -> np.ndarray:
-        """`decode_every_frame`: uint8 (T', H, W, 3); T' differs from `len()` when frames do not decode."""
-        return decode_every_frame(self._path)
-
-
 class GuardedVideo:
-    """A video opened in this process's decode child; same interface as DecordVideo. Its time limit
-    runs from `DecodeGuard.open` to the end of `read`."""
+    """A video opened in this process's decode child: `len()`, `fps`, `read(indices (V, T), sequential=)`
+    as decoders' videos, and `read_every_frame()`. Its time limit runs from `DecodeGuard.open` to the end
+    of `read`."""
 
     def __init__(self, guard: DecodeGuard, num_frames: int, fps: float, deadline: float):
         self._guard, self._num_frames, self.fps, self._deadline = guard, num_frames, fps, deadline
@@ -148,14 +94,15 @@ class GuardedVideo:
         return _child.buffer.array(shape, dtype).copy()  # the next video overwrites the buffer
 
     def read_every_frame(self) -> np.ndarray:
-        """DecordVideo.read_every_frame in the child, within the same time limit."""
+        """`decoders.decode_every_frame` in the child, within the same time limit: uint8 (T', H, W, 3); T'
+        differs from `len()` when frames do not decode."""
         shape, dtype = self._guard._request(("every",), self._deadline)
         return _child.buffer.array(shape, dtype).copy()
 
 
 class DecodeGuard:
-    """Decodes videos in this process's decode child, at most `timeout_s` seconds each (see the
-    module docstring). Holds only `timeout_s`: it pickles into DataLoader workers and Ray tasks.
+    """Decodes videos with `decoder` in this process's decode child, at most `timeout_s` seconds each
+    (see the module docstring). Holds only those two: it pickles into DataLoader workers and Ray tasks.
 
     One child serves every guard of a process (the train and test sets, the Ray Data tasks a Ray
     worker runs one after another). It starts at the first `open` in a process (a DataLoader worker
@@ -163,14 +110,16 @@ class DecodeGuard:
     process reads through it (a DataLoader worker's, or the training loop's with 0 workers).
     """
 
-    def __init__(self, timeout_s: float):
+    def __init__(self, timeout_s: float, decoder: str = "decord"):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.timeout_s = float(timeout_s)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.timeout_s, self.decoder = float(timeout_s), decoder
 
     def open(self, path: str | Path) -> GuardedVideo:
-        """Open `path` in the child; raises what decord raises, or DecodeTimeout / DecodeCrash."""
-        _ensure_child()
+        """Open `path` in the child; raises what the back-end raises, or DecodeTimeout / DecodeCrash."""
+        _ensure_child(self.decoder)
         deadline = time.monotonic() + self.timeout_s  # after any start-up: a fresh child is not the video's fault
         num_frames, fps = self._request(("open", str(path)), deadline)
         return GuardedVideo(self, num_frames, fps, deadline)
@@ -216,13 +165,14 @@ def _own_child() -> _Child | None:
     return _child
 
 
-def _ensure_child() -> None:
+def _ensure_child(decoder: str) -> None:
     global _child
     child = _own_child()
-    if child is not None and child.proc.poll() is not None:  # died between videos (e.g. the OOM killer)
+    # died between videos (e.g. the OOM killer), or serves another back-end
+    if child is not None and (child.proc.poll() is not None or child.decoder != decoder):
         close_decode_process()
     if _child is None:
-        _child = _Child.start()
+        _child = _Child.start(decoder)
 
 
 class _SharedBuffer:
@@ -251,20 +201,21 @@ class _SharedBuffer:
 class _Child:
     """One running child: its process, socket and shared buffer, and the process that owns them."""
 
-    def __init__(self, proc: subprocess.Popen, conn: Connection, buffer: _SharedBuffer):
+    def __init__(self, proc: subprocess.Popen, conn: Connection, buffer: _SharedBuffer, decoder: str):
         self.proc, self.conn, self.buffer, self.owner_pid = proc, conn, buffer, os.getpid()
+        self.decoder = decoder
         # interpreter exit (or dropping the object) kills it too; a forked copy of this object never does
         self._finalizer = weakref.finalize(self, _kill, proc, conn, buffer.fd, self.owner_pid)
 
     @classmethod
-    def start(cls) -> _Child:
+    def start(cls, decoder: str) -> _Child:
         ours, theirs = socket.socketpair()
         buffer_fd = _SharedBuffer.create()
         fds = (theirs.fileno(), buffer_fd)
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN, *map(str, fds), str(os.getpid()), _PACKAGE_ROOT],
-                                pass_fds=fds, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN, *map(str, fds), str(os.getpid()), _PACKAGE_ROOT,
+                                 decoder], pass_fds=fds, stdin=subprocess.DEVNULL)
         theirs.close()
-        child = cls(proc, Connection(ours.detach()), _SharedBuffer(buffer_fd))
+        child = cls(proc, Connection(ours.detach()), _SharedBuffer(buffer_fd), decoder)
         try:
             if not child.conn.poll(START_TIMEOUT_S):
                 raise DecodeProcessError(f"the decode process did not start within {START_TIMEOUT_S:g} s")
@@ -292,8 +243,8 @@ def _kill(proc: subprocess.Popen, conn: Connection, buffer_fd: int, owner_pid: i
     os.close(buffer_fd)
 
 
-def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
-    """The child's loop: answer ("open", path) with (frame count, fps), and ("read", indices, sequential)
+def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int, decoder: str = "decord") -> None:
+    """The child's loop, decoding with `decoder`: answer ("open", path) with (frame count, fps), and ("read", indices, sequential)
     or ("every",) with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
     failure. Returns when the parent closes the socket."""
     if sys.platform.startswith("linux"):  # SIGKILL this process when the thread that started it ends
@@ -303,7 +254,7 @@ def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
-    import decord  # noqa: F401  imported before "ready": a video's time limit never pays for it
+    importlib.import_module(decoder_module(decoder))  # before "ready": a video's time limit never pays for it
 
     conn, buffer, video = Connection(sock_fd), _SharedBuffer(buffer_fd), None
     conn.send(("ready", os.getpid()))
@@ -315,11 +266,11 @@ def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int) -> None:
         try:
             if request[0] == "open":
                 video = None  # release the last video before opening the next
-                video = DecordVideo(request[1])
+                video = open_video(request[1], decoder)
                 reply = ("ok", (len(video), video.fps))
             else:
                 frames = video.read(request[1], sequential=request[2]) if request[0] == "read" else \
-                    video.read_every_frame()
+                    decode_every_frame(video.path)
                 video = None
                 buffer.array(frames.shape, frames.dtype.str, grow=True)[...] = frames
                 reply = ("ok", (frames.shape, frames.dtype.str))

@@ -37,6 +37,14 @@ class CropBox(NamedTuple):
     width: int
 
 
+class ClipParams(NamedTuple):
+    """One item's random spatial transform, shared by all its modalities (`ClipTransform.draw`)."""
+    height: int  # every modality is first resized to (height, width)
+    width: int
+    box: CropBox | None  # the training crop's box; None for test crops (fixed by the size)
+    flip: bool
+
+
 # ---- crop geometry (pure) --------------------------------------------------------------------
 
 
@@ -251,22 +259,28 @@ class ClipTransform:
                 f"crop={self.crop!r}, flip={self.flip})")
 
     def __call__(self, inputs: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        for key, clip in inputs.items():
-            if key not in MODALITIES:
-                raise ValueError(f"input key must be one of {MODALITIES}, got {key!r}")
-            if clip.dtype != torch.uint8 or clip.ndim != 5:
-                raise ValueError(f"{key}: expected uint8 (V, T, H, W, C), got {clip.dtype} {tuple(clip.shape)}")
-        sizes = [short_side_size(clip.shape[2], clip.shape[3], self.short_side) for clip in inputs.values()]
-        height, width = min(h for h, _ in sizes), min(w for _, w in sizes)
+        """{modality: uint8 (V, T, H, W, C)} -> {modality: uint8 (V', C, T, crop_size, crop_size)}: `draw`, then `apply`."""
+        _check_inputs(inputs)
+        return self.apply(inputs, self.draw([clip.shape[2:4] for clip in inputs.values()], rng))
 
-        # Random parameters, drawn once for all modalities: crop box first, then the flip.
+    def draw(self, sizes: list[tuple[int, int]], rng: np.random.Generator) -> ClipParams:
+        """The random parameters of one item whose modalities' frames are `sizes` (H, W): the common
+        resized size, then the crop box, then the flip, drawn in that order from `rng`. Needs only the
+        frame sizes, so a loader that leaves decoding to the GPU (data.decode_device) draws them too."""
+        resized = [short_side_size(int(h), int(w), self.short_side) for h, w in sizes]
+        height, width = min(h for h, _ in resized), min(w for _, w in resized)
         box = None  # test crops are fixed by the frame size
         if self.crop == "random":
             box = random_crop_box(height, width, self.crop_size, rng)
         elif self.crop == "multiscale":
             box = random_multiscale_crop_box(height, width, rng)
-        do_flip = self.train and self.flip and bool(rng.random() < 0.5)
+        return ClipParams(height, width, box, self.train and self.flip and bool(rng.random() < 0.5))
 
+    def apply(self, inputs: dict[str, torch.Tensor], params: ClipParams) -> dict[str, torch.Tensor]:
+        """{modality: uint8 (V, T, H, W, C)} -> {modality: uint8 (V', C, T, crop_size, crop_size)} by
+        `params`, on whatever device the clips are (the loader's CPU, or the GPU that decoded them)."""
+        _check_inputs(inputs)
+        height, width, box, do_flip = params
         outputs = {}
         for key, clip in inputs.items():
             num_views = clip.shape[0]
@@ -288,3 +302,11 @@ class ClipTransform:
             stacked = torch.stack(crops)  # (N, V*T, C, h, w), N crops per view
             outputs[key] = einops.rearrange(stacked, "n (v t) c h w -> (v n) c t h w", v=num_views).contiguous()
         return outputs
+
+
+def _check_inputs(inputs: dict[str, torch.Tensor]) -> None:
+    for key, clip in inputs.items():
+        if key not in MODALITIES:
+            raise ValueError(f"input key must be one of {MODALITIES}, got {key!r}")
+        if clip.dtype != torch.uint8 or clip.ndim != 5:
+            raise ValueError(f"{key}: expected uint8 (V, T, H, W, C), got {clip.dtype} {tuple(clip.shape)}")

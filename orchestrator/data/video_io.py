@@ -113,26 +113,61 @@ def frame_folder_length(folder: str | Path) -> int:
     return sum(1 for name in os.listdir(folder) if name.startswith(FRAME_PREFIX) and name.endswith(".jpg"))
 
 
+def _regular_frame(folder: str | Path, index: int) -> Path:
+    """Frame `index`'s JPEG; FileNotFoundError naming a missing one, OSError for one that is not a regular
+    file (a FIFO would block the open for ever)."""
+    path = frame_image(folder, index)
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path}: not a regular file")
+    return path
+
+
 def read_frame_folder(folder: str | Path, indices) -> np.ndarray:
     """The frames at `indices` (0-based) of a frame folder, uint8 (len(indices), H, W, 3).
 
     Opens only those frames' files; a missing one raises FileNotFoundError naming it, one that is not
-    a regular file (a FIFO would block the open for ever) or whose header claims more pixels than
-    Pillow's decompression-bomb limit (e.g. 20000x20000) OSError: a bad video, as the loader counts it.
+    a regular file OSError, one whose header claims more pixels than Pillow's decompression-bomb limit
+    (e.g. 20000x20000) OSError: a bad video, as the loader counts it.
     """
     from PIL import Image
 
     out = []
     for index in np.asarray(indices, np.int64).tolist():
-        path = frame_image(folder, index)
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise OSError(f"{path}: not a regular file")
+        path = _regular_frame(folder, index)
         try:
             with Image.open(path) as image:
                 out.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
         except Image.DecompressionBombError as err:
             raise OSError(f"{path}: {err}") from None
     return np.stack(out)
+
+
+def read_frame_bytes(folder: str | Path, indices) -> tuple[list[bytes], tuple[int, int]]:
+    """The JPEG files of the frames at `indices` (0-based) of a frame folder, undecoded, and their (H, W).
+
+    Only the headers are parsed (Pillow reads no pixels): the files' bytes go to the GPU's decoder
+    (data.decode_device). The same files are refused as by `read_frame_folder`, and frames of
+    different sizes (ValueError), which that one's stacking refuses.
+    """
+    import io
+
+    from PIL import Image
+
+    out, sizes = [], set()
+    for index in np.asarray(indices, np.int64).tolist():
+        path = _regular_frame(folder, index)
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format != "JPEG":
+                    raise OSError(f"{path}: a {image.format} image, not a JPEG")
+                sizes.add(image.size[::-1])
+        except Image.DecompressionBombError as err:
+            raise OSError(f"{path}: {err}") from None
+        out.append(data)
+    if len(sizes) != 1:
+        raise ValueError(f"{folder}: frames of different sizes {sorted(sizes)}")
+    return out, sizes.pop()
 
 
 def read_frames_pyav(path: str | Path, indices) -> np.ndarray:

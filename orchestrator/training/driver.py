@@ -101,6 +101,15 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def check_decode_device(cfg: ExperimentConfig) -> None:
+    """`data.decode_device: cuda` refused, before anything starts, where the workers would get no GPU."""
+    if cfg.data.decode_device == "cuda" and not use_gpu(cfg):
+        from orchestrator.errors import UserError
+
+        raise UserError(f"{cfg.source or 'config'}: data.decode_device 'cuda' decodes on the training GPUs, but this "
+                        "Ray cluster has none: set data.decode_device: cpu")
+
+
 def make_trainer(cfg: ExperimentConfig, *, name: str, run_id: str, callbacks: list):
     """The TorchTrainer for one run: scaling, storage, failure handling and checkpoints from cfg.
     The workers receive the frozen config as it is, and the fine-tuning weights as a file."""

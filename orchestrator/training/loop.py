@@ -2,7 +2,8 @@
 without Ray too (tests/test_loop.py):
 
     train_loop_per_worker(loop_config)      <- TorchTrainer (orchestrator/training/driver.py)
-        setup_worker: data (sampler -> decord Dataset -> elastic.EpochBatches -> DataLoader or Ray Data),
+        setup_worker: data (sampler -> Dataset (data.decoder) -> elastic.EpochBatches -> DataLoader or Ray Data
+                      [-> device_decode.DeviceDecoding with data.decode_device: cuda]),
                       model (-> DDP), SGD/AdamW + warm-up/cosine ; load_state from get_checkpoint()
                       (at an epoch's end or mid-epoch, written at any world size)
         for each epoch: run_epoch (train_one_epoch: steps of elastic.StepBatch, each followed by
@@ -220,13 +221,17 @@ def make_loader(dataset, batches, cfg: ExperimentConfig, *, num_workers: int, de
     `data.loader`: this worker's DataLoader processes, or Ray Data tasks anywhere in the cluster (the
     same batches either way)."""
     from orchestrator.data.dataset import collate_skip_bad
+    from orchestrator.data.device_decode import DeviceDecoding
 
     if cfg.data.loader == "ray_data":
         from orchestrator.data.ray_loader import RayDataLoader
 
-        return RayDataLoader(dataset, batches)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_skip_bad,
-                      pin_memory=device.type == "cuda", persistent_workers=persistent and num_workers > 0)
+        loader = RayDataLoader(dataset, batches)
+    else:
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_skip_bad,
+                            pin_memory=device.type == "cuda", persistent_workers=persistent and num_workers > 0)
+    # data.decode_device: cuda: the loader hands over JPEG bytes and crop parameters, decoded here
+    return DeviceDecoding(loader, dataset.transform, device) if getattr(dataset, "defer", False) else loader
 
 
 def view_bytes(cfg: ExperimentConfig) -> int:
@@ -414,6 +419,9 @@ def setup_worker(cfg: ExperimentConfig, *, rank: int, world: int, device: torch.
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts)
     d = cfg.data
+    if d.decode_device == "cuda" and device.type != "cuda":
+        raise UserError(f"data.decode_device 'cuda': this worker trains on {device.type}, not a GPU; set "
+                        "data.decode_device: cpu")
     splits = read_run_splits(d.dataset, root=d.root, annotations=d.annotations, split=d.split,
                              test_annotations=d.test_annotations, val=d.val)
     train_split, test_split = splits.train, splits.test

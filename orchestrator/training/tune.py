@@ -225,7 +225,11 @@ def run_trials(plan: Plan, *, name: str, parent_run_id: str, resume: bool, stage
     from orchestrator import progress
     from orchestrator import tracking
 
+    from orchestrator.training.driver import check_decode_device
+
     cfg = plan.config
+    for run_cfg in [cfg, *(run.config for run in (stage or {}).values())]:
+        check_decode_device(run_cfg)
     path = Path(cfg.scaling.storage_path) / name
     stops_file = path / STOPS_FILE
     base = cfg.model_copy(update={"sweep": None, "study": None})  # a trial is one run; the parent has the rest
