@@ -155,10 +155,11 @@ class DataConfig(_Section):
     # extra, `pip install -e ".[torchcodec]"`, with FFmpeg's shared libraries) | pyav (in order from the first
     # frame: exact on any container, slow on late frames). `actionlab bench input` puts them side by side
     decoder: Literal["decord", "torchcodec", "pyav"] = "decord"
-    # where frame folders' JPEGs are decoded and clips resized, cropped and flipped: cpu (the loader
-    # processes) | cuda (the training GPU: loader processes only read bytes and draw the crop; nvJPEG decodes
-    # each batch at once; orchestrator/data/device_decode.py). Video files are decoded on the CPU either way.
-    # cuda needs GPU workers: refused without them, never ignored
+    # where frames are decoded and clips resized, cropped and flipped: cpu (the loader processes) | cuda (the
+    # training GPU: loader processes only read bytes or open the video and draw the crop; nvJPEG decodes each
+    # batch's JPEGs at once, torchcodec a video's frames with data.decoder: torchcodec (not .avi); other video
+    # files are decoded on the CPU; orchestrator/data/device_decode.py). cuda needs GPU workers: refused
+    # without them, never ignored
     decode_device: Literal["cpu", "cuda"] = "cpu"
 
     def resolved_flow_dir(self) -> Path:

@@ -74,6 +74,8 @@ def test_every_decoder_reads_the_frames_pyav_decodes_in_order(videos, decoder, n
     np.testing.assert_array_equal(video.read(INDICES, sequential=sequential), expected[INDICES])
     if name == "turned.mp4":
         assert expected.shape[1:3] == (64, 32)
+    if decoder == "torchcodec":  # stated from the header (data.decode_device: cuda draws the crop from it)
+        assert video.size == expected.shape[1:3]
 
 
 @pytest.mark.parametrize("decoder", ["decord", "torchcodec"])

@@ -142,3 +142,37 @@ def test_cuda_decoding_is_refused_without_a_gpu(records):
 def test_pending_clip_of_decoded_frames_records_their_size():
     clip = PendingClip.of(np.zeros((4, 30, 40, 2), np.uint8), torch.zeros(1, 4, dtype=torch.int64))
     assert clip.size == (30, 40) and clip.frames.dtype == torch.uint8
+
+
+def test_torchcodec_decodes_video_files_on_the_device(records, tmp_path):
+    """With data.decoder torchcodec the loader only opens a video (its frame count and size) and the
+    device decodes the sampled frames; an .avi is still decoded in order on the CPU. Run on the CPU device."""
+    import shutil
+
+    from orchestrator.data.decoders import torchcodec_problem
+    from orchestrator.data.device_decode import VideoFrames
+
+    if torchcodec_problem():
+        pytest.skip(torchcodec_problem())  # .ci/run installs it
+    records, flow_dir = records
+    videos = records[3:]  # v.mp4, w.avi
+    kwargs = dict(sampler=make_sampler(kind="tsn", train=True, num_segments=3),
+                  transform=ClipTransform(train=True, short_side=64, crop_size=48, crop="multiscale"), seed=3,
+                  decode_timeout_s=30)
+    cpu = VideoDataset(videos, **kwargs)
+    deferred = VideoDataset(videos, decoder="torchcodec", defer=True, **kwargs)
+    pending = collate_skip_bad([deferred[0], deferred[1]])
+    mp4, avi = pending["inputs"]["rgb"]
+    assert isinstance(mp4.frames, VideoFrames) and mp4.size == (96, 128)
+    assert isinstance(avi.frames, torch.Tensor)
+    got = decode_batch(pending, deferred.transform, CPU)
+    expected = collate_skip_bad([cpu[0], cpu[1]])
+    assert torch.equal(got["inputs"]["rgb"], expected["inputs"]["rgb"])
+
+    moved = tmp_path / "v.mp4"
+    shutil.copy(videos[0].path, moved)
+    pending = collate_skip_bad([VideoDataset([VideoRecord(moved, 1, "v")], decoder="torchcodec", defer=True,
+                                             **kwargs)[0], deferred[1]])
+    moved.write_bytes(b"gone")  # replaced between the loader's open and the device's decode
+    got = decode_batch(pending, deferred.transform, CPU)
+    assert got["num_skipped"] == 1 and got["index"].tolist() == [1]

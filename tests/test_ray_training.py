@@ -405,7 +405,7 @@ def test_ray_data_loader_yields_the_dataloaders_batches(ray_session, tiny_data, 
 
 def test_bench_input_measures_every_source_and_loader(ray_session):
     from orchestrator.bench.cpu import (BYTES_ONLY, DECODER_COLUMNS, FLOW_SAMPLER, INPUT_SAMPLERS, PILLOW,
-                                        VIDEO_SOURCES, bench_input)
+                                        TORCHCODEC_DEVICE, VIDEO_SOURCES, bench_input)
     from orchestrator.data.decoders import DECODERS, torchcodec_problem
 
     lines = []
@@ -413,6 +413,8 @@ def test_bench_input_measures_every_source_and_loader(ray_session):
     others = [d for d in DECODERS if d != "decord" and (d != "torchcodec" or torchcodec_problem() is None)]
     assert set(figures["per_core"]) == ({(s, "decord", n) for s in VIDEO_SOURCES for n in INPUT_SAMPLERS}
                                         | {(s, d, n) for s in VIDEO_SOURCES for d in others for n in DECODER_COLUMNS}
+                                        | {(s, TORCHCODEC_DEVICE, n) for s in VIDEO_SOURCES for n in DECODER_COLUMNS
+                                           if "torchcodec" in others}
                                         | {("prepared frames", r, n) for r in (PILLOW, BYTES_ONLY)
                                            for n in INPUT_SAMPLERS}
                                         | {("flow jpg", PILLOW, FLOW_SAMPLER[0])})

@@ -286,6 +286,8 @@ INPUT_SAMPLERS = {  # name: make_sampler keywords (training sampling)
 FLOW_SAMPLER = ("tsn K=3 x L=5", dict(kind="tsn", num_segments=3, frames_per_segment=5))
 VIDEO_SOURCES = ("raw mp4", "prepared h264")
 PILLOW, BYTES_ONLY = "Pillow", "bytes only (decode_device cuda)"  # the readers of a frame folder (and of flow: Pillow)
+# a video file's reader with data.decode_device cuda and data.decoder torchcodec: the loader opens it, the GPU decodes
+TORCHCODEC_DEVICE = "torchcodec, open only (decode_device cuda)"
 # torchcodec and pyav are timed on these columns only, on half decord's clips: on every column, with as many
 # clips, they would double `actionlab bench input`'s time on 2 cores
 DECODER_COLUMNS = ("tsn K=3", "dense 64x1")
@@ -337,8 +339,9 @@ def _dataset(records, sampler_kw: dict, *, modality: str = "rgb", flow_dir=None,
 
 def _input_cases(sources: dict, flow_dir: Path, decoders: tuple[str, ...], repeat: int) -> dict:
     """{(source, reader, sampler): VideoDataset of `repeat` x the source's videos}: each back-end on the
-    video sources (torchcodec and pyav on DECODER_COLUMNS only, repeat // 2), the frame folders decoded
-    with Pillow and as bytes only, the flow cache. Back-end-major: the decode child serves one back-end
+    video sources (torchcodec and pyav on DECODER_COLUMNS only, repeat // 2; torchcodec also as the loader
+    runs it when the GPU decodes: open and sample only), the frame folders decoded with Pillow and as bytes
+    only, the flow cache. Back-end-major: the decode child serves one back-end
     at a time and restarts at each change."""
     cases = {}
     for decoder in decoders:
@@ -347,6 +350,9 @@ def _input_cases(sources: dict, flow_dir: Path, decoders: tuple[str, ...], repea
                 if decoder == "decord" or name in DECODER_COLUMNS:
                     cases[(source, decoder, name)] = _dataset(sources[source], kw, decoder=decoder,
                                                               repeat=repeat if decoder == "decord" else -(-repeat // 2))
+                if decoder == "torchcodec" and name in DECODER_COLUMNS:
+                    cases[(source, TORCHCODEC_DEVICE, name)] = _dataset(sources[source], kw, decoder=decoder,
+                                                                        defer=True, repeat=-(-repeat // 2))
     for reader, defer in ((PILLOW, False), (BYTES_ONLY, True)):
         for name, kw in INPUT_SAMPLERS.items():
             cases[("prepared frames", reader, name)] = _dataset(sources["prepared frames"], kw, repeat=repeat,
@@ -460,14 +466,15 @@ def _print_input(figures: dict, *, videos: int, workers: int, model_rate: float,
     out(f"\ninput pipeline, training clips (multi-scale crop 224, flip), {videos} Kinetics-sized videos, "
         f"median of {rounds} rounds; clips/s on one core:")
     columns = [*INPUT_SAMPLERS, FLOW_SAMPLER[0]]
-    out(f"  {'source, reader':<50}" + "".join(f"{n:>15}" for n in columns))
+    out(f"  {'source, reader':<58}" + "".join(f"{n:>15}" for n in columns))
     sources = (*VIDEO_SOURCES, "prepared frames", "flow jpg")
     rows = sorted(dict.fromkeys((source, reader) for source, reader, _ in per_core), key=lambda r: sources.index(r[0]))
     for row in rows:  # each source's readers in the order measured
         cells = [per_core.get((*row, n)) for n in columns]
-        out(f"  {', '.join(row):<50}" + "".join(f"{'':>15}" if c is None else f"{c:>15.1f}" for c in cells))
+        out(f"  {', '.join(row):<58}" + "".join(f"{'':>15}" if c is None else f"{c:>15.1f}" for c in cells))
     out(f"  (torchcodec and pyav: {' and '.join(DECODER_COLUMNS)} only, half decord's clips; a video is decoded in "
-        "the decode child, as under data.decode_timeout_s; frames, bytes only: the JPEG files read and the crop "
+        "the decode child, as under data.decode_timeout_s; torchcodec, open only: the video opened in the decode child "
+        "(frame count and size), sampled and the crop drawn; frames, bytes only: the JPEG files read and the crop "
         "drawn, no pixels)")
     measured = {source for source, reader, _ in per_core if reader == "torchcodec"}
     figures["torchcodec/decord"] = {(source, n): per_core[(source, "torchcodec", n)] / per_core[(source, "decord", n)]

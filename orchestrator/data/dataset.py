@@ -18,7 +18,8 @@ decoded in order up to the last one sampled. A record whose path is a folder hol
 (`actionlab data prepare --format frames`): only the sampled frames' images are opened.
 
 With `defer` (`data.decode_device: cuda`) an item carries, per modality, a `PendingClip` (the sampled
-frames' JPEG bytes, or decoded frames of a video file or the flow cache) and the transform's drawn
+frames' JPEG bytes, a video's frames for torchcodec to decode, or decoded frames of a video file or the
+flow cache) and the transform's drawn
 `ClipParams` instead of pixels; `device_decode.DeviceDecoding` decodes and transforms the batch on the
 GPU (orchestrator/data/device_decode.py).
 
@@ -58,7 +59,7 @@ from einops import rearrange
 from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.decode_guard import DecodeGuard
 from orchestrator.data.decoders import open_video
-from orchestrator.data.device_decode import PendingClip
+from orchestrator.data.device_decode import PendingClip, VideoFrames
 from orchestrator.data.sampling import native_frame_indices, resampled_num_frames
 from orchestrator.errors import UserError
 
@@ -197,8 +198,9 @@ class VideoDataset(torch.utils.data.Dataset):
         return inputs
 
     def _pending(self, record: VideoRecord, reader, indices: np.ndarray) -> dict[str, PendingClip]:
-        """The distinct sampled frames of each modality, as JPEG bytes (a frame folder's RGB) or decoded
-        uint8 (U, H, W, C) (a video file's RGB, flow), and where the (V, T) slots find them."""
+        """The distinct sampled frames of each modality, as JPEG bytes (a frame folder's RGB), the frames for
+        torchcodec to decode on the device (a video file's RGB, `decoder` torchcodec, not .avi) or decoded
+        uint8 (U, H, W, C) (another video file's RGB, flow), and where the (V, T) slots find them."""
         from orchestrator.data.flow import load_flow
         from orchestrator.data.video_io import read_frame_bytes
 
@@ -209,6 +211,9 @@ class VideoDataset(torch.utils.data.Dataset):
             files, size = read_frame_bytes(record.path, unique)
             inputs["rgb"] = PendingClip([torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files],
                                         inverse, size)
+        elif "rgb" in self.modalities and getattr(reader, "size", None) and \
+                record.path.suffix.lower() not in SEQUENTIAL_SUFFIXES:  # torchcodec, on the device
+            inputs["rgb"] = PendingClip(VideoFrames(str(record.path), unique.tolist()), inverse, reader.size)
         elif "rgb" in self.modalities:
             sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
             inputs["rgb"] = PendingClip.of(reader.read(unique[None], sequential=sequential)[0], inverse)

@@ -10,7 +10,7 @@ long-lived child and waits at most `timeout_s` per video:
 
     parent (VideoDataset._read)                        child (`serve`)
     DecodeGuard.open(path) --- ("open", path) ------>  decoders.open_video(path, decoder)
-                           <-- ("ok", (num_frames, fps))
+                           <-- ("ok", (num_frames, fps, size or None))
     sampler(num_frames, rng)     (all randomness stays in the parent: items are the same either way)
     GuardedVideo.read(indices (V, T), sequential)
                            --- ("read", ...) ------->  video.read -> uint8 (V, T, H, W, 3)
@@ -83,8 +83,10 @@ class GuardedVideo:
     as decoders' videos, and `read_every_frame()`. Its time limit runs from `DecodeGuard.open` to the end
     of `read`."""
 
-    def __init__(self, guard: DecodeGuard, num_frames: int, fps: float, deadline: float):
+    def __init__(self, guard: DecodeGuard, num_frames: int, fps: float, size: tuple[int, int] | None,
+                 deadline: float):
         self._guard, self._num_frames, self.fps, self._deadline = guard, num_frames, fps, deadline
+        self.size = size  # (H, W) of a decoded frame where the back-end states it without decoding (torchcodec)
 
     def __len__(self) -> int:
         return self._num_frames
@@ -121,8 +123,8 @@ class DecodeGuard:
         """Open `path` in the child; raises what the back-end raises, or DecodeTimeout / DecodeCrash."""
         _ensure_child(self.decoder)
         deadline = time.monotonic() + self.timeout_s  # after any start-up: a fresh child is not the video's fault
-        num_frames, fps = self._request(("open", str(path)), deadline)
-        return GuardedVideo(self, num_frames, fps, deadline)
+        num_frames, fps, size = self._request(("open", str(path)), deadline)
+        return GuardedVideo(self, num_frames, fps, size, deadline)
 
     def _request(self, message: tuple, deadline: float):
         conn = _child.conn
@@ -244,7 +246,8 @@ def _kill(proc: subprocess.Popen, conn: Connection, buffer_fd: int, owner_pid: i
 
 
 def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int, decoder: str = "decord") -> None:
-    """The child's loop, decoding with `decoder`: answer ("open", path) with (frame count, fps), and ("read", indices, sequential)
+    """The child's loop, decoding with `decoder`: answer ("open", path) with (frame count, fps, frame size
+    where the back-end states it), and ("read", indices, sequential)
     or ("every",) with the frames' (shape, dtype), written into the shared buffer; ("error", exception) on
     failure. Returns when the parent closes the socket."""
     if sys.platform.startswith("linux"):  # SIGKILL this process when the thread that started it ends
@@ -267,7 +270,7 @@ def serve(sock_fd: int, buffer_fd: int, *, parent_pid: int, decoder: str = "deco
             if request[0] == "open":
                 video = None  # release the last video before opening the next
                 video = open_video(request[1], decoder)
-                reply = ("ok", (len(video), video.fps))
+                reply = ("ok", (len(video), video.fps, getattr(video, "size", None)))
             else:
                 frames = video.read(request[1], sequential=request[2]) if request[0] == "read" else \
                     decode_every_frame(video.path)

@@ -13,7 +13,8 @@ from the first frame: decord's `next()`; PyAV otherwise. torchcodec has no in-or
 timestamps, and on H.264 AVI with B-frames its frames come 2 late and the last 2 fail to decode
 (tests/test_decoders.py), so the torchcodec back-end hands AVI to PyAV's in-order decode.
 
-All three turn a frame by the container's display-matrix rotation, as decord does. Each distinct frame
+All three turn a frame by the container's display-matrix rotation, as decord does. torchcodec can also
+decode on the training GPU (`torchcodec_frames`, for `data.decode_device: cuda`). Each distinct frame
 is decoded once; repeated indices are copies.
 
 The frames of every back-end are compared with a sequential PyAV decode of the whole video, pixel for
@@ -121,6 +122,7 @@ class TorchcodecVideo:
         meta = self._decoder.metadata
         self._num_frames = int(meta.num_frames or 0)
         self.fps = float(meta.average_fps) if meta.average_fps else float("nan")
+        self.size = (meta.height, meta.width)  # of a decoded frame: torchcodec states them after the rotation
 
     def __len__(self) -> int:
         return self._num_frames
@@ -156,6 +158,15 @@ class PyAVVideo:
 
 
 VIDEO_CLASSES = {"decord": DecordVideo, "torchcodec": TorchcodecVideo, "pyav": PyAVVideo}
+
+
+def torchcodec_frames(path: str, indices: list[int], device) -> "torch.Tensor":
+    """Frames `indices` of a video decoded by torchcodec on `device` (NVDEC on CUDA), turned upright:
+    uint8 (U, H, W, 3) there. What `data.decode_device: cuda` uses for a video file with
+    `data.decoder: torchcodec` (device_decode.decode_batch)."""
+    from torchcodec.decoders import VideoDecoder
+
+    return VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", device=str(device)).get_frames_at(indices).data
 
 
 def open_video(path: str | Path, decoder: str = "decord"):

@@ -1,11 +1,13 @@
-"""JPEG decoding and augmentation on the training GPU (`data.decode_device: cuda`): the loader processes
-read file bytes and sample, the GPU does the pixel work.
+"""Decoding and augmentation on the training GPU (`data.decode_device: cuda`): the loader processes
+read file bytes (or only a video's header) and sample, the GPU does the pixel work.
 
     loader process (VideoDataset, defer=True)               training process (DeviceDecoding)
     sampler(num_frames, rng) -> indices (V, T) -> U distinct frames
     frame folder: the U JPEG files' bytes ---------------->  decode_jpeg(every JPEG of the batch, device)
                                                              (one batched call: nvJPEG on CUDA)
-    video file / flow cache: decoded uint8 (U, H, W, C) -->  .to(device)
+    video file, data.decoder torchcodec: VideoFrames ----->  decoders.torchcodec_frames(path, U, device)
+        (path, U indices; size from the header)              (NVDEC on CUDA)
+    other video file / flow cache: decoded uint8 (U, H, W, C) -> .to(device)
     ClipTransform.draw(frame sizes, rng) -> ClipParams ---->  frames[inverse] -> ClipTransform.apply(params)
                                                              -> uint8 {modality: (B, V', C, T, h, w)}
                                                              -> loop.prepare_inputs normalises, as on CPU
@@ -15,11 +17,15 @@ the CPU path draws them (the JPEG headers give the frame sizes), and `apply` is 
 item differs from its CPU twin only by the JPEG decoder's and the resize kernel's rounding
 (tests/test_device_decode.py measures it on CPU).
 
-Video files are still decoded on the CPU (by `data.decoder`, under the time limit); only their resize,
-crop and flip move. torchcodec's CUDA decoder is not wired in: it could not be run here.
+Video files are decoded on the device only with `data.decoder: torchcodec` and not for .avi (read in
+order on the CPU, orchestrator/data/decoders.py); those decodes run in the training process, outside
+`data.decode_timeout_s` (the loader's open of the file, which finds its frame count, stays under it).
+Other video files are decoded on the CPU by `data.decoder` as before; only their resize, crop and flip
+move.
 
-A JPEG that the batched decode rejects is decoded again on its own; an item with one that fails is
-dropped and counted in `num_skipped`, with a warning, as the CPU path skips a bad video.
+A JPEG that the batched decode rejects is decoded again on its own; an item with one that fails, or
+with a video that fails to decode, is dropped and counted in `num_skipped`, with a warning, as the CPU
+path skips a bad video.
 """
 from __future__ import annotations
 
@@ -28,12 +34,21 @@ from typing import NamedTuple
 
 import torch
 
+from orchestrator.data.decoders import torchcodec_frames
+
 logger = logging.getLogger("actionlab.data")
+
+
+class VideoFrames(NamedTuple):
+    """Frames of a video file for torchcodec to decode on the device."""
+    path: str
+    indices: list[int]  # the U distinct frames, sorted
 
 
 class PendingClip(NamedTuple):
     """One modality of one item, waiting to be decoded and transformed on the training device."""
-    frames: torch.Tensor | list[torch.Tensor]  # uint8 (U, H, W, C) decoded, or U JPEG files' bytes (1-D uint8)
+    # uint8 (U, H, W, C) decoded, U JPEG files' bytes (1-D uint8), or a video's frames to decode
+    frames: torch.Tensor | list[torch.Tensor] | VideoFrames
     inverse: torch.Tensor  # int64 (V, T): where each sampled slot's frame is among the U
     size: tuple[int, int]  # (H, W) of the frames
 
@@ -71,7 +86,7 @@ def decode_batch(batch: dict, transform, device: torch.device) -> dict:
         transform: the Dataset's ClipTransform (crop kind and size).
     Returns:
         The batch as the CPU path delivers it: 'inputs' {modality: uint8 (B', V', C, T, h, w)} on
-        `device`, 'params' removed; items with an undecodable JPEG dropped from every key and counted.
+        `device`, 'params' removed; items with a frame that does not decode dropped from every key and counted.
     """
     inputs, params = batch["inputs"], batch["params"]
     jpegs = [data for clips in inputs.values() for clip in clips if isinstance(clip.frames, list)
@@ -88,12 +103,19 @@ def decode_batch(batch: dict, transform, device: torch.device) -> dict:
                     frames = None
                     continue
                 pixels = torch.stack(images).permute(0, 2, 3, 1)  # (U, H, W, 3)
+            elif isinstance(clip.frames, VideoFrames):
+                try:
+                    pixels = torchcodec_frames(clip.frames.path, clip.frames.indices, device)  # (U, H, W, 3)
+                except (RuntimeError, ValueError, OSError):
+                    frames = None
+                    continue
             else:
                 pixels = clip.frames.to(device, non_blocking=True)  # (U, H, W, C)
             if frames is not None:
                 frames[modality] = pixels[clip.inverse.to(device)]  # (V, T, H, W, C)
         if frames is None:
-            logger.warning("skipping item %d of the batch: a JPEG frame does not decode", int(batch["index"][i]))
+            logger.warning("skipping item %d of the batch: a frame does not decode on %s", int(batch["index"][i]),
+                           device)
             continue
         items.append(transform.apply(frames, item_params))
         kept.append(i)
