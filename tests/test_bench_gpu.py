@@ -432,6 +432,8 @@ def test_targets_are_reported_beside_the_rows_that_answer_them():
     assert lines == [
         "TSN-R50 bf16 loop step >= 1000 clips/s: 1100 (TSN-R50 bf16+cl, met)",
         "I3D >= 40% of bf16 peak: 35% (I3D rgb bf16, missed)",
+        "TSN-R50 end to end from frames, GPU decode, <= 8 loader workers, >= 1000 clips/s: 1200 (TSN-R50 bf16+cl "
+        "decode cuda, met)",
         "data wait <= 10%: 25% (TSN-R50 bf16+cl decode cpu, missed)",
         "data wait <= 10%: 4% (TSN-R50 bf16+cl decode cuda, met)",
         "data wait <= 10%: 50% (I3D rgb bf16+cl decode cpu, missed)",

@@ -46,8 +46,8 @@ minutes for start-up and kills). `--budget-s` splits another total over the sect
                320x240 JPEG frame folders written on the spot (`actionlab data prepare`'s frames layout)
                -> loop.make_loader (every core but one, persistent, pinned) -> loop.train_one_epoch; two
                rows per model: data.decode_device cpu (the loader processes decode and crop), then cuda
-               (they read JPEG bytes; device_decode.DeviceDecoding decodes each batch with nvJPEG and
-               crops it on the GPU); clips/s, data wait = the loop's own data_wait_s / its seconds, and
+               (at most 8 of them read JPEG bytes; device_decode.DeviceDecoding decodes each batch with
+               nvJPEG and crops it on the GPU); clips/s, data wait = the loop's own data_wait_s / its seconds, and
                CPU cores busy = CPU seconds of the process and its loader processes (/proc) / wall
   flow     30  RAFT-small through `flow.compute_flow` (the extraction path) on 320x240 frames:
                pairs/s, with random weights (none can be downloaded there; speed does not depend on them)
