@@ -134,7 +134,7 @@ def test_a_decoder_that_cannot_load_is_refused_before_launch(monkeypatch, tmp_pa
     assert "pip install" in torchcodec_problem()
     cfg = parse_experiment({"name": "t", "data": {"decoder": "torchcodec", "synth": True,
                                                   "root": str(tmp_path / "UCF101")}})
-    with pytest.raises(UserError, match=r"data.decoder: torchcodec is not installed.*pip install"):
+    with pytest.raises(UserError, match=r"data.decoder: torchcodec cannot load here: pip install"):
         _check_files(cfg, input_spec(cfg))
 
 

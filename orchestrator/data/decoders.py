@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 DECODERS = ("decord", "torchcodec", "pyav")
-TORCHCODEC_MISSING = ("data.decoder: torchcodec is not installed here: pip install -e '.[torchcodec]' and FFmpeg's "
+TORCHCODEC_MISSING = ("data.decoder: torchcodec cannot load here: pip install -e '.[torchcodec]' and FFmpeg's "
                       "shared libraries (Debian: apt-get install libavcodec59 libavformat59 libavdevice59 "
                       "libavfilter8), or use data.decoder: decord")
 
