@@ -12,6 +12,7 @@ from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.dataset import SEQUENTIAL_SUFFIXES, VideoDataset
 from orchestrator.data.decode_guard import DecodeGuard, close_decode_process
 from orchestrator.data.decoders import DECODERS, open_video, torchcodec_problem
+from orchestrator.data.video_io import write_video
 from orchestrator.errors import UserError
 
 NUM_FRAMES = 40
@@ -31,9 +32,9 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("decoders")
     frames = make_frames(NUM_FRAMES, 32, 64, seed=4)
     paths = {
-        "h264.mp4": write(folder / "h264.mp4", frames),
-        "bframes.avi": write(folder / "bframes.avi", frames),  # x264's default B-frames, in AVI
-        "mpeg4.avi": write(folder / "mpeg4.avi", frames, codec="mpeg4"),
+        "h264.mp4": write_video(folder / "h264.mp4", frames),
+        "bframes.avi": write_video(folder / "bframes.avi", frames),  # x264's default B-frames, in AVI
+        "mpeg4.avi": write_video(folder / "mpeg4.avi", frames, codec="mpeg4"),
     }
     turned = folder / "turned.mp4"  # a phone video: stored sideways, displayed upright
     with av.open(str(turned), mode="w") as container:
@@ -45,12 +46,6 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         container.mux(stream.encode())
     paths["turned.mp4"] = turned
     return paths
-
-
-def write(path: Path, frames: np.ndarray, **kwargs) -> Path:
-    from orchestrator.data.video_io import write_video
-
-    return write_video(path, frames, **kwargs)
 
 
 def _reference(path: Path) -> np.ndarray:

@@ -493,8 +493,8 @@ def _print_input(figures: dict, *, videos: int, workers: int, model_rate: float,
         out("  GPU side (nvJPEG decode + crop on the GPU) unmeasured here: no GPU")
     else:
         out("  GPU side (nvJPEG decode + crop on the GPU): `actionlab bench gpu`'s loader rows (GPU decode)")
-    tsn3 = {row: per_core[(*row, "tsn K=3")] for row in rows if (*row, "tsn K=3") in per_core}  # {(source, reader)}
-    figures["prepared/raw"] = tsn3[("prepared h264", "decord")] / tsn3[("raw mp4", "decord")]
+    tsn3 = "tsn K=3"
+    figures["prepared/raw"] = per_core[("prepared h264", "decord", tsn3)] / per_core[("raw mp4", "decord", tsn3)]
     out(f"  prepared h264 / raw mp4, decord, TSN K=3: {figures['prepared/raw']:.2f}x (target >= 3)")
     loader = figures["dataloader"]
     out("  DataLoader over prepared h264 (decord), TSN K=3, batch 8, clips/s by worker processes: "
@@ -504,5 +504,5 @@ def _print_input(figures: dict, *, videos: int, workers: int, model_rate: float,
         f"the DataLoader with {workers} processes (target >= 0.9)")
     for source, reader in (("raw mp4", "decord"), ("prepared h264", "decord"), ("prepared frames", PILLOW),
                            ("prepared frames", BYTES_ONLY)):
-        out(f"  one GPU at {model_rate:,.0f} TSN K=3 clips/s needs {model_rate / tsn3[(source, reader)]:.1f} cores "
+        out(f"  one GPU at {model_rate:,.0f} TSN K=3 clips/s needs {model_rate / per_core[(source, reader, tsn3)]:.1f} cores "
             f"reading {source}, {reader}" + (" (the loader's side: the GPU decodes)" if reader == BYTES_ONLY else ""))

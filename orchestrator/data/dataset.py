@@ -1,5 +1,5 @@
-"""A torch Dataset of video clips (decoded with `data.decoder`'s back-end), the collate function that skips bad ones, and
-`build_dataset`: a run's Dataset, its sampler laid out by the run's input spec (orchestrator/inputs.py).
+"""A torch Dataset of video clips (decoded by `data.decoder`'s back-end), the collate function that skips
+bad ones, and `build_dataset`: a run's Dataset, its sampler laid out by the run's input spec (orchestrator/inputs.py).
 
 Data flow of one item (V views, T frames each, as the sampler decides):
 
@@ -58,7 +58,7 @@ from einops import rearrange
 
 from orchestrator.data.annotations import VideoRecord
 from orchestrator.data.decode_guard import DecodeGuard
-from orchestrator.data.decoders import open_video
+from orchestrator.data.decoders import open_video, unique_frames
 from orchestrator.data.device_decode import PendingClip, VideoFrames
 from orchestrator.data.sampling import native_frame_indices, resampled_num_frames
 from orchestrator.errors import UserError
@@ -81,17 +81,16 @@ def _read_frame_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
     """Frames at `indices` (V, T) of a JPEG frame folder, uint8 (V, T, H, W, 3); each image read once."""
     from orchestrator.data.video_io import read_frame_folder
 
-    unique, inverse = np.unique(indices, return_inverse=True)
-    return read_frame_folder(folder, unique)[inverse.reshape(indices.shape)]
+    unique, inverse = unique_frames(indices)
+    return read_frame_folder(folder, unique)[inverse]
 
 
 def _read_flow(flow_dir: Path, video_id: str, indices: np.ndarray) -> np.ndarray:
     """Flow fields at `indices` (V, T), uint8 (V, T, H, W, 2)."""
     from orchestrator.data.flow import load_flow
 
-    unique, inverse = np.unique(indices, return_inverse=True)
-    fields = load_flow(flow_dir, video_id, unique)  # (U, H, W, 2)
-    return fields[inverse.reshape(indices.shape)]
+    unique, inverse = unique_frames(indices)
+    return load_flow(flow_dir, video_id, unique)[inverse]  # (U, H, W, 2) -> (V, T, H, W, 2)
 
 
 @functools.cache
@@ -185,37 +184,36 @@ class VideoDataset(torch.utils.data.Dataset):
             if rgb_frames is not None and num_frames >= rgb_frames:  # field i needs frames i and i + 1
                 raise ValueError(f"{num_frames} flow fields but only {rgb_frames} frames (stale flow cache?)")
         indices = np.asarray(self._sample(num_frames, reader, rng), dtype=np.int64)  # (V, T)
+        sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
         if self.defer:
-            return self._pending(record, reader, indices)
+            return self._pending(record, reader, indices, sequential=sequential)
         inputs = {}
         if "rgb" in self.modalities and reader is None:
             inputs["rgb"] = _read_frame_folder(record.path, indices)
         elif "rgb" in self.modalities:
-            sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
             inputs["rgb"] = reader.read(indices, sequential=sequential)  # (V, T, H, W, 3)
         if "flow" in self.modalities:
             inputs["flow"] = _read_flow(self.flow_dir, record.video_id, indices)
         return inputs
 
-    def _pending(self, record: VideoRecord, reader, indices: np.ndarray) -> dict[str, PendingClip]:
+    def _pending(self, record: VideoRecord, reader, indices: np.ndarray, *,
+                 sequential: bool) -> dict[str, PendingClip]:
         """The distinct sampled frames of each modality, as JPEG bytes (a frame folder's RGB), the frames for
         torchcodec to decode on the device (a video file's RGB, `decoder` torchcodec, not .avi) or decoded
         uint8 (U, H, W, C) (another video file's RGB, flow), and where the (V, T) slots find them."""
         from orchestrator.data.flow import load_flow
         from orchestrator.data.video_io import read_frame_bytes
 
-        unique, inverse = np.unique(indices, return_inverse=True)  # (U,), (V * T,)
-        inverse = torch.from_numpy(inverse.reshape(indices.shape))
+        unique, inverse = unique_frames(indices)  # (U,), (V, T)
+        inverse = torch.from_numpy(inverse)
         inputs = {}
         if "rgb" in self.modalities and reader is None:
             files, size = read_frame_bytes(record.path, unique)
             inputs["rgb"] = PendingClip([torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files],
                                         inverse, size)
-        elif "rgb" in self.modalities and getattr(reader, "size", None) and \
-                record.path.suffix.lower() not in SEQUENTIAL_SUFFIXES:  # torchcodec, on the device
+        elif "rgb" in self.modalities and self.decoder == "torchcodec" and not sequential:  # on the device
             inputs["rgb"] = PendingClip(VideoFrames(str(record.path), unique.tolist()), inverse, reader.size)
         elif "rgb" in self.modalities:
-            sequential = record.path.suffix.lower() in SEQUENTIAL_SUFFIXES
             inputs["rgb"] = PendingClip.of(reader.read(unique[None], sequential=sequential)[0], inverse)
         if "flow" in self.modalities:
             inputs["flow"] = PendingClip.of(load_flow(self.flow_dir, record.video_id, unique), inverse)

@@ -41,7 +41,7 @@ def torchcodec_problem() -> str | None:
     return None
 
 
-def _unique(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unique_frames(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(U,) sorted distinct frame indices and the (V, T) positions of `indices` in them."""
     unique, inverse = np.unique(np.asarray(indices, np.int64), return_inverse=True)
     return unique, inverse.reshape(np.shape(indices))
@@ -95,7 +95,7 @@ class DecordVideo:
         return len(self._reader)
 
     def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-        unique, inverse = _unique(indices)
+        unique, inverse = unique_frames(indices)
         if sequential:
             wanted, kept = set(unique.tolist()), []
             for index in range(int(unique[-1]) + 1):
@@ -128,7 +128,7 @@ class TorchcodecVideo:
         return self._num_frames
 
     def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-        unique, inverse = _unique(indices)
+        unique, inverse = unique_frames(indices)
         if sequential:
             return decode_in_order(self.path, unique)[inverse]
         if unique[-1] >= self._num_frames:
@@ -153,7 +153,7 @@ class PyAVVideo:
         return self._num_frames
 
     def read(self, indices: np.ndarray, *, sequential: bool = False) -> np.ndarray:
-        unique, inverse = _unique(indices)
+        unique, inverse = unique_frames(indices)
         return decode_in_order(self.path, unique)[inverse]
 
 
